@@ -1,0 +1,125 @@
+"""Canonical MessagePack: one byte string per value, and a strict decoder.
+
+Rules (see ARCHITECTURE.md, Decisions/Encoding):
+- maps have string keys, sorted by their UTF-8 bytes, no duplicates;
+- integers in their shortest form; bytes as ``bin``; strings as ``str``;
+- no floats, no ext types, no ``nil`` inside signed parts unless a schema allows it;
+- nothing after the value.
+
+Decoding is *verify by re-encoding*: after a bounded ``msgpack.unpackb`` the value
+is encoded again and must give the received bytes exactly. That one check
+rejects non-minimal integers, unsorted keys, str/bin confusion and the other
+ways msgpack lets one value have several encodings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from mesh.core import limits
+from mesh.errors import MalformedMessage, TooLarge
+
+Value = Any  # None | bool | int | str | bytes | list[Value] | dict[str, Value]
+
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+
+
+def encode(value: Value) -> bytes:
+    """Encode ``value`` canonically. Raises MalformedMessage on an unencodable value."""
+    try:
+        return msgpack.packb(_canonical_form(value), use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise MalformedMessage(f"cannot encode: {exc}") from exc
+
+
+def _canonical_form(value: Value) -> Value:
+    # Rebuild maps with sorted keys; reject the types the wire does not allow.
+    if isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str):
+                raise MalformedMessage(f"map key {key!r} is not a string")
+        return {k: _canonical_form(value[k]) for k in sorted(value, key=_key_order)}
+    if isinstance(value, (list, tuple)):
+        return [_canonical_form(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise MalformedMessage(f"integer {value} out of range")
+        return value
+    if isinstance(value, (str, bytes)):
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise MalformedMessage(f"type {type(value).__name__} is not allowed on the wire")
+
+
+def _key_order(key: str) -> bytes:
+    return key.encode("utf-8")
+
+
+def decode(data: bytes, *, max_bytes: int = limits.MAX_MESSAGE_BYTES) -> Value:
+    """Decode canonical MessagePack ``data``.
+
+    Raises:
+        TooLarge: ``data`` is longer than ``max_bytes``.
+        MalformedMessage: not MessagePack, trailing bytes, floats, ext types,
+            non-string or duplicate map keys, or any non-canonical encoding.
+    """
+    if len(data) > max_bytes:
+        raise TooLarge(f"message of {len(data)} bytes exceeds cap of {max_bytes}")
+    try:
+        value = msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+            object_pairs_hook=_pairs_to_dict,
+            ext_hook=_reject_ext,
+            max_str_len=min(max_bytes, limits.MAX_TENSOR_BYTES),
+            max_bin_len=min(max_bytes, limits.MAX_TENSOR_BYTES),
+            max_array_len=limits.MAX_LIST_ITEMS,
+            max_map_len=limits.MAX_MAP_ITEMS,
+            max_ext_len=0,
+        )
+    except MalformedMessage:
+        raise
+    except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise MalformedMessage(f"not canonical msgpack: {exc}") from exc
+    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        # unpackb raises ValueError for truncated data and exceeded length caps.
+        raise MalformedMessage(f"undecodable msgpack: {exc}") from exc
+    _reject_floats(value)
+    if encode(value) != bytes(data):
+        raise MalformedMessage("non-canonical encoding")
+    return value
+
+
+def _pairs_to_dict(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, val in pairs:
+        if not isinstance(key, str):
+            raise MalformedMessage("map key is not a string")
+        if key in result:
+            raise MalformedMessage(f"duplicate map key {key!r}")
+        result[key] = val
+    return result
+
+
+def _reject_ext(code: int, data: bytes) -> Any:
+    raise MalformedMessage(f"ext type {code} is not allowed")
+
+
+def _reject_floats(value: Value) -> None:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            raise MalformedMessage("floats are not allowed")
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)

@@ -30,9 +30,10 @@ _INT_MAX = 2**64 - 1
 def encode(value: Value) -> bytes:
     """Encode ``value`` canonically. Raises MalformedMessage on an unencodable value."""
     try:
-        return msgpack.packb(_canonical_form(value), use_bin_type=True)
+        packed: bytes = msgpack.packb(_canonical_form(value), use_bin_type=True)
     except (TypeError, ValueError, OverflowError) as exc:
         raise MalformedMessage(f"cannot encode: {exc}") from exc
+    return packed
 
 
 def _canonical_form(value: Value) -> Value:

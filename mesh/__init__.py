@@ -1,0 +1,1 @@
+"""mesh: a peer-to-peer compute mesh for AI inference with verifiable receipts."""

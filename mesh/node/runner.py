@@ -1,0 +1,59 @@
+"""What the node needs from the model runtime: the :class:`TaskRunner` protocol.
+
+It matches ``mesh.runtime.executor.Executor`` (``run``, ``queue_depth``,
+``queue_capacity``, ``run_forever``) plus what the node advertises: the model
+roots and names it serves and its device. Component tests inject a fake runner;
+``mesh.node.runtime_runner`` adapts the real executor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+from mesh.core.tensors import Tensor
+
+Values = dict[str, Tensor | list[str]]
+
+
+class ExecutionLike(Protocol):
+    """The outcome of running one task (``mesh.runtime.executor.Execution``)."""
+
+    @property
+    def outputs(self) -> Values: ...
+
+    @property
+    def runtime(self) -> dict[str, str | int | bool]: ...
+
+    @property
+    def commitment(self) -> bytes: ...
+
+    @property
+    def batch_size(self) -> int: ...
+
+    @property
+    def compute_ms(self) -> float: ...
+
+
+class TaskRunner(Protocol):
+    """Runs tasks off the event loop, with a bounded queue the node reads."""
+
+    @property
+    def models(self) -> Mapping[bytes, str]:
+        """model_root -> model name, for every model served."""
+        ...
+
+    @property
+    def device(self) -> str: ...
+
+    async def run(
+        self, model_root: bytes, inputs: Values, params: dict[str, int]
+    ) -> ExecutionLike: ...
+
+    def queue_depth(self) -> int: ...
+
+    def queue_capacity(self) -> int: ...
+
+    async def run_forever(self) -> None:
+        """The runner's background loops (batching); runs in the node's nursery."""
+        ...

@@ -1,0 +1,287 @@
+"""The message kinds of the mesh and the request/response of ``/mesh/task/1.0.0``.
+
+Signed kinds (each travels in an envelope, see :mod:`mesh.core.envelope`):
+
+======================  =================== ===========  ==============================
+class                   type string         signer       purpose
+======================  =================== ===========  ==============================
+:class:`Task`           ``mesh/task/v1``    ``client``   what to run, on which model
+:class:`Receipt`        ``mesh/receipt/v1`` ``worker``   what was run, chained per worker
+:class:`CapacityRecord` ``mesh/capacity/v1`` ``peer``    a node's advert in the DHT
+:class:`Verdict`        ``mesh/verdict/v1`` ``auditor``  an audit's outcome
+======================  =================== ===========  ==============================
+
+On a task stream the client sends one request and gets one response::
+
+    request = {"inputs": <values>, "kind": "task", "task": <task envelope map>}
+    result  = {"kind": "result", "outputs": <values>, "receipt": <receipt envelope map>}
+    error   = {"code": str, "kind": "error", "message": str, "retry_after_ms": int,
+               "task_id": bin (0 or 32 bytes)}
+
+A task's id is the SHA-256 of its envelope bytes (``Signed.digest``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar
+
+from mesh.core import canonical, limits
+from mesh.core.envelope import Signed, SignedMessage, open_signed
+from mesh.core.schema import (
+    I64_MIN,
+    U64_MAX,
+    AnyOf,
+    Bool,
+    Bytes,
+    Int,
+    List,
+    Map,
+    OneOfBytes,
+    Str,
+    WireMessage,
+)
+from mesh.core.tensors import Tensor
+from mesh.core.values import Values, values_from_wire, values_hash, values_to_wire
+from mesh.errors import (
+    ERROR_CODES,
+    Busy,
+    InternalError,
+    MalformedMessage,
+    ProtocolError,
+)
+
+TASK_TYPE = "mesh/task/v1"
+RECEIPT_TYPE = "mesh/receipt/v1"
+CAPACITY_TYPE = "mesh/capacity/v1"
+VERDICT_TYPE = "mesh/verdict/v1"
+
+VERIFY_MODES = ("signature", "audit", "redundant")
+
+# Caps on fields; generous for honest peers, small enough to bound a decoder.
+MAX_PARAMS = 16
+MAX_PARAM_KEY_CHARS = 32
+MAX_RUNTIME_ENTRIES = 32
+MAX_RUNTIME_KEY_BYTES = 32
+MAX_RUNTIME_VALUE_BYTES = 256
+# LM activation commitments are ~8 B/token (TOPLOC); 64 KiB covers 8k tokens.
+MAX_COMMITMENT_BYTES = 64 * 1024
+MAX_ADDRS = 16
+MAX_ADDR_BYTES = 256
+MAX_MODELS = 64
+MAX_MODEL_NAME_BYTES = 128
+MAX_LABEL_BYTES = 128  # device and region strings
+MAX_ERROR_MESSAGE_BYTES = 1024
+
+# Field kinds shared by several messages.
+Key = Annotated[bytes, Bytes(32)]
+Hash = Annotated[bytes, Bytes(32)]
+Millis = Annotated[int, Int(0)]
+Count = Annotated[int, Int(0)]
+Label = Annotated[str, Str(MAX_LABEL_BYTES)]
+
+
+@dataclass(frozen=True, slots=True)
+class Task(SignedMessage):
+    """An inference task, signed by the client."""
+
+    TYPE: ClassVar[str] = TASK_TYPE
+    SIGNER: ClassVar[str] = "client"
+
+    client: Key
+    nonce: Annotated[bytes, Bytes(16)]
+    created_ms: Millis
+    expires_ms: Millis
+    model_root: Hash
+    input_hash: Hash
+    params: Annotated[
+        dict[str, int],
+        Map(Int(I64_MIN, U64_MAX), max_items=MAX_PARAMS, max_key_bytes=MAX_PARAM_KEY_CHARS),
+    ]
+    verify: Annotated[str, Str(16, choices=VERIFY_MODES)]
+    target: Annotated[bytes, OneOfBytes(0, 32)]  # a worker's public key, or b"" for any
+
+
+RuntimeValue = str | int | bool
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt(SignedMessage):
+    """What a worker ran for a task, signed by the worker and chained by ``seq``/``prev``."""
+
+    TYPE: ClassVar[str] = RECEIPT_TYPE
+    SIGNER: ClassVar[str] = "worker"
+
+    task_id: Hash
+    worker: Key
+    seq: Count
+    prev: Hash  # digest of the previous receipt's envelope; zeros for seq 0
+    model_root: Hash
+    runtime: Annotated[
+        dict[str, RuntimeValue],
+        Map(
+            AnyOf(Bool(), Int(I64_MIN, U64_MAX), Str(MAX_RUNTIME_VALUE_BYTES)),
+            max_items=MAX_RUNTIME_ENTRIES,
+            max_key_bytes=MAX_RUNTIME_KEY_BYTES,
+        ),
+    ]
+    output_hash: Hash
+    started_ms: Millis
+    finished_ms: Millis
+    commitment: Annotated[bytes, Bytes(0, MAX_COMMITMENT_BYTES)]
+
+
+@dataclass(frozen=True, slots=True)
+class CapacityRecord(SignedMessage):
+    """A node's signed advert: what it serves, how loaded it is, until when."""
+
+    TYPE: ClassVar[str] = CAPACITY_TYPE
+    SIGNER: ClassVar[str] = "peer"
+
+    peer: Key
+    addrs: Annotated[tuple[str, ...], List(Str(MAX_ADDR_BYTES), MAX_ADDRS)]
+    models: Annotated[tuple[bytes, ...], List(Bytes(32), MAX_MODELS)]
+    model_names: Annotated[tuple[str, ...], List(Str(MAX_MODEL_NAME_BYTES), MAX_MODELS)]
+    device: Label
+    memory_free_mb: Count
+    queue_depth: Count
+    queue_capacity: Count
+    throughput_milli: Count  # tasks per second x 1000
+    price_micro: Count  # price per task in micro-units
+    region: Label
+    created_ms: Millis
+    expires_ms: Millis
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict(SignedMessage):
+    """An auditor's judgement of one receipt, after re-running its task."""
+
+    TYPE: ClassVar[str] = VERDICT_TYPE
+    SIGNER: ClassVar[str] = "auditor"
+
+    auditor: Key
+    worker: Key
+    task_id: Hash
+    receipt_digest: Hash
+    agree: Annotated[bool, Bool()]
+    distance_micro: Count
+    created_ms: Millis
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReply(WireMessage):
+    """A typed refusal or failure, answered instead of a result."""
+
+    WIRE_CONSTANTS: ClassVar[Mapping[str, Any]] = {"kind": "error"}
+
+    code: Annotated[str, Str(32, choices=tuple(ERROR_CODES))]
+    message: Annotated[str, Str(MAX_ERROR_MESSAGE_BYTES)]
+    retry_after_ms: Millis
+    task_id: Annotated[bytes, OneOfBytes(0, 32)]  # empty when the task is unknown
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, *, task_id: bytes = b"") -> ErrorReply:
+        """The reply for a caught exception; anything not a ProtocolError is "internal".
+
+        Only a ProtocolError's own message is sent: other exceptions may hold
+        local details (paths, tracebacks) that the peer has no business seeing.
+        """
+        if isinstance(exc, ProtocolError):
+            code, message = exc.code, str(exc)
+        else:
+            code, message = InternalError.code, "internal error"
+        retry = exc.retry_after_ms if isinstance(exc, Busy) else 0
+        encoded = message.encode("utf-8")[:MAX_ERROR_MESSAGE_BYTES]
+        return cls(
+            code=code,
+            message=encoded.decode("utf-8", errors="ignore"),
+            retry_after_ms=max(0, retry),
+            task_id=task_id,
+        )
+
+    def to_exception(self) -> ProtocolError:
+        """The ProtocolError subclass matching ``code`` (Busy keeps retry_after_ms)."""
+        if self.code == Busy.code:
+            return Busy(self.message, retry_after_ms=self.retry_after_ms)
+        return ERROR_CODES.get(self.code, InternalError)(self.message)
+
+    def encode(self) -> bytes:
+        """The canonical bytes of this reply."""
+        return canonical.encode(self.to_wire())
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A decoded task request: the verified signed task and its inputs."""
+
+    task: Signed[Task]
+    inputs: Values
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """A decoded successful response: the verified signed receipt and the outputs."""
+
+    receipt: Signed[Receipt]
+    outputs: Values
+
+
+def encode_request(task: Signed[Task], inputs: Mapping[str, Tensor | Sequence[str]]) -> bytes:
+    """The request message for a signed task and its inputs."""
+    return canonical.encode(
+        {"inputs": values_to_wire(inputs), "kind": "task", "task": task.to_wire()}
+    )
+
+
+def decode_request(data: bytes, *, max_bytes: int = limits.MAX_MESSAGE_BYTES) -> Request:
+    """Decode a request, verify the task's signature and that the inputs match it.
+
+    Time, window and replay are checked separately (:func:`mesh.core.replay.admit_task`).
+
+    Raises:
+        MalformedMessage, TooLarge, BadSignature.
+    """
+    wire = _decode_kind(data, "task", {"inputs", "kind", "task"}, max_bytes)
+    task = open_signed(wire["task"], Task)
+    inputs = values_from_wire(wire["inputs"])
+    if values_hash(inputs) != task.message.input_hash:
+        raise MalformedMessage("inputs do not match the task's input_hash")
+    return Request(task, inputs)
+
+
+def encode_result(receipt: Signed[Receipt], outputs: Mapping[str, Tensor | Sequence[str]]) -> bytes:
+    """The success response: outputs and the signed receipt that covers them."""
+    return canonical.encode(
+        {"kind": "result", "outputs": values_to_wire(outputs), "receipt": receipt.to_wire()}
+    )
+
+
+def decode_response(
+    data: bytes, *, max_bytes: int = limits.MAX_MESSAGE_BYTES
+) -> Result | ErrorReply:
+    """Decode a response: a :class:`Result` (receipt signature verified) or an ErrorReply.
+
+    The receipt's binding to the task and outputs is checked by
+    :func:`mesh.core.receipts.verify_receipt`.
+
+    Raises:
+        MalformedMessage, TooLarge, BadSignature.
+    """
+    wire = canonical.decode(data, max_bytes=max_bytes)
+    if isinstance(wire, dict) and wire.get("kind") == "error":
+        return ErrorReply.from_wire(wire)
+    wire = _check_kind(wire, "result", {"kind", "outputs", "receipt"})
+    receipt = open_signed(wire["receipt"], Receipt)
+    return Result(receipt, values_from_wire(wire["outputs"]))
+
+
+def _decode_kind(data: bytes, kind: str, keys: set[str], max_bytes: int) -> dict[str, Any]:
+    return _check_kind(canonical.decode(data, max_bytes=max_bytes), kind, keys)
+
+
+def _check_kind(wire: Any, kind: str, keys: set[str]) -> dict[str, Any]:
+    if not isinstance(wire, dict) or wire.keys() != keys or wire["kind"] != kind:
+        raise MalformedMessage(f"a {kind} message is a map of exactly {sorted(keys)}")
+    return wire

@@ -1,0 +1,230 @@
+"""Framed messages over libp2p streams: read loops, a per-peer pool, a server loop.
+
+py-libp2p 0.8.1 gives up on single reads past ~6.5 MB (notes, bug 3), so we
+never ask the library for a whole message: we read whatever the stream has and
+feed :class:`mesh.core.framing.FrameReader` until one message is complete.
+
+A stream carries one request at a time; the client keeps idle streams in a
+small pool per (peer, protocol) and reuses them (a new stream costs ~4 ms, a
+reused one ~1 ms). The server answers each inbound stream in a loop, one
+message after another, until the peer closes it or goes quiet too long.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+
+import trio
+from libp2p.abc import INetStream
+from libp2p.exceptions import BaseLibp2pError
+
+from mesh.core.framing import FrameReader, encode_frames
+from mesh.errors import PeerUnavailable, ProtocolError
+from mesh.net.interface import RequestHandler
+
+logger = logging.getLogger(__name__)
+
+# What one read asks for; Yamux hands out at most 64 KiB windows anyway.
+READ_CHUNK_BYTES = 256 * 1024
+# Idle streams kept per (peer, protocol): enough for a few concurrent requests.
+MAX_IDLE_STREAMS_PER_KEY = 4
+# How long an idle pooled stream is trusted; shorter than the server's idle
+# deadline (DEFAULT_SERVER_IDLE_S) so we do not reuse one the server dropped.
+POOL_IDLE_S = 30.0
+# A server drops a stream on which no new request starts within this time, so a
+# dead or silent client cannot pin a stream (and its task) forever.
+DEFAULT_SERVER_IDLE_S = 60.0
+# Cleanup of a stream (reset/close) gets this long before we give up on it.
+CLEANUP_S = 1.0
+
+# Everything a libp2p stream call may raise when the peer or connection fails.
+STREAM_ERRORS: tuple[type[BaseException], ...] = (
+    BaseLibp2pError,
+    OSError,
+    trio.BrokenResourceError,
+)
+
+
+class StreamClosedByPeer(PeerUnavailable):
+    """The peer closed the stream cleanly between messages (not exported)."""
+
+
+async def read_message(stream: INetStream, reader: FrameReader) -> bytes | None:
+    """Read until ``reader`` completes one message.
+
+    Returns:
+        The message, or None when the peer closed the stream cleanly before the
+        first byte of a new message.
+
+    Raises:
+        TooLarge / MalformedMessage: from the frame reader.
+        PeerUnavailable: the stream broke, or closed in the middle of a message.
+    """
+    while True:
+        try:
+            data = await stream.read(READ_CHUNK_BYTES)
+        except EOFError:
+            data = b""
+        except STREAM_ERRORS as exc:
+            raise PeerUnavailable(f"stream read failed: {exc!r}") from exc
+        if not data:
+            if reader.idle:
+                return None
+            raise PeerUnavailable("stream closed in the middle of a message")
+        messages = reader.feed(data)
+        if messages:
+            if len(messages) > 1 or not reader.idle:
+                # One request in flight per stream: anything more is a protocol breach.
+                raise PeerUnavailable("peer sent more than one message")
+            return messages[0]
+
+
+async def write_message(stream: INetStream, message: bytes) -> None:
+    """Write one framed message.
+
+    Raises:
+        PeerUnavailable: the stream broke.
+    """
+    try:
+        await stream.write(encode_frames(message))
+    except STREAM_ERRORS as exc:
+        raise PeerUnavailable(f"stream write failed: {exc!r}") from exc
+
+
+async def discard(stream: INetStream) -> None:
+    """Reset a stream we give up on; never raises, never hangs, survives cancellation."""
+    with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_S):
+        try:
+            await stream.reset()
+        except STREAM_ERRORS as exc:
+            logger.debug("reset of a stream failed: %r", exc)
+
+
+async def close_quietly(stream: INetStream) -> None:
+    """Close a stream at the end of a conversation; never raises, never hangs."""
+    with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_S):
+        try:
+            await stream.close()
+        except STREAM_ERRORS as exc:
+            logger.debug("close of a stream failed: %r", exc)
+
+
+@dataclass(slots=True)
+class StreamStats:
+    """Counters the tests and benchmarks read (streams opened vs reused)."""
+
+    opened: int = 0
+    reused: int = 0
+    failed: int = 0
+    served_messages: int = 0
+    rejected_streams: int = 0
+
+
+@dataclass(slots=True)
+class _Idle:
+    stream: INetStream
+    since: float
+
+
+@dataclass(slots=True)
+class StreamPool:
+    """Idle request streams per (peer id, protocol); one request per stream at a time."""
+
+    max_idle: int = MAX_IDLE_STREAMS_PER_KEY
+    idle_s: float = POOL_IDLE_S
+    _idle: dict[tuple[str, str], deque[_Idle]] = field(default_factory=dict)
+
+    def take(self, peer_id: str, protocol: str, *, now: float) -> INetStream | None:
+        """An idle stream to reuse, or None (call :meth:`stale` first to close old ones)."""
+        queue = self._idle.get((peer_id, protocol))
+        while queue:
+            entry = queue.pop()  # the freshest first: least likely to be dropped
+            if now - entry.since <= self.idle_s:
+                return entry.stream
+        return None
+
+    def stale(self, *, now: float) -> list[INetStream]:
+        """Remove and return streams idle longer than ``idle_s``."""
+        old: list[INetStream] = []
+        for key, queue in list(self._idle.items()):
+            keep = deque(e for e in queue if now - e.since <= self.idle_s)
+            old.extend(e.stream for e in queue if now - e.since > self.idle_s)
+            if keep:
+                self._idle[key] = keep
+            else:
+                del self._idle[key]
+        return old
+
+    def give_back(self, peer_id: str, protocol: str, stream: INetStream, *, now: float) -> bool:
+        """Keep ``stream`` for reuse; False when the pool is full (close it)."""
+        queue = self._idle.setdefault((peer_id, protocol), deque())
+        if len(queue) >= self.max_idle:
+            return False
+        queue.append(_Idle(stream, now))
+        return True
+
+    def drop_peer(self, peer_id: str) -> list[INetStream]:
+        """Remove and return every idle stream to ``peer_id``."""
+        gone: list[INetStream] = []
+        for key in [k for k in self._idle if k[0] == peer_id]:
+            gone.extend(e.stream for e in self._idle.pop(key))
+        return gone
+
+    def drain(self) -> list[INetStream]:
+        """Remove and return every idle stream (at shutdown)."""
+        gone = [e.stream for q in self._idle.values() for e in q]
+        self._idle.clear()
+        return gone
+
+
+async def serve_stream(
+    stream: INetStream,
+    handler: RequestHandler,
+    *,
+    idle_s: float,
+    write_s: float,
+    stats: StreamStats,
+) -> None:
+    """Answer requests on one inbound stream until the peer closes it.
+
+    A garbage or oversized frame, a broken stream, a silent client or a handler
+    exception ends the conversation by resetting the stream; nothing propagates
+    into the library's task (which would take the connection down with it).
+    """
+    peer = str(stream.muxed_conn.peer_id)
+    reader = FrameReader()
+    try:
+        while True:
+            message: bytes | None = None
+            with trio.move_on_after(idle_s) as idle:
+                message = await read_message(stream, reader)
+            if idle.cancelled_caught:
+                logger.debug("stream from %s idle for %.0f s, dropping it", peer, idle_s)
+                await discard(stream)
+                return
+            if message is None:
+                await close_quietly(stream)
+                return
+            try:
+                response = await handler(peer, message)
+            except trio.Cancelled:
+                raise
+            except Exception:
+                # The handler is service code: whatever it raises, this stream
+                # ends without an answer and every other stream keeps going.
+                logger.warning("request handler failed for %s, resetting", peer, exc_info=True)
+                stats.rejected_streams += 1
+                await discard(stream)
+                return
+            with trio.fail_after(write_s):
+                await write_message(stream, response)
+            stats.served_messages += 1
+    except ProtocolError as exc:
+        logger.info("bad frames from %s (%s), resetting the stream", peer, exc)
+        stats.rejected_streams += 1
+        await discard(stream)
+    except (PeerUnavailable, trio.TooSlowError) as exc:
+        logger.debug("stream from %s ended: %r", peer, exc)
+        await discard(stream)

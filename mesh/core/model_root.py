@@ -1,0 +1,261 @@
+"""Model identity: a Merkle root over a model's tensors, independent of files.
+
+Leaves are the tensors sorted by name (UTF-8 bytes). Each leaf hash is::
+
+    sha256(b"\\x00" + canonical.encode([name, dtype, shape_list, sha256(raw bytes)]))
+
+with ``dtype`` the safetensors code ("F32", "F16", "BF16", "I64", ...). An inner
+node is ``sha256(b"\\x01" + left + right)``; an odd node at the end of a level is
+promoted unchanged; the root of no tensors is ``sha256(b"\\x02")``. The prefixes
+keep leaves, inner nodes and the empty tree apart (no second-preimage tricks).
+
+File names, sharding, the order of a safetensors header and its ``__metadata__``
+do not change the root; changing one weight, dtype, shape or name does. Per-tensor
+proofs (:func:`inclusion_proof`) let a verifier check one tensor against a root.
+
+The safetensors format is parsed here without torch: an 8-byte little-endian
+header length, a JSON header ``{name: {"dtype", "shape", "data_offsets"}}`` and
+the data, with offsets relative to the end of the header.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import mmap
+import struct
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mesh.core import canonical
+from mesh.errors import ModelError
+
+# (name, safetensors dtype code, shape, sha256 of the raw little-endian bytes)
+TensorLeaf = tuple[str, str, tuple[int, ...], bytes]
+# (sibling is on the left, sibling hash), from the leaf up to the root
+ProofStep = tuple[bool, bytes]
+
+SAFETENSORS_DTYPE_SIZES: dict[str, int] = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E5M2": 1,
+    "F8_E4M3": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "F64": 8,
+    "I64": 8,
+    "U64": 8,
+}
+# The safetensors library refuses headers over 100 MB; so do we.
+MAX_HEADER_BYTES = 100 * 1000 * 1000
+_EMPTY_ROOT = hashlib.sha256(b"\x02").digest()
+
+
+def make_leaf(name: str, dtype: str, shape: Sequence[int], raw: bytes | memoryview) -> TensorLeaf:
+    """The leaf of one tensor from its raw little-endian bytes."""
+    return (name, dtype, tuple(shape), hashlib.sha256(raw).digest())
+
+
+def leaf_hash(leaf: TensorLeaf) -> bytes:
+    """The Merkle leaf hash of one tensor."""
+    name, dtype, shape, data_sha256 = leaf
+    encoded = canonical.encode([name, dtype, list(shape), data_sha256])
+    return hashlib.sha256(b"\x00" + encoded).digest()
+
+
+def _node(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def _sorted_leaves(leaves: Iterable[TensorLeaf]) -> list[TensorLeaf]:
+    ordered = sorted(leaves, key=lambda leaf: leaf[0].encode("utf-8"))
+    for first, second in itertools.pairwise(ordered):
+        if first[0] == second[0]:
+            raise ModelError(f"tensor {first[0]!r} appears twice")
+    return ordered
+
+
+def model_root_of_tensors(leaves: Iterable[TensorLeaf]) -> bytes:
+    """The model root of a set of tensors given as leaves (any order).
+
+    Raises:
+        ModelError: two tensors share a name.
+    """
+    level = [leaf_hash(leaf) for leaf in _sorted_leaves(leaves)]
+    if not level:
+        return _EMPTY_ROOT
+    while len(level) > 1:
+        pairs = [_node(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            pairs.append(level[-1])  # odd node promoted unchanged
+        level = pairs
+    return level[0]
+
+
+def inclusion_proof(leaves: Iterable[TensorLeaf], name: str) -> list[ProofStep]:
+    """The Merkle path proving the tensor ``name`` is in the root of ``leaves``.
+
+    Raises:
+        ModelError: no tensor has that name, or names repeat.
+    """
+    ordered = _sorted_leaves(leaves)
+    index = next((i for i, leaf in enumerate(ordered) if leaf[0] == name), None)
+    if index is None:
+        raise ModelError(f"no tensor named {name!r}")
+    level = [leaf_hash(leaf) for leaf in ordered]
+    proof: list[ProofStep] = []
+    while len(level) > 1:
+        sibling = index ^ 1
+        if sibling < len(level):
+            proof.append((sibling < index, level[sibling]))
+        nxt = [_node(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level, index = nxt, index // 2
+    return proof
+
+
+def verify_inclusion(root: bytes, leaf: TensorLeaf, proof: Sequence[ProofStep]) -> None:
+    """Check that ``leaf`` is in the tree of ``root`` along ``proof``.
+
+    Raises:
+        ModelError: the proof does not lead to ``root``.
+    """
+    node = leaf_hash(leaf)
+    for sibling_is_left, sibling in proof:
+        node = _node(sibling, node) if sibling_is_left else _node(node, sibling)
+    if node != root:
+        raise ModelError(f"tensor {leaf[0]!r} is not in model {format_root(root)}")
+
+
+def read_safetensors_leaves(path: Path | str) -> list[TensorLeaf]:
+    """The leaves of every tensor in one safetensors file (hashing its data).
+
+    Raises:
+        ModelError: unreadable, or not a valid safetensors file.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            size = handle.seek(0, 2)
+            if size < 8:
+                raise ModelError(f"{path}: too short for a safetensors file")
+            handle.seek(0)
+            (header_len,) = struct.unpack("<Q", handle.read(8))
+            if header_len > MAX_HEADER_BYTES or 8 + header_len > size:
+                raise ModelError(f"{path}: safetensors header length {header_len} is invalid")
+            header = _parse_header(handle.read(header_len), path)
+            data_start = 8 + header_len
+            entries = _check_entries(header, size - data_start, path)
+            if size == data_start:
+                # mmap refuses empty ranges; only empty tensors can be here.
+                return [make_leaf(n, d, s, b"") for n, d, s, _, _ in entries]
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                view = memoryview(mapped)
+                try:
+                    return [
+                        make_leaf(n, d, s, view[data_start + b : data_start + e])
+                        for n, d, s, b, e in entries
+                    ]
+                finally:
+                    view.release()
+    except OSError as exc:
+        raise ModelError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def _parse_header(raw: bytes, path: Path) -> dict[str, Any]:
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        result = dict(pairs)
+        if len(result) != len(pairs):
+            raise ModelError(f"{path}: duplicate key in safetensors header")
+        return result
+
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicates)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ModelError(f"{path}: safetensors header is not valid JSON") from exc
+    if not isinstance(header, dict):
+        raise ModelError(f"{path}: safetensors header is not a JSON object")
+    return header
+
+
+def _check_entries(
+    header: dict[str, Any], data_len: int, path: Path
+) -> list[tuple[str, str, tuple[int, ...], int, int]]:
+    entries = []
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue  # free-form strings; not part of the model's identity
+        if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+            raise ModelError(f"{path}: tensor {name!r} has a malformed header entry")
+        dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+        if dtype not in SAFETENSORS_DTYPE_SIZES:
+            raise ModelError(f"{path}: tensor {name!r} has unknown dtype {dtype!r}")
+        if not isinstance(shape, list) or not all(_is_index(d) for d in shape):
+            raise ModelError(f"{path}: tensor {name!r} has an invalid shape")
+        if not isinstance(offsets, list) or len(offsets) != 2 or not all(map(_is_index, offsets)):
+            raise ModelError(f"{path}: tensor {name!r} has invalid data_offsets")
+        begin, end = offsets
+        if not begin <= end <= data_len:
+            raise ModelError(f"{path}: tensor {name!r} lies outside the file")
+        if end - begin != math.prod(shape) * SAFETENSORS_DTYPE_SIZES[dtype]:
+            raise ModelError(f"{path}: tensor {name!r} data length does not fit its shape")
+        entries.append((name, dtype, tuple(shape), begin, end))
+    return entries
+
+
+def _is_index(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
+def safetensors_files(paths: Sequence[Path | str]) -> list[Path]:
+    """Expand folders into the ``*.safetensors`` files they hold (sorted)."""
+    files: list[Path] = []
+    for entry in map(Path, paths):
+        if entry.is_dir():
+            found = sorted(entry.glob("*.safetensors"))
+            if not found:
+                raise ModelError(f"{entry}: no .safetensors files in this folder")
+            files.extend(found)
+        else:
+            files.append(entry)
+    return files
+
+
+def model_root_of_files(paths: Sequence[Path | str]) -> bytes:
+    """The model root of the tensors in one or more safetensors files (or folders).
+
+    The same tensors sharded differently give the same root.
+
+    Raises:
+        ModelError: a file is invalid, or a tensor name appears twice.
+    """
+    leaves: list[TensorLeaf] = []
+    for path in safetensors_files(paths):
+        leaves.extend(read_safetensors_leaves(path))
+    return model_root_of_tensors(leaves)
+
+
+def format_root(root: bytes) -> str:
+    """A root as lowercase hex."""
+    return root.hex()
+
+
+def parse_root(text: str) -> bytes:
+    """A root from its hex form. Raises ModelError unless 64 hex digits."""
+    try:
+        root = bytes.fromhex(text.strip())
+    except ValueError as exc:
+        raise ModelError(f"model root {text!r} is not hex") from exc
+    if len(root) != 32:
+        raise ModelError(f"model root must be 32 bytes, got {len(root)}")
+    return root

@@ -1,0 +1,228 @@
+"""A worker's receipt chain on disk: append-only, hash-chained, crash-tolerant.
+
+File format: a sequence of records, each a 4-byte big-endian length followed by
+that many bytes of a receipt envelope (canonical MessagePack). Record ``n`` holds
+the receipt with ``seq = n``, whose ``prev`` is the digest of record ``n - 1``'s
+envelope (32 zero bytes for the first).
+
+On open the whole chain is read and checked (signatures, this worker's key,
+consecutive ``seq``, ``prev`` links). A torn final record -- a crash in the middle
+of a write -- is cut off with a warning; anything else that does not check is an
+error, because silently continuing a broken chain would hide tampering. Appends
+are fsynced before the receipt is handed out, so a receipt a client holds is
+never lost from the chain by a crash.
+
+The file I/O of the core lives here, small and isolated.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import struct
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+
+from mesh.core.envelope import Signed, open_signed
+from mesh.core.identity import Identity
+from mesh.core.messages import Receipt, RuntimeValue
+from mesh.core.receipts import ZERO_HASH, make_receipt
+from mesh.errors import ConfigError, MeshError, VerificationError
+
+logger = logging.getLogger(__name__)
+
+_LENGTH = struct.Struct(">I")
+# A receipt with the largest commitment is ~70 KB; a bigger length is corruption.
+MAX_RECORD_BYTES = 1024 * 1024
+
+
+class ReceiptLog:
+    """The open receipt chain of one worker. Build with :meth:`open`.
+
+    Thread-safe: :meth:`issue` and :meth:`append` may be called from worker threads.
+    """
+
+    def __init__(self, *, path: Path, identity: Identity, fd: int, count: int, prev: bytes) -> None:
+        self._path = path
+        self._identity = identity
+        self._fd = fd
+        self._next_seq = count
+        self._prev = prev
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, path: Path | str, identity: Identity) -> ReceiptLog:
+        """Open (or create) the log at ``path`` for ``identity`` and check its chain.
+
+        Raises:
+            VerificationError: a complete record does not check (tampered or foreign).
+            ConfigError: the file cannot be opened, or another process holds it.
+        """
+        path = Path(path)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise ConfigError(f"cannot open receipt log {path}: {exc.strerror}") from exc
+        try:
+            # Two processes appending to one chain would fork it: equivocation.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            raise ConfigError(f"receipt log {path} is in use by another process") from exc
+        try:
+            with os.fdopen(os.dup(fd), "rb") as handle:
+                data = handle.read()
+            count, prev, good = _check_chain(data, identity.public_key, path)
+            if good < len(data):
+                logger.warning(
+                    "receipt log %s: cutting a torn final record (%d bytes)", path, len(data) - good
+                )
+                os.ftruncate(fd, good)
+                os.fsync(fd)
+            os.lseek(fd, 0, os.SEEK_END)
+        except OSError as exc:
+            os.close(fd)
+            raise ConfigError(f"cannot read receipt log {path}: {exc.strerror}") from exc
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(path=path, identity=identity, fd=fd, count=count, prev=prev)
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def next_seq(self) -> int:
+        """The ``seq`` the next receipt gets."""
+        return self._next_seq
+
+    @property
+    def prev_digest(self) -> bytes:
+        """The ``prev`` the next receipt gets (digest of the last envelope)."""
+        return self._prev
+
+    def append(self, signed: Signed[Receipt]) -> None:
+        """Append a receipt that continues the chain, and fsync.
+
+        Raises:
+            VerificationError: it is not this worker's next receipt.
+            ConfigError: the write failed.
+        """
+        with self._lock:
+            self._append_locked(signed)
+
+    def issue(
+        self,
+        *,
+        task_id: bytes,
+        model_root: bytes,
+        runtime: Mapping[str, RuntimeValue],
+        output_hash: bytes,
+        started_ms: int,
+        finished_ms: int,
+        commitment: bytes = b"",
+    ) -> Signed[Receipt]:
+        """Build, sign and append the next receipt in one step; return it."""
+        with self._lock:
+            signed = make_receipt(
+                self._identity,
+                task_id=task_id,
+                seq=self._next_seq,
+                prev=self._prev,
+                model_root=model_root,
+                runtime=runtime,
+                output_hash=output_hash,
+                started_ms=started_ms,
+                finished_ms=finished_ms,
+                commitment=commitment,
+            )
+            self._append_locked(signed)
+            return signed
+
+    def _append_locked(self, signed: Signed[Receipt]) -> None:
+        receipt = signed.message
+        if receipt.worker != self._identity.public_key:
+            raise VerificationError("receipt belongs to another worker")
+        if receipt.seq != self._next_seq or receipt.prev != self._prev:
+            raise VerificationError(
+                f"receipt seq {receipt.seq} does not continue the chain at {self._next_seq}"
+            )
+        if self._fd < 0:
+            raise ConfigError(f"receipt log {self._path} is closed")
+        record = _LENGTH.pack(len(signed.envelope)) + signed.envelope
+        try:
+            view = memoryview(record)
+            while view:
+                view = view[os.write(self._fd, view) :]
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise ConfigError(f"cannot append to receipt log {self._path}: {exc}") from exc
+        self._next_seq += 1
+        self._prev = signed.digest
+
+    def close(self) -> None:
+        """Close the file (and release the lock on it)."""
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+    def __enter__(self) -> ReceiptLog:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def read_receipts(path: Path | str) -> list[Signed[Receipt]]:
+    """Every receipt in a log file, opened (signatures verified), in order.
+
+    A torn final record is ignored. The chain links are not checked here; see
+    :meth:`ReceiptLog.open`.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read receipt log {path}: {exc.strerror}") from exc
+    return [open_signed(raw, Receipt) for _, raw in _records(data, Path(path))]
+
+
+def _records(data: bytes, path: Path) -> Iterator[tuple[int, bytes]]:
+    """Yield (end offset, record bytes) of each complete record."""
+    offset = 0
+    while len(data) - offset >= _LENGTH.size:
+        (length,) = _LENGTH.unpack_from(data, offset)
+        if length > MAX_RECORD_BYTES:
+            raise VerificationError(f"receipt log {path}: record of {length} bytes at {offset}")
+        end = offset + _LENGTH.size + length
+        if end > len(data):
+            return  # torn tail
+        yield end, data[offset + _LENGTH.size : end]
+        offset = end
+
+
+def _check_chain(data: bytes, worker: bytes, path: Path) -> tuple[int, bytes, int]:
+    """Check every complete record; return (count, last digest, bytes that are good)."""
+    count, prev, good = 0, ZERO_HASH, 0
+    for end, raw in _records(data, path):
+        try:
+            signed = open_signed(raw, Receipt)
+        except MeshError as exc:
+            msg = f"receipt log {path}: record {count} is invalid: {exc}"
+            raise VerificationError(msg) from exc
+        receipt = signed.message
+        if receipt.worker != worker:
+            raise VerificationError(f"receipt log {path}: record {count} is another worker's")
+        if receipt.seq != count or receipt.prev != prev:
+            raise VerificationError(f"receipt log {path}: chain broken at record {count}")
+        count, prev, good = count + 1, signed.digest, end
+    return count, prev, good

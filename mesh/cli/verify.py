@@ -1,0 +1,114 @@
+"""``mesh verify``: check a receipt offline; ``mesh model-root``: a model's identity.
+
+File formats read by ``mesh verify RECEIPT [--task TASK] [--output OUTPUT]``:
+
+- RECEIPT: the receipt's signed envelope, exactly as signed: the canonical
+  MessagePack bytes of ``{"body", "key", "sig", "type": "mesh/receipt/v1"}``
+  (``Signed.envelope``).
+- TASK: the task's signed envelope bytes in the same form (type ``mesh/task/v1``);
+  its SHA-256 is the task id the receipt must name.
+- OUTPUT: the outputs' values wire map in canonical MessagePack
+  (:func:`mesh.core.values.encode_values`); its SHA-256 is the receipt's output hash.
+
+Exit 0 and ``OK receipt seq=.. worker=<peer id> task=<hex8> model=<hex8>
+output=<hex8>`` on stdout, or exit 1 and ``FAIL <reason>`` on stderr.
+
+``mesh model-root FILE... | DIR`` prints the hex model root of the tensors in the
+safetensors files (a folder stands for the ``*.safetensors`` files in it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from mesh.core.envelope import open_signed
+from mesh.core.identity import peer_id_from_public_key
+from mesh.core.messages import Receipt, Task
+from mesh.core.model_root import format_root, model_root_of_files
+from mesh.core.receipts import verify_receipt
+from mesh.core.values import decode_values
+from mesh.errors import (
+    BadSignature,
+    MalformedMessage,
+    MeshError,
+    OutputMismatch,
+    TaskMismatch,
+    TooLarge,
+)
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    verify = subparsers.add_parser("verify", help="check a receipt offline")
+    verify.add_argument("receipt", metavar="RECEIPT", help="receipt envelope bytes")
+    verify.add_argument("--task", metavar="TASK", help="task envelope bytes it must answer")
+    verify.add_argument("--output", metavar="OUTPUT", help="canonical outputs it must cover")
+    verify.set_defaults(func=_verify)
+    root = subparsers.add_parser("model-root", help="print the model root of safetensors files")
+    root.add_argument("paths", nargs="+", metavar="FILE", help=".safetensors files or a folder")
+    root.set_defaults(func=_model_root)
+
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise _Fail(f"cannot read {path}: {exc.strerror}") from exc
+
+
+class _Fail(Exception):
+    """A reason to print as ``FAIL <reason>``."""
+
+
+def _verify(args: argparse.Namespace) -> int:
+    try:
+        line = _check(args)
+    except _Fail as exc:
+        print(f"FAIL {exc}", file=sys.stderr)
+        return 1
+    print(line)
+    return 0
+
+
+def _check(args: argparse.Namespace) -> str:
+    try:
+        receipt = open_signed(_read(args.receipt), Receipt)
+    except BadSignature as exc:
+        raise _Fail(f"bad signature: {exc}") from exc
+    except (MalformedMessage, TooLarge) as exc:
+        raise _Fail(f"malformed receipt: {exc}") from exc
+    task = None
+    if args.task is not None:
+        try:
+            task = open_signed(_read(args.task), Task)
+        except BadSignature as exc:
+            raise _Fail(f"bad task signature: {exc}") from exc
+        except (MalformedMessage, TooLarge) as exc:
+            raise _Fail(f"malformed task: {exc}") from exc
+    outputs = None
+    if args.output is not None:
+        try:
+            outputs = decode_values(_read(args.output))
+        except (MalformedMessage, TooLarge) as exc:
+            raise _Fail(f"malformed output: {exc}") from exc
+    try:
+        verify_receipt(receipt, task=task, outputs=outputs)
+    except TaskMismatch as exc:
+        raise _Fail(f"task mismatch: {exc}") from exc
+    except OutputMismatch as exc:
+        raise _Fail(f"output hash mismatch: {exc}") from exc
+    except MeshError as exc:
+        raise _Fail(f"malformed receipt: {exc}") from exc
+    r = receipt.message
+    return (
+        f"OK receipt seq={r.seq} worker={peer_id_from_public_key(r.worker)}"
+        f" task={r.task_id.hex()[:8]} model={r.model_root.hex()[:8]}"
+        f" output={r.output_hash.hex()[:8]}"
+    )
+
+
+def _model_root(args: argparse.Namespace) -> int:
+    print(format_root(model_root_of_files(args.paths)))
+    return 0

@@ -64,6 +64,8 @@ MAX_PUBSUB_BYTES = 64 * limits.KiB
 ADDR_TTL_S = 3600
 # Gossipsub heartbeat: 1 s measured 41 ms median delivery on 10 nodes.
 GOSSIP_HEARTBEAT_S = 1
+# Closing all connections at shutdown gets this long before services stop anyway.
+CLOSE_S = 2.0
 # The library asks this many providers; duplicates count against it (bug 4).
 PROVIDER_OVERFETCH = 4
 
@@ -409,9 +411,28 @@ class Libp2pNetwork:
         return _Deadline(min(timeout, self._timeouts.dht), what)
 
     async def _aclose(self) -> None:
+        """Close streams and connections before the services stop.
+
+        Connections go first: otherwise a message arriving after pubsub stopped
+        makes the library spawn into a closed nursery ("Nursery is closed to new
+        arrivals") and the traceback escapes through the host.
+        """
         await self._fanout.aclose()
         for stream in self._pool.drain():
             await close_quietly(stream)
+        for protocol in self._handlers:
+            self._host.remove_stream_handler(TProtocol(protocol))
+        # Concurrently: Yamux's close alone sleeps 0.1 s per connection.
+        with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_S):
+            async with trio.open_nursery() as nursery:
+                for peer_id in list(self._host.get_connected_peers()):
+                    nursery.start_soon(self._disconnect, peer_id)
+
+    async def _disconnect(self, peer_id: ID) -> None:
+        try:
+            await self._host.disconnect(peer_id)
+        except STREAM_ERRORS as exc:
+            logger.debug("disconnecting %s at shutdown: %r", peer_id, exc)
 
 
 class _Deadline:

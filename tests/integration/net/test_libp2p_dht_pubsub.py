@@ -1,0 +1,131 @@
+"""DHT providers and records, and gossipsub, across three real libp2p peers."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+from netsupport import networks
+
+from mesh.errors import BadSignature, DeadlineExceeded, Expired, MeshError, TooLarge
+from mesh.net.interface import CAPACITY_NAMESPACE, LOAD_TOPIC
+
+pytestmark = pytest.mark.integration
+
+ROOT_A = bytes.fromhex("ff" * 32)  # starts with 'f': a CID parser would misread its hex
+ROOT_B = bytes(range(32))
+
+
+async def test_provide_and_find_providers_across_three_peers() -> None:
+    async with networks(3) as (boot, worker, client):
+        await worker.provide(ROOT_A, timeout=5)
+        found = await client.find_providers(ROOT_A, count=5, timeout=5)
+        assert [p.peer_id for p in found] == [worker.peer_id]
+        assert found[0].addrs and all("/p2p/" not in a for a in found[0].addrs)
+
+        # A second provider appears later: the client must not be stuck on its
+        # cached answer (the library would serve the first result for 48 h).
+        await boot.provide(ROOT_A, timeout=5)
+        found = await client.find_providers(ROOT_A, count=5, timeout=5)
+        assert sorted(p.peer_id for p in found) == sorted([worker.peer_id, boot.peer_id])
+
+        # Nobody serves ROOT_B.
+        assert await client.find_providers(ROOT_B, count=5, timeout=5) == []
+
+        # A provider the health list marks dead is left out; ourselves too.
+        client.mark_unhealthy(boot.peer_id)
+        found = await client.find_providers(ROOT_A, count=5, timeout=5)
+        assert [p.peer_id for p in found] == [worker.peer_id]
+        assert worker.peer_id not in [
+            p.peer_id for p in await worker.find_providers(ROOT_A, count=5, timeout=5)
+        ]
+
+
+def capacity_validator(key: str, value: bytes) -> None:
+    """Stands in for the signed capacity check: 'ok:<n>' valid, 'old:' expired."""
+    if value.startswith(b"old:"):
+        raise Expired("record expired")
+    if not value.startswith(b"ok:"):
+        raise BadSignature("forged record")
+
+
+def newest(values: list[bytes]) -> int:
+    return max(range(len(values)), key=lambda i: int(values[i].split(b":")[1]))
+
+
+async def test_records_are_validated_on_put_and_on_get() -> None:
+    async with networks(3) as nets:
+        boot, owner, reader = nets
+        for net in nets:
+            net.set_record_validator(CAPACITY_NAMESPACE, capacity_validator, newest)
+        key = f"/{CAPACITY_NAMESPACE}/{owner.peer_id}"
+
+        with pytest.raises(BadSignature):
+            await owner.put_record(key, b"forged", timeout=5)
+        assert await reader.get_record(key, timeout=5) is None
+
+        await owner.put_record(key, b"ok:1", timeout=5)
+        assert await reader.get_record(key, timeout=5) == b"ok:1"
+        await owner.put_record(key, b"ok:2", timeout=5)
+        # reader cached ok:1 locally; boot holds ok:2 now.
+        assert await boot.get_record(key, timeout=5) == b"ok:2"
+
+        # A forged value pushed straight at a peer (skipping our put) is refused.
+        dht = owner._dht
+        key_bytes = key.encode()
+        with trio.fail_after(5):
+            await dht.value_store._store_at_peer(boot._dht.local_peer_id, key_bytes, b"forged:99")
+        assert boot._dht.value_store.get(key_bytes).value == b"ok:2"
+
+        # A record that went stale in a local store is not returned from it.
+        reader._dht.value_store.put(key_bytes, b"old:3")
+        value = await reader.get_record(key, timeout=5)
+        assert value in (b"ok:1", b"ok:2")  # fetched again from the network, validated
+
+
+async def test_put_record_needs_a_validator() -> None:
+    async with networks(1) as (net,):
+        with pytest.raises(MeshError):
+            await net.put_record("/unknown-ns/x", b"ok:1", timeout=2)
+
+
+async def test_pubsub_delivers_to_every_subscriber() -> None:
+    async with networks(3) as nets:
+        channels = [await net.subscribe(LOAD_TOPIC) for net in nets]
+        publisher = nets[1]
+        got: dict[int, tuple[str, bytes]] = {}
+        both = trio.Event()
+
+        async def collect(index: int) -> None:
+            async for sender, data in channels[index]:
+                got[index] = (sender, data)
+                if len(got) == 2:
+                    both.set()
+                return
+
+        # Gossipsub meshes form on the 1 s heartbeat: publish until both others
+        # heard one message (a retry loop on events, not a sleep).
+        with trio.fail_after(15):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(collect, 0)
+                nursery.start_soon(collect, 2)
+                n = 0
+                while not both.is_set():
+                    n += 1
+                    await publisher.publish(LOAD_TOPIC, b"load %d" % n, timeout=2)
+                    with trio.move_on_after(0.25):
+                        await both.wait()
+        assert {i: s for i, (s, _) in got.items()} == {0: publisher.peer_id, 2: publisher.peer_id}
+        assert all(data.startswith(b"load ") for _, data in got.values())
+
+        with pytest.raises(TooLarge):
+            await publisher.publish(LOAD_TOPIC, b"x" * (64 * 1024 + 1), timeout=2)
+
+
+async def test_calls_on_a_lone_peer_do_not_hang() -> None:
+    async with networks(1) as (net,):
+        assert await net.find_providers(ROOT_B, count=3, timeout=2) == []
+        net.set_record_validator(CAPACITY_NAMESPACE, capacity_validator)
+        try:
+            assert await net.get_record(f"/{CAPACITY_NAMESPACE}/{net.peer_id}", timeout=2) is None
+        except DeadlineExceeded:
+            pytest.fail("get_record on an empty DHT must answer None, not time out")

@@ -1,0 +1,167 @@
+"""Requests over real libp2p on 127.0.0.1: reuse, big payloads, garbage, frozen peers."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+from netsupport import PeerProcess, addr_of, networks
+
+from mesh.core import limits
+from mesh.core.framing import FrameReader, encode_frames
+from mesh.errors import DeadlineExceeded, PeerUnavailable
+from mesh.net.interface import TASK_PROTOCOL
+from mesh.net.libp2p_net import Libp2pNetwork
+
+pytestmark = pytest.mark.integration
+
+
+async def echo(peer: str, message: bytes) -> bytes:
+    return b"echo:" + message
+
+
+async def test_request_round_trip_reuses_the_stream() -> None:
+    async with networks(2) as (server, client):
+        seen: list[str] = []
+
+        async def handler(peer: str, message: bytes) -> bytes:
+            seen.append(peer)
+            return message[::-1]
+
+        server.set_request_handler(TASK_PROTOCOL, handler)
+        target = addr_of(server)
+        for payload in (b"abc", b"hello world", bytes(range(256)) * 4):
+            answer = await client.request(target, TASK_PROTOCOL, payload, timeout=5)
+            assert answer == payload[::-1]
+        assert client.stats.opened == 1  # the 2nd and 3rd requests reused it
+        assert client.stats.reused == 2
+        assert seen == [client.peer_id] * 3
+        assert server.stats.served_messages == 3
+
+
+async def test_concurrent_requests_each_get_their_own_stream() -> None:
+    async with networks(2) as (server, client):
+        release = trio.Event()
+        arrived = 0
+
+        async def slow(peer: str, message: bytes) -> bytes:
+            nonlocal arrived
+            arrived += 1
+            if arrived == 2:
+                release.set()
+            await release.wait()
+            return message
+
+        server.set_request_handler(TASK_PROTOCOL, slow)
+        answers: dict[bytes, bytes] = {}
+
+        async def ask(payload: bytes) -> None:
+            answers[payload] = await client.request(
+                addr_of(server), TASK_PROTOCOL, payload, timeout=5
+            )
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ask, b"one")
+            nursery.start_soon(ask, b"two")
+        assert answers == {b"one": b"one", b"two": b"two"}
+        assert client.stats.opened == 2
+
+
+async def test_ten_megabytes_arrive_intact_across_frames() -> None:
+    payload = bytes(range(251)) * (10 * 1024 * 1024 // 251 + 1)
+    assert len(payload) > 2 * limits.MAX_FRAME_BYTES
+    async with networks(2) as (server, client):
+        server.set_request_handler(TASK_PROTOCOL, echo)
+        answer = await client.request(addr_of(server), TASK_PROTOCOL, payload, timeout=20)
+        assert answer == b"echo:" + payload
+
+
+async def _raw_stream(client: Libp2pNetwork, server: Libp2pNetwork):  # type: ignore[no-untyped-def]
+    host = client._host
+    return await host.new_stream(ID.from_base58(server.peer_id), [TProtocol(TASK_PROTOCOL)])
+
+
+async def _read_until_closed(stream) -> bytes:  # type: ignore[no-untyped-def]
+    data = b""
+    with trio.fail_after(5):
+        while True:
+            try:
+                chunk = await stream.read(65536)
+            except Exception:  # reset or EOF: both mean the server gave up on it
+                return data
+            if not chunk:
+                return data
+            data += chunk
+
+
+async def test_garbage_closes_that_stream_and_the_node_keeps_serving() -> None:
+    async with networks(2) as (server, client):
+        server.set_request_handler(TASK_PROTOCOL, echo)
+        target = addr_of(server)
+        assert await client.request(target, TASK_PROTOCOL, b"before", timeout=5) == b"echo:before"
+
+        bad = await _raw_stream(client, server)
+        await bad.write(b"\x07garbage that is no frame at all")
+        assert await _read_until_closed(bad) == b""  # no answer, stream closed
+
+        oversized = await _raw_stream(client, server)
+        await oversized.write(b"\x00\xff\xff\xff\xff")  # declares a 4 GiB frame
+        assert await _read_until_closed(oversized) == b""
+
+        assert server.stats.rejected_streams == 2
+        assert await client.request(target, TASK_PROTOCOL, b"after", timeout=5) == b"echo:after"
+
+
+async def test_a_handler_error_resets_only_its_stream() -> None:
+    async with networks(2) as (server, client):
+
+        async def picky(peer: str, message: bytes) -> bytes:
+            if message == b"boom":
+                raise RuntimeError("handler bug")
+            return b"fine"
+
+        server.set_request_handler(TASK_PROTOCOL, picky)
+        target = addr_of(server)
+        with pytest.raises(PeerUnavailable):
+            await client.request(target, TASK_PROTOCOL, b"boom", timeout=5)
+        assert await client.request(target, TASK_PROTOCOL, b"ok", timeout=5) == b"fine"
+
+
+async def test_a_raw_framed_request_is_answered() -> None:
+    # The wire format is exactly mesh.core.framing: a non-Python client can talk to us.
+    async with networks(2) as (server, client):
+        server.set_request_handler(TASK_PROTOCOL, echo)
+        stream = await _raw_stream(client, server)
+        await stream.write(encode_frames(b"raw"))
+        reader = FrameReader()
+        messages: list[bytes] = []
+        with trio.fail_after(5):
+            while not messages:
+                messages = reader.feed(await stream.read(65536))
+        assert messages == [b"echo:raw"]
+        await stream.close()
+
+
+async def test_unknown_peer_is_unavailable_and_marked() -> None:
+    async with networks(1) as (client,):
+        from mesh.net.interface import PeerAddr
+
+        ghost = PeerAddr("12D3KooWK99VoVxNE7XzyBwXEzW7xhK7Gpv85r9F3V3fyKSUKPH5", ())
+        with pytest.raises((PeerUnavailable, DeadlineExceeded)):
+            await client.request(ghost, TASK_PROTOCOL, b"x", timeout=2)
+        assert not client.is_healthy(ghost.peer_id)
+
+
+async def test_frozen_peer_process_fails_within_the_deadline(peer_process: PeerProcess) -> None:
+    async with networks(1) as (client,):
+        await client.connect(peer_process.peer, timeout=5)
+        answer = await client.request(peer_process.peer, TASK_PROTOCOL, b"hi", timeout=5)
+        assert answer == b"echo:hi"
+        assert client.is_healthy(peer_process.peer.peer_id)
+
+        peer_process.freeze()
+        with pytest.raises(DeadlineExceeded):
+            await client.request(peer_process.peer, TASK_PROTOCOL, b"still there?", timeout=1)
+        assert not client.is_healthy(peer_process.peer.peer_id)
+        assert peer_process.peer.peer_id not in {p.peer_id for p in client.known_peers()}

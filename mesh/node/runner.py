@@ -11,9 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
-from mesh.core.tensors import Tensor
-
-Values = dict[str, Tensor | list[str]]
+from mesh.core.values import Values
 
 
 class ExecutionLike(Protocol):

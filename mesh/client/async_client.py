@@ -1,0 +1,504 @@
+"""The trio client: ``AsyncClient.run(model, inputs, **params)`` -> verified :class:`RunResult`.
+
+One task's path: resolve the model to its root; sign the task once (a random
+nonce, an expiry covering the caller's deadline); find providers and their
+capacity records; pick the best-scored peer (:mod:`mesh.client.selection`);
+send; verify the answer. Failures listed in :mod:`mesh.client.retry` move the
+task to another peer, never the same one twice unless all others are used up,
+all within the caller's ``timeout``. A receipt that does not verify is never
+returned: the peer is penalised hard and the task goes elsewhere; if no peer
+gives a verified result, :class:`~mesh.errors.VerificationError` is raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import trio
+
+from mesh.client.discovery import Candidate, Discovery
+from mesh.client.models import resolve_model
+from mesh.client.retry import RetryPolicy, failure_weight, is_retryable
+from mesh.client.selection import Load, PeerBook
+from mesh.core.envelope import Signed, sign_message
+from mesh.core.identity import Identity, public_key_from_peer_id
+from mesh.core.messages import (
+    CapacityRecord,
+    ErrorReply,
+    Receipt,
+    Task,
+    decode_response,
+    encode_request,
+)
+from mesh.core.receipts import verify_receipt
+from mesh.core.tensors import Tensor
+from mesh.core.values import Values, values_hash
+from mesh.errors import (
+    Busy,
+    DeadlineExceeded,
+    MeshError,
+    NoPeersAvailable,
+    PeerUnavailable,
+    ProtocolError,
+    VerificationError,
+)
+from mesh.net.interface import CAPACITY_NAMESPACE, TASK_PROTOCOL, Network, PeerAddr
+from mesh.node.advertiser import capacity_validator
+from mesh.node.clock import WallClock, trio_wall_clock
+
+logger = logging.getLogger(__name__)
+
+Inputs = Mapping[str, Tensor | Sequence[str]]
+_NONCE_BYTES = 16
+_REDISCOVER_S = 0.25  # first wait before asking the DHT again when nobody serves yet
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClientConfig:
+    """Client settings (keyword-only).
+
+    Attributes:
+        timeout_s: default deadline of one ``run`` (seconds), all attempts included.
+        task_window_s: a task's validity window; at least the deadline is used.
+        discovery_timeout_s: deadline of one provider search (plus record fetches).
+        retry: attempt bounds.
+        zoo_dirs: extra zoo folders for name resolution.
+        map_concurrency: default tasks in flight in ``map``.
+    """
+
+    timeout_s: float = 30.0
+    task_window_s: float = 120.0
+    discovery_timeout_s: float = 5.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    zoo_dirs: tuple[Path, ...] = ()
+    map_concurrency: int = 8
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """A verified result.
+
+    Attributes:
+        outputs: the model's outputs (their hash is the receipt's ``output_hash``).
+        receipt: the worker's signed receipt (verified against ``task`` and ``outputs``).
+        task: the signed task that was run.
+        worker: the PeerID of the worker that ran it (the receipt's signer).
+        latency_ms: client-observed time of the successful attempt.
+        attempts: requests sent for this task (1 when the first peer answered).
+    """
+
+    outputs: Values
+    receipt: Signed[Receipt]
+    task: Signed[Task]
+    worker: str
+    latency_ms: float
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class PeerView:
+    """One live peer as ``peers()`` lists it."""
+
+    peer_id: str
+    record: CapacityRecord
+    latency_ms: float | None
+
+
+class AsyncClient:
+    """A mesh client on trio. Use as ``async with AsyncClient(network) as client:``.
+
+    Args:
+        network: a running network (``AsyncClient.connect`` opens libp2p for you).
+        identity: the key that signs tasks; a fresh one when None.
+        config: client settings.
+        wall_clock: epoch milliseconds (tests pass one following a fake clock).
+        rng: randomness for peer choice among near-equals.
+    """
+
+    def __init__(
+        self,
+        network: Network,
+        *,
+        identity: Identity | None = None,
+        config: ClientConfig | None = None,
+        wall_clock: WallClock | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.network = network
+        self.identity = identity or Identity.generate()
+        self.config = config or ClientConfig()
+        self._now_ms = wall_clock or trio_wall_clock()
+        self._rng = rng or random.Random()
+        self.book = PeerBook()
+        self.discovery = Discovery(network, wall_clock=self._now_ms)
+        self._stack: AsyncExitStack | None = None
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(
+        cls,
+        *,
+        bootstrap: Sequence[str] | str | Path,
+        key: Identity | Path | str | None = None,
+        listen: Sequence[str] = ("/ip4/127.0.0.1/tcp/0",),
+        config: ClientConfig | None = None,
+    ) -> AsyncIterator[AsyncClient]:
+        """Open a libp2p network from a bootstrap file or multiaddrs and a client on it.
+
+        Args:
+            bootstrap: a bootstrap file path, or multiaddrs with ``/p2p/``.
+            key: an Identity, a key file path, or None for a throwaway key.
+            listen: where the client's own host listens (loopback by default).
+            config: client settings.
+        """
+        from mesh.net.libp2p_net import open_libp2p_network
+
+        identity = load_identity(key)
+        addrs = load_bootstrap(bootstrap)
+        async with (
+            open_libp2p_network(
+                identity_seed=identity.seed, listen=listen, bootstrap=addrs, dht_server=False
+            ) as network,
+            cls(network, identity=identity, config=config) as client,
+        ):
+            yield client
+
+    async def __aenter__(self) -> AsyncClient:
+        self.network.set_record_validator(CAPACITY_NAMESPACE, capacity_validator(self._now_ms))
+        stack = AsyncExitStack()
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        nursery.start_soon(self.discovery.watch_gossip)
+        self._stack = stack
+        self._nursery = nursery
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._stack is not None
+        self._nursery.cancel_scope.cancel()
+        return await self._stack.__aexit__(exc_type, exc, tb)
+
+    # -- public API ----------------------------------------------------------------
+    def build_task(
+        self,
+        model_root: bytes,
+        inputs: Inputs,
+        *,
+        params: Mapping[str, int] | None = None,
+        window_s: float | None = None,
+        verify: str = "signature",
+        target: str | None = None,
+    ) -> Signed[Task]:
+        """Sign a task for ``inputs`` on ``model_root`` (a fresh nonce each call)."""
+        now = self._now_ms()
+        window_ms = int(1000 * (window_s if window_s is not None else self.config.task_window_s))
+        task = Task(
+            client=self.identity.public_key,
+            nonce=os.urandom(_NONCE_BYTES),
+            created_ms=now,
+            expires_ms=now + window_ms,
+            model_root=model_root,
+            input_hash=values_hash(inputs),
+            params=dict(params or {}),
+            verify=verify,
+            target=public_key_from_peer_id(target) if target else b"",
+        )
+        return sign_message(self.identity, task)
+
+    async def run(
+        self,
+        model: str | bytes,
+        inputs: Inputs,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 (the caller's total deadline)
+        target: str | None = None,
+        verify: str = "signature",
+        **params: int,
+    ) -> RunResult:
+        """Run ``model`` on ``inputs`` somewhere on the mesh; return a verified result.
+
+        Args:
+            model: a zoo name, a hex model_root or 32 raw bytes.
+            inputs: named tensors or lists of strings.
+            timeout: total deadline in seconds (default ``config.timeout_s``).
+            target: run only on this PeerID.
+            verify: the verification wish written into the task.
+            **params: integer parameters (seed, max_tokens, temperature_milli, ...).
+
+        Raises:
+            VerificationError: only unverifiable answers came back.
+            DeadlineExceeded: no verified answer within ``timeout``.
+            NoPeersAvailable: nobody serves the model.
+            ProtocolError: the task itself was refused (invalid input, ...).
+        """
+        return await self._run(
+            model, inputs, timeout=timeout, target=target, verify=verify, params=params
+        )
+
+    async def _run(
+        self,
+        model: str | bytes,
+        inputs: Inputs,
+        *,
+        timeout: float | None,  # noqa: ASYNC109
+        target: str | None,
+        verify: str,
+        params: Mapping[str, int],
+    ) -> RunResult:
+        limit = self.config.timeout_s if timeout is None else timeout
+        deadline = trio.current_time() + limit
+        root = resolve_model(model, zoo_dirs=self.config.zoo_dirs)
+        window = max(self.config.task_window_s, limit + 1.0)
+        task = self.build_task(
+            root, inputs, params=params, window_s=window, verify=verify, target=target
+        )
+        return await self.run_task(task, inputs, deadline=deadline, target=target)
+
+    async def map(
+        self,
+        model: str | bytes,
+        many_inputs: Iterable[Inputs],
+        *,
+        concurrency: int | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (each task's deadline)
+        **params: int,
+    ) -> list[RunResult]:
+        """Run ``model`` on each of ``many_inputs`` concurrently; results in input order.
+
+        Tasks spread over live peers (our own in-flight tasks count as load).
+        The first failure cancels the rest and is raised.
+        """
+        items = list(many_inputs)
+        results: list[RunResult | None] = [None] * len(items)
+        errors: list[MeshError] = []
+        limiter = trio.CapacityLimiter(concurrency or self.config.map_concurrency)
+
+        async def one(index: int, nursery: trio.Nursery) -> None:
+            async with limiter:
+                try:
+                    results[index] = await self._run(
+                        model,
+                        items[index],
+                        timeout=timeout,
+                        target=None,
+                        verify="signature",
+                        params=params,
+                    )
+                except MeshError as exc:
+                    errors.append(exc)
+                    nursery.cancel_scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            for index in range(len(items)):
+                nursery.start_soon(one, index, nursery)
+        if errors:
+            raise errors[0]
+        return [r for r in results if r is not None]
+
+    async def peers(self, *, timeout: float | None = None) -> list[PeerView]:  # noqa: ASYNC109
+        """Live peers with valid capacity records, with their measured latency."""
+        limit = self.config.discovery_timeout_s if timeout is None else timeout
+        found = await self.discovery.live_records(timeout=limit)
+        views = []
+        for peer, record in found:
+            rtt = self.book.stats(peer.peer_id).rtt_ms
+            if rtt is None:
+                rtt = await self._probe(peer, timeout=limit)
+            views.append(PeerView(peer.peer_id, record, rtt))
+        return sorted(views, key=lambda v: v.peer_id)
+
+    # -- one task ------------------------------------------------------------------
+    async def run_task(
+        self,
+        task: Signed[Task],
+        inputs: Inputs,
+        *,
+        deadline: float,
+        target: str | None = None,
+    ) -> RunResult:
+        """Send an already signed task until a verified result comes back or ``deadline``."""
+        request = encode_request(task, inputs)
+        root = task.message.model_root
+        candidates = await self._discover(root, deadline=deadline, target=target)
+        by_id = {c.peer.peer_id: c for c in candidates}
+        tried: set[str] = set()
+        busy_until: dict[str, float] = {}
+        attempts = 0
+        last_error: MeshError | None = None
+        bad_receipt: VerificationError | None = None
+        while attempts < self.config.retry.max_attempts:
+            now = trio.current_time()
+            remaining = deadline - now
+            if remaining <= 0:
+                break
+            choices = [(pid, self._load(c)) for pid, c in by_id.items()]
+            pick = self.book.choose(choices, now=now, exclude=tried, rng=self._rng)
+            if pick is None:
+                # Everyone was tried: go back only to peers that were merely busy,
+                # once their retry-after has passed, if that is before the deadline.
+                if not busy_until:
+                    break
+                wake = min(busy_until.values())
+                if wake >= deadline:
+                    break
+                await trio.sleep_until(wake)
+                ready = [pid for pid, until in busy_until.items() if until <= wake]
+                for pid in ready:
+                    tried.discard(pid)
+                    del busy_until[pid]
+                continue
+            untried = sum(1 for pid in by_id if pid not in tried)
+            per_attempt = self.config.retry.attempt_timeout(remaining, others_left=untried > 1)
+            tried.add(pick)
+            attempts += 1
+            try:
+                result = await self._attempt(by_id[pick].peer, task, request, per_attempt)
+            except MeshError as exc:
+                if isinstance(exc, VerificationError):
+                    bad_receipt = exc
+                    logger.warning("peer %s returned an unverifiable result: %s", pick, exc)
+                self.book.failure(pick, now=trio.current_time(), weight=failure_weight(exc))
+                if isinstance(exc, (PeerUnavailable, DeadlineExceeded)):
+                    self.network.mark_unhealthy(pick)
+                if isinstance(exc, Busy):
+                    busy_until[pick] = trio.current_time() + exc.retry_after_ms / 1000
+                if not is_retryable(exc):
+                    raise
+                logger.info("attempt %d on %s failed: %s; trying another peer", attempts, pick, exc)
+                last_error = exc
+                continue
+            outputs, receipt, latency_ms = result
+            return RunResult(outputs, receipt, task, pick, latency_ms, attempts)
+        if bad_receipt is not None:
+            raise bad_receipt
+        if trio.current_time() >= deadline:
+            raise DeadlineExceeded(
+                f"no verified result within the deadline after {attempts} attempt(s)"
+                + (f"; last error: {last_error}" if last_error else "")
+            ) from last_error
+        if last_error is not None:
+            raise last_error
+        raise NoPeersAvailable(f"no live peer serves model {root.hex()[:16]}")
+
+    async def _discover(
+        self, root: bytes, *, deadline: float, target: str | None
+    ) -> list[Candidate]:
+        wait = _REDISCOVER_S
+        while True:
+            remaining = deadline - trio.current_time()
+            if remaining <= 0:
+                raise NoPeersAvailable(f"no peer serves model {root.hex()[:16]} (deadline)")
+            timeout = min(remaining, self.config.discovery_timeout_s)
+            candidates = await self.discovery.candidates(root, timeout=timeout)
+            if target is not None:
+                candidates = [c for c in candidates if c.peer.peer_id == target] or [
+                    Candidate(PeerAddr(target), self.discovery.record(target))
+                ]
+            if candidates:
+                return candidates
+            # Provider records can lag a node's start: ask again, backing off.
+            remaining = deadline - trio.current_time()
+            if remaining <= wait:
+                raise NoPeersAvailable(f"no peer serves model {root.hex()[:16]}")
+            await trio.sleep(wait)
+            wait = min(wait * 2, 2.0)
+
+    def _load(self, candidate: Candidate) -> Load | None:
+        record = self.discovery.record(candidate.peer.peer_id) or candidate.record
+        return Candidate(candidate.peer, record).load
+
+    async def _attempt(
+        self,
+        peer: PeerAddr,
+        task: Signed[Task],
+        request: bytes,
+        timeout: float,  # noqa: ASYNC109
+    ) -> tuple[Values, Signed[Receipt], float]:
+        self.book.started(peer.peer_id)
+        started = trio.current_time()
+        try:
+            response = await self.network.request(peer, TASK_PROTOCOL, request, timeout=timeout)
+        finally:
+            self.book.finished(peer.peer_id)
+        latency_ms = (trio.current_time() - started) * 1000
+        outputs, receipt = check_response(response, task=task, worker=peer.peer_id)
+        self.book.success(peer.peer_id, latency_ms)
+        return outputs, receipt, latency_ms
+
+    async def _probe(self, peer: PeerAddr, *, timeout: float) -> float | None:  # noqa: ASYNC109
+        started = trio.current_time()
+        try:
+            await self.network.connect(peer, timeout=timeout)
+        except MeshError:
+            return None
+        return (trio.current_time() - started) * 1000
+
+
+def check_response(
+    response: bytes, *, task: Signed[Task], worker: str
+) -> tuple[Values, Signed[Receipt]]:
+    """Decode a worker's response and verify its receipt.
+
+    Returns:
+        The outputs and the verified receipt.
+
+    Raises:
+        ProtocolError: the worker answered with an ErrorReply (its code's class).
+        VerificationError: the answer is not a valid, verifying result of ``task``
+            signed by ``worker``.
+    """
+    try:
+        decoded = decode_response(response)
+    except ProtocolError as exc:
+        raise VerificationError(f"unreadable or forged response from {worker}: {exc}") from exc
+    if isinstance(decoded, ErrorReply):
+        raise decoded.to_exception()
+    receipt = decoded.receipt
+    try:
+        verify_receipt(receipt, task=task, outputs=decoded.outputs)
+    except VerificationError:
+        raise
+    except ProtocolError as exc:
+        raise VerificationError(f"inconsistent receipt from {worker}: {exc}") from exc
+    if receipt.message.worker != public_key_from_peer_id(worker):
+        raise VerificationError(f"receipt from {worker} is signed by another key")
+    return decoded.outputs, receipt
+
+
+def load_identity(key: Identity | Path | str | None) -> Identity:
+    """An Identity from an Identity, a key file path, or None (a throwaway key)."""
+    if key is None:
+        return Identity.generate()
+    if isinstance(key, Identity):
+        return key
+    from mesh.core.identity import load_key_file
+
+    return load_key_file(Path(key))
+
+
+def load_bootstrap(bootstrap: Sequence[str] | str | Path) -> list[str]:
+    """Multiaddrs from a bootstrap file path, one multiaddr, or a list of multiaddrs.
+
+    Raises:
+        ConfigError: a bad line or address (file and line named).
+    """
+    from mesh.net.bootstrap import load_bootstrap_file, parse_bootstrap_lines
+
+    if isinstance(bootstrap, Path):
+        return load_bootstrap_file(bootstrap)
+    if isinstance(bootstrap, str):
+        if bootstrap.startswith("/") and not Path(bootstrap).is_file():
+            return parse_bootstrap_lines([bootstrap], source="--bootstrap")
+        return load_bootstrap_file(bootstrap)
+    return parse_bootstrap_lines(bootstrap, source="--bootstrap")

@@ -1,0 +1,159 @@
+"""The node's adverts: provider records, a signed capacity record, load gossip.
+
+- Provider records under each served model_root say "who serves X"; they are
+  re-announced every refresh period because libp2p's own 48 h records say
+  nothing about liveness.
+- A :class:`~mesh.core.messages.CapacityRecord`, signed by the node, is put under
+  ``/mesh-cap/<peer id>`` every refresh period and expires a few periods later;
+  :func:`capacity_validator` is what every peer runs on put and get.
+- Load changes are gossiped on ``LOAD_TOPIC`` as the same signed record (about
+  400 bytes, far under the 64 KiB pubsub cap), so clients verify gossip exactly
+  like DHT records and no new message kind is needed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import trio
+
+from mesh.core.envelope import Signed, open_signed, sign_message
+from mesh.core.identity import Identity, public_key_from_peer_id
+from mesh.core.messages import CapacityRecord
+from mesh.core.signing import verify_capacity
+from mesh.errors import MalformedMessage, MeshError, NetworkError
+from mesh.net.interface import CAPACITY_NAMESPACE, LOAD_TOPIC, Network, RecordValidator
+from mesh.node.clock import WallClock
+from mesh.node.config import NodeConfig
+from mesh.node.runner import TaskRunner
+
+logger = logging.getLogger(__name__)
+
+
+def capacity_key(peer_id: str) -> str:
+    """The DHT key of a peer's capacity record."""
+    return f"/{CAPACITY_NAMESPACE}/{peer_id}"
+
+
+def open_capacity(data: bytes, *, peer_id: str, now_ms: int) -> Signed[CapacityRecord]:
+    """Open and check a capacity record claimed to belong to ``peer_id``.
+
+    Raises:
+        MalformedMessage: not a capacity envelope, or ``peer_id`` is not a PeerID.
+        BadSignature: bad signature, or signed by another peer than ``peer_id``.
+        Expired: expired, from the future, or living too long.
+    """
+    signed = open_signed(data, CapacityRecord)
+    verify_capacity(signed, now_ms=now_ms, expected_peer=public_key_from_peer_id(peer_id))
+    return signed
+
+
+def capacity_validator(wall_clock: WallClock) -> RecordValidator:
+    """The validator for ``/mesh-cap/<peer id>`` records that every peer registers."""
+
+    def validate(key: str, value: bytes) -> None:
+        prefix = f"/{CAPACITY_NAMESPACE}/"
+        if not key.startswith(prefix):
+            raise MalformedMessage(f"not a capacity key: {key!r}")
+        open_capacity(value, peer_id=key[len(prefix) :], now_ms=wall_clock())
+
+    return validate
+
+
+class Advertiser:
+    """Keeps this node's provider records, capacity record and load gossip fresh."""
+
+    def __init__(
+        self,
+        *,
+        config: NodeConfig,
+        network: Network,
+        runner: TaskRunner,
+        wall_clock: WallClock,
+        throughput_milli: Callable[[], int],
+        queue_depth: Callable[[], int],
+        queue_capacity: Callable[[], int],
+        memory_free_mb: Callable[[], int] = lambda: 0,
+    ) -> None:
+        self._config = config
+        self._identity: Identity = config.identity
+        self._network = network
+        self._runner = runner
+        self._now_ms = wall_clock
+        self._throughput_milli = throughput_milli
+        self._queue_depth = queue_depth
+        self._queue_capacity = queue_capacity
+        self._memory_free_mb = memory_free_mb
+        self._last_gossiped: tuple[int, int] | None = None
+        self.published = 0  # capacity records put (for tests and stats)
+
+    def build_record(self) -> Signed[CapacityRecord]:
+        """A freshly signed capacity record describing this node now."""
+        now = self._now_ms()
+        models = sorted(self._runner.models.items())
+        record = CapacityRecord(
+            peer=self._identity.public_key,
+            addrs=tuple(self._network.listen_addrs()[:16]),
+            models=tuple(root for root, _ in models),
+            model_names=tuple(name for _, name in models),
+            device=self._runner.device,
+            memory_free_mb=max(0, self._memory_free_mb()),
+            queue_depth=max(0, self._queue_depth()),
+            queue_capacity=max(0, self._queue_capacity()),
+            throughput_milli=max(0, self._throughput_milli()),
+            price_micro=self._config.price_micro,
+            region=self._config.region,
+            created_ms=now,
+            expires_ms=now + self._config.capacity_ttl_ms,
+        )
+        return sign_message(self._identity, record)
+
+    async def advertise_once(self) -> None:
+        """Put the capacity record and announce every served model (each with a deadline)."""
+        timeout = self._config.net_timeout_s
+        signed = self.build_record()
+        try:
+            await self._network.put_record(
+                capacity_key(self._network.peer_id), signed.envelope, timeout=timeout
+            )
+            self.published += 1
+        except NetworkError as exc:
+            logger.warning("capacity record not stored: %s", exc)
+        for root in self._runner.models:
+            try:
+                await self._network.provide(root, timeout=timeout)
+            except NetworkError as exc:
+                logger.warning("provider record for %s not stored: %s", root.hex()[:8], exc)
+
+    async def gossip_load(self, *, force: bool = False) -> bool:
+        """Publish the record on ``LOAD_TOPIC`` if the load changed; True when sent."""
+        load = (self._queue_depth(), self._throughput_milli())
+        if not force and load == self._last_gossiped:
+            return False
+        signed = self.build_record()
+        try:
+            await self._network.publish(
+                LOAD_TOPIC, signed.envelope, timeout=self._config.net_timeout_s
+            )
+        except MeshError as exc:
+            logger.debug("load gossip not sent: %s", exc)
+            return False
+        self._last_gossiped = load
+        return True
+
+    async def run(self) -> None:
+        """Refresh adverts every period and gossip load changes, until cancelled."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._refresh_loop)
+            nursery.start_soon(self._gossip_loop)
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await self.advertise_once()
+            await trio.sleep(self._config.capacity_refresh_s)
+
+    async def _gossip_loop(self) -> None:
+        while True:
+            await trio.sleep(self._config.load_gossip_s)
+            await self.gossip_load()

@@ -1,0 +1,78 @@
+"""The node's configuration: one frozen object, keyword-only, built by the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mesh.core import limits
+from mesh.core.identity import Identity
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeConfig:
+    """Everything a node needs to run, read once at the edge (the CLI).
+
+    Attributes:
+        identity: the node's key (signs receipts and capacity records; its PeerID).
+        data_dir: where the receipt log lives (``receipts.log``).
+        model_names: zoo names to serve (resolved by the runner factory).
+        listen: multiaddrs to listen on.
+        bootstrap: multiaddrs (with ``/p2p/``) of peers to join through.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        zoo_dirs: extra zoo folders besides the built-in one.
+        weights: ``(model name, weights path)`` pairs for models without shipped weights.
+        region: free-form region label advertised to clients.
+        price_micro: advertised price per task, in micro-units.
+        max_batch: the executor's largest batch.
+        max_queue: tasks in flight (queued or running) before answering busy.
+        max_in_flight_per_client: fairness cap: tasks in flight per client key.
+        threads: torch CPU threads (``None``: torch's default).
+        replay_entries: replay cache size; when full of live nonces, tasks get busy.
+        capacity_refresh_s: how often the signed capacity record is re-put and
+            providers re-announced.
+        capacity_ttl_periods: a capacity record expires this many refresh periods
+            after it was made (capped by ``limits.MAX_CAPACITY_TTL_MS``).
+        load_gossip_s: how often a changed load is gossiped on ``LOAD_TOPIC``.
+        net_timeout_s: deadline of each DHT and pubsub call made by the advertiser.
+        drain_timeout_s: on shutdown, how long in-flight tasks may finish.
+    """
+
+    identity: Identity
+    data_dir: Path
+    model_names: tuple[str, ...] = ()
+    listen: tuple[str, ...] = ("/ip4/0.0.0.0/tcp/4001",)
+    bootstrap: tuple[str, ...] = ()
+    device: str = "auto"
+    zoo_dirs: tuple[Path, ...] = ()
+    weights: tuple[tuple[str, Path], ...] = ()
+    region: str = ""
+    price_micro: int = 0
+    max_batch: int = 16
+    max_queue: int = 64
+    max_in_flight_per_client: int = 16
+    threads: int | None = None
+    replay_entries: int = 100_000
+    capacity_refresh_s: float = 60.0
+    capacity_ttl_periods: int = 3
+    load_gossip_s: float = 2.0
+    net_timeout_s: float = 5.0
+    drain_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.max_queue < 1 or self.max_batch < 1 or self.max_in_flight_per_client < 1:
+            raise ValueError("max_queue, max_batch and max_in_flight_per_client must be >= 1")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, not {self.device!r}")
+        if self.capacity_refresh_s <= 0 or self.capacity_ttl_periods < 1:
+            raise ValueError("capacity_refresh_s must be > 0 and capacity_ttl_periods >= 1")
+
+    @property
+    def receipt_log_path(self) -> Path:
+        return self.data_dir / "receipts.log"
+
+    @property
+    def capacity_ttl_ms(self) -> int:
+        """Lifetime of one capacity record, a few refresh periods, capped."""
+        ttl = int(self.capacity_refresh_s * self.capacity_ttl_periods * 1000)
+        return min(ttl, limits.MAX_CAPACITY_TTL_MS)

@@ -1,0 +1,174 @@
+"""The node's handler for ``/mesh/task/1.0.0``: checks, admission, run, receipt.
+
+Order of the checks (each failure is an ErrorReply with its code; see
+``mesh.errors``):
+
+1. decode the request, verify the task's signature and that the inputs hash to
+   the signed ``input_hash`` (``malformed``, ``too-large``, ``bad-signature``);
+   bytes that are not even MessagePack close the stream instead (raise);
+2. the task's validity window against the node's clock (``expired``);
+3. the target: a task pinned to another worker is refused (``malformed``);
+4. the model is one this node serves (``unknown-model``);
+5. the replay cache (``replayed``). Only now, after the signature: a forged task
+   must not burn a real client's nonce;
+6. admission: queue and per-client caps (``busy`` with ``retry_after_ms``);
+7. the runner (``invalid-input``, ``internal``), off the event loop;
+8. the receipt, issued from the chained receipt log, then the result.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import trio
+
+from mesh.core import canonical
+from mesh.core.envelope import Signed
+from mesh.core.identity import Identity
+from mesh.core.messages import ErrorReply, Receipt, Task, decode_request, encode_result
+from mesh.core.receipt_log import ReceiptLog
+from mesh.core.replay import ReplayCache
+from mesh.core.signing import verify_task
+from mesh.core.values import Values, values_hash
+from mesh.errors import InternalError, MalformedMessage, MeshError, ProtocolError, UnknownModel
+from mesh.node.admission import Admission
+from mesh.node.clock import WallClock
+from mesh.node.lifecycle import TaskState, TaskTable
+from mesh.node.runner import ExecutionLike, TaskRunner
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+BlockingCaller = Callable[[Callable[[], T]], Awaitable[T]]
+
+
+async def run_in_thread(fn: Callable[[], T]) -> T:
+    """Run blocking ``fn`` (an fsync) in a worker thread, off the event loop."""
+    return await trio.to_thread.run_sync(fn)
+
+
+class TaskHandler:
+    """Answers task requests; one instance per node, shared by all streams."""
+
+    def __init__(
+        self,
+        *,
+        identity: Identity,
+        runner: TaskRunner,
+        receipt_log: ReceiptLog,
+        replay: ReplayCache,
+        admission: Admission,
+        wall_clock: WallClock,
+        blocking: Callable[[Callable[[], Signed[Receipt]]], Awaitable[Signed[Receipt]]]
+        | None = None,
+    ) -> None:
+        self._identity = identity
+        self._runner = runner
+        self._log = receipt_log
+        self._replay = replay
+        self._admission = admission
+        self._now_ms = wall_clock
+        self._blocking = blocking or run_in_thread
+        self.table = TaskTable()
+        self.idle = trio.Event()
+        self.idle.set()
+        self.answered: dict[str, int] = {}  # reply code ("ok" or error code) -> count
+
+    async def handle(self, remote_peer: str, message: bytes) -> bytes:
+        """Answer one request message (see the module docstring for the order)."""
+        try:
+            request = decode_request(message)
+        except MalformedMessage as exc:
+            # Not even MessagePack: no reply makes sense, the stream is closed.
+            # (canonical.decode raises here, outside any handler of ours.)
+            canonical.decode(message)
+            return self._refuse(remote_peer, exc, b"")
+        except ProtocolError as exc:
+            return self._refuse(remote_peer, exc, b"")
+        task = request.task
+        try:
+            reply = await self._handle_task(remote_peer, task, request.inputs)
+        except ProtocolError as exc:
+            return self._refuse(remote_peer, exc, task.digest)
+        self._count("ok")
+        return reply
+
+    def _refuse(self, remote_peer: str, exc: ProtocolError, task_id: bytes) -> bytes:
+        self._count(exc.code)
+        logger.info("task %s from %s refused: %s %s", task_id.hex()[:8], remote_peer, exc.code, exc)
+        return ErrorReply.from_exception(exc, task_id=task_id).encode()
+
+    async def _handle_task(self, remote_peer: str, task: Signed[Task], inputs: Values) -> bytes:
+        body = task.message
+        verify_task(task, now_ms=self._now_ms())
+        if body.target and body.target != self._identity.public_key:
+            raise MalformedMessage("task is addressed to another worker")
+        if body.model_root not in self._runner.models:
+            raise UnknownModel(f"model {body.model_root.hex()[:16]} is not served here")
+        self._replay.check_and_add(task, now_ms=self._now_ms())
+        self._admission.admit(body.client, now=trio.current_time())
+        self.table.receive(task.digest)
+        self.idle = trio.Event() if self.idle.is_set() else self.idle
+        try:
+            self.table.move(task.digest, TaskState.ADMITTED)
+            return await self._run(remote_peer, task, inputs)
+        finally:
+            self.table.fail(task.digest)
+            self._admission.release(body.client, now=trio.current_time())
+            if self._admission.in_flight == 0:
+                self.idle.set()
+
+    async def _run(self, remote_peer: str, task: Signed[Task], inputs: Values) -> bytes:
+        body = task.message
+        # The runner queues and runs; it does not report when a queued task
+        # starts, so QUEUED -> RUNNING is taken as soon as it is handed over.
+        self.table.move(task.digest, TaskState.QUEUED)
+        self.table.move(task.digest, TaskState.RUNNING)
+        started_ms = self._now_ms()
+        execution = await self._execute(body.model_root, inputs, dict(body.params))
+        finished_ms = self._now_ms()
+        self.table.move(task.digest, TaskState.DONE)
+        self.table.require_done(task.digest)
+        output_hash = values_hash(execution.outputs)
+
+        def issue() -> Signed[Receipt]:
+            return self._log.issue(
+                task_id=task.digest,
+                model_root=body.model_root,
+                runtime=dict(execution.runtime),
+                output_hash=output_hash,
+                started_ms=started_ms,
+                finished_ms=finished_ms,
+                commitment=execution.commitment,
+            )
+
+        receipt = await self._blocking(issue)
+        self.table.close(task.digest)
+        logger.info(
+            "task %s from %s done: model %s seq %d batch %d compute %.1f ms",
+            task.digest.hex()[:8],
+            remote_peer,
+            body.model_root.hex()[:8],
+            receipt.message.seq,
+            execution.batch_size,
+            execution.compute_ms,
+        )
+        return encode_result(receipt, execution.outputs)
+
+    async def _execute(
+        self, model_root: bytes, inputs: Values, params: dict[str, int]
+    ) -> ExecutionLike:
+        try:
+            return await self._runner.run(model_root, inputs, params)
+        except MeshError:
+            raise
+        except Exception as exc:
+            # A bug or a torch failure in one task must not take the node down:
+            # the client gets "internal" and retries elsewhere; we keep the trace.
+            logger.exception("runner failed on model %s", model_root.hex()[:8])
+            raise InternalError("the model failed on this task") from exc
+
+    def _count(self, code: str) -> None:
+        self.answered[code] = self.answered.get(code, 0) + 1

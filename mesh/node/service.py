@@ -1,0 +1,204 @@
+"""The node: task handler, runner and advertiser in one nursery (``async with Node(...)``).
+
+A node owns one nursery: the runner's loops and the advertiser run in it, and
+the task handler answers requests arriving through the network. Leaving the
+``async with`` block normally *drains*: new tasks are answered ``busy`` (so
+clients go elsewhere), tasks in flight finish within ``drain_timeout_s``, then
+everything is cancelled. Signals are the CLI's business, not this module's.
+
+:func:`run_node` builds the network and the runner from a :class:`NodeConfig`
+through factories, so the CLI, a testnet launcher (forked processes) and
+component tests (memory network, fake runner) share one code path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import trio
+
+from mesh.core.envelope import Signed
+from mesh.core.messages import Receipt
+from mesh.core.receipt_log import ReceiptLog
+from mesh.core.replay import ReplayCache
+from mesh.net.interface import CAPACITY_NAMESPACE, TASK_PROTOCOL, Network
+from mesh.node.admission import Admission, ThroughputMeter
+from mesh.node.advertiser import Advertiser, capacity_validator
+from mesh.node.clock import WallClock, trio_wall_clock
+from mesh.node.config import NodeConfig
+from mesh.node.handler import TaskHandler
+from mesh.node.runner import TaskRunner
+
+if TYPE_CHECKING:
+    # The trio-stubs package (pulled in by libp2p) shadows trio's own annotations
+    # for mypy and declares TaskStatus in trio_typing.
+    from trio_typing import TaskStatus
+
+logger = logging.getLogger(__name__)
+
+NetworkFactory = Callable[[NodeConfig], AbstractAsyncContextManager[Network]]
+RunnerFactory = Callable[[NodeConfig], Awaitable[TaskRunner]]
+BlockingCall = Callable[[Callable[[], Signed[Receipt]]], Awaitable[Signed[Receipt]]]
+
+
+class Node:
+    """A running node. Use as ``async with Node(config, network=..., runner=...) as node:``.
+
+    Args:
+        config: the node's configuration.
+        network: the network to serve on (already running).
+        runner: runs the tasks (the runtime executor, or a fake in tests).
+        receipt_log: the chained receipt log; opened from ``config.data_dir`` if None.
+        wall_clock: epoch milliseconds; defaults to trio's clock plus the real offset.
+        blocking: how to call blocking receipt-log appends (default: a worker
+            thread; component tests on a fake clock call inline).
+        memory_free_mb: free memory to advertise (the runtime's figure).
+    """
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        network: Network,
+        runner: TaskRunner,
+        receipt_log: ReceiptLog | None = None,
+        wall_clock: WallClock | None = None,
+        blocking: BlockingCall | None = None,
+        memory_free_mb: Callable[[], int] = lambda: 0,
+    ) -> None:
+        self.config = config
+        self.network = network
+        self.runner = runner
+        self._wall_clock = wall_clock or trio_wall_clock()
+        self._owns_log = receipt_log is None
+        self._log = receipt_log or ReceiptLog.open(config.receipt_log_path, config.identity)
+        self.meter = ThroughputMeter()
+        capacity = min(config.max_queue, runner.queue_capacity())
+        self.admission = Admission(
+            capacity=max(1, capacity),
+            per_client=config.max_in_flight_per_client,
+            meter=self.meter,
+        )
+        self.handler = TaskHandler(
+            identity=config.identity,
+            runner=runner,
+            receipt_log=self._log,
+            replay=ReplayCache(config.replay_entries),
+            admission=self.admission,
+            wall_clock=self._wall_clock,
+            blocking=blocking,
+        )
+        self.advertiser = Advertiser(
+            config=config,
+            network=network,
+            runner=runner,
+            wall_clock=self._wall_clock,
+            throughput_milli=self._throughput_milli,
+            queue_depth=lambda: self.admission.in_flight,
+            queue_capacity=lambda: self.admission.capacity,
+            memory_free_mb=memory_free_mb,
+        )
+        self._stack: AsyncExitStack | None = None
+        self._nursery: trio.Nursery | None = None
+
+    @property
+    def peer_id(self) -> str:
+        return self.network.peer_id
+
+    def _throughput_milli(self) -> int:
+        rate = self.meter.rate(trio.current_time())
+        return 0 if rate is None else int(rate * 1000)
+
+    async def __aenter__(self) -> Node:
+        self.meter.start(trio.current_time())
+        self.network.set_record_validator(CAPACITY_NAMESPACE, capacity_validator(self._wall_clock))
+        stack = AsyncExitStack()
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        self._stack, self._nursery = stack, nursery
+        nursery.start_soon(self.runner.run_forever)
+        # Serve before advertising: a client that finds us must get an answer.
+        self.network.set_request_handler(TASK_PROTOCOL, self.handler.handle)
+        await self.advertiser.advertise_once()
+        nursery.start_soon(self.advertiser.run)
+        logger.info(
+            "node %s serving %s", self.peer_id, ", ".join(self.runner.models.values()) or "nothing"
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._stack is not None and self._nursery is not None
+        try:
+            if exc is None:
+                await self.drain()
+        finally:
+            self._nursery.cancel_scope.cancel()
+            try:
+                result = await self._stack.__aexit__(exc_type, exc, tb)
+            finally:
+                if self._owns_log:
+                    self._log.close()
+        return result
+
+    async def drain(self, *, timeout: float | None = None) -> bool:  # noqa: ASYNC109 (a drain bound, not a call deadline)
+        """Stop admitting tasks and wait for those in flight; True when all finished.
+
+        New tasks are answered ``busy`` meanwhile, so clients retry elsewhere.
+        """
+        self.admission.closed = True
+        limit = self.config.drain_timeout_s if timeout is None else timeout
+        in_flight = self.admission.in_flight
+        if in_flight:
+            logger.info("draining %d task(s), at most %.0f s", in_flight, limit)
+        with trio.move_on_after(limit):
+            await self.handler.idle.wait()
+            return True
+        logger.warning("drain deadline passed with %d task(s) in flight", self.admission.in_flight)
+        return False
+
+
+async def run_node(
+    config: NodeConfig,
+    *,
+    network_factory: NetworkFactory,
+    runner_factory: RunnerFactory,
+    stop: trio.Event,
+    task_status: TaskStatus[Node] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a node until ``stop`` is set, then drain and return.
+
+    Args:
+        config: the node's configuration.
+        network_factory: opens the network (e.g. :func:`libp2p_network_factory`).
+        runner_factory: loads the models and returns the runner
+            (e.g. :func:`mesh.node.runtime_runner.load_runtime_runner`).
+        stop: set it to shut the node down gracefully (the CLI does on SIGINT/SIGTERM).
+        task_status: ``nursery.start(run_node, ...)`` returns the ready :class:`Node`.
+    """
+    runner = await runner_factory(config)
+    async with (
+        network_factory(config) as network,
+        Node(config, network=network, runner=runner) as node,
+    ):
+        task_status.started(node)
+        await stop.wait()
+        logger.info("node %s stopping", node.peer_id)
+
+
+def libp2p_network_factory(config: NodeConfig) -> AbstractAsyncContextManager[Network]:
+    """Open the real libp2p network for ``config`` (imports libp2p only when called)."""
+    from mesh.net.libp2p_net import open_libp2p_network
+
+    return open_libp2p_network(
+        identity_seed=config.identity.seed,
+        listen=config.listen,
+        bootstrap=config.bootstrap,
+    )

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import trio
 
 from mesh.client.selection import Load
-from mesh.core.envelope import Signed
+from mesh.core.envelope import Signed, open_signed
+from mesh.core.identity import peer_id_from_public_key
+from mesh.core.signing import verify_capacity
 from mesh.core.messages import CapacityRecord
 from mesh.errors import MeshError
 from mesh.net.interface import LOAD_TOPIC, Network, PeerAddr
@@ -61,13 +63,25 @@ class Discovery:
             return None
         return signed.message
 
-    def accept(self, peer_id: str, data: bytes) -> CapacityRecord | None:
-        """Check a capacity record claimed by ``peer_id``; cache it if newer. None if bad."""
+    def accept(self, peer_id: str | None, data: bytes) -> CapacityRecord | None:
+        """Check a capacity record; cache it if newer than the one held. None if bad.
+
+        Args:
+            peer_id: the peer the record must belong to (the DHT key's), or None
+                for gossip: records are self-authenticating, so a relayed record
+                counts for the peer that signed it, whoever forwarded it.
+            data: the envelope bytes.
+        """
         try:
-            signed = open_capacity(data, peer_id=peer_id, now_ms=self._now_ms())
+            if peer_id is None:
+                signed = open_signed(data, CapacityRecord)
+                verify_capacity(signed, now_ms=self._now_ms())
+                peer_id = peer_id_from_public_key(signed.message.peer)
+            else:
+                signed = open_capacity(data, peer_id=peer_id, now_ms=self._now_ms())
         except MeshError as exc:
             self.rejected += 1
-            logger.info("capacity record of %s rejected: %s", peer_id, exc)
+            logger.info("capacity record of %s rejected: %s", peer_id or "gossip", exc)
             return None
         held = self._records.get(peer_id)
         if held is None or held.message.created_ms <= signed.message.created_ms:
@@ -135,5 +149,5 @@ class Discovery:
         """Take load updates from ``LOAD_TOPIC`` until cancelled."""
         channel = await self._network.subscribe(LOAD_TOPIC)
         async with channel:
-            async for sender, data in channel:
-                self.accept(sender, data)
+            async for _sender, data in channel:
+                self.accept(None, data)

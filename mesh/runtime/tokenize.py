@@ -1,0 +1,65 @@
+"""Tokenizers: bytes for the tiny models, the ``tokenizers`` library for real ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from tokenizers import Tokenizer
+
+from mesh.errors import InvalidInput, ModelError
+
+
+class TextTokenizer(Protocol):
+    """Text to ids and back."""
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: list[int]) -> str: ...
+
+
+class ByteTokenizer:
+    """UTF-8 bytes as ids 0..255; id 256 is ``<|endoftext|>`` (BOS and EOS)."""
+
+    EOS = 256
+    VOCAB = 257
+
+    def encode(self, text: str) -> list[int]:
+        return [self.EOS, *text.encode("utf-8")]
+
+    def decode(self, ids: list[int]) -> str:
+        return bytes(i for i in ids if 0 <= i < 256).decode("utf-8", errors="replace")
+
+
+class HFTokenizer:
+    """A ``tokenizer.json`` read with the ``tokenizers`` library (no download).
+
+    Args:
+        path: the tokenizer.json file.
+        max_length: truncate encodings to this many ids (0: no truncation).
+        special_tokens: add the tokenizer's template tokens ([CLS]/[SEP] for BERT).
+    """
+
+    def __init__(self, path: Path, *, max_length: int = 0, special_tokens: bool = True) -> None:
+        try:
+            self._tok = Tokenizer.from_file(str(path))
+        except Exception as exc:  # tokenizers raises plain Exception on bad files
+            raise ModelError(f"cannot read tokenizer {path}: {exc}") from exc
+        self._tok.no_padding()
+        if max_length:
+            self._tok.enable_truncation(max_length)
+        else:
+            self._tok.no_truncation()
+        self._special = special_tokens
+
+    def encode(self, text: str) -> list[int]:
+        try:
+            return list(self._tok.encode(text, add_special_tokens=self._special).ids)
+        except Exception as exc:  # e.g. text the normaliser rejects
+            raise InvalidInput(f"cannot tokenize text: {exc}") from exc
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [self.encode(t) for t in texts]
+
+    def decode(self, ids: list[int]) -> str:
+        return str(self._tok.decode(ids, skip_special_tokens=True))

@@ -34,9 +34,11 @@ from mesh.core.framing import FrameReader
 from mesh.errors import (
     ConfigError,
     DeadlineExceeded,
+    Expired,
     MeshError,
     NetworkError,
     PeerUnavailable,
+    ProtocolError,
     TooLarge,
 )
 from mesh.net import dht as dht_glue
@@ -191,7 +193,10 @@ class Libp2pNetwork:
         done = False
         try:
             await write_message(stream, payload)
-            response = await read_message(stream, FrameReader())
+            try:
+                response = await read_message(stream, FrameReader())
+            except ProtocolError as exc:  # garbage or oversized frames from the peer
+                raise PeerUnavailable(f"bad answer from {peer.peer_id}: {exc}") from exc
             if response is None:
                 raise PeerUnavailable(f"{peer.peer_id} closed the stream without answering")
             done = True
@@ -324,6 +329,7 @@ class Libp2pNetwork:
 
         Raises:
             MeshError: the namespace's validator rejects the value (nothing stored).
+            Expired: the selector prefers the record already held here.
             ConfigError: no validator for the key's namespace.
             DeadlineExceeded: the store did not finish in time.
         """
@@ -331,8 +337,9 @@ class Libp2pNetwork:
         try:
             with self._dht_deadline(timeout, "put_record"):
                 await self._dht.put_value(key, value)
-        except ValueError as exc:  # the library refuses to replace a better value
-            raise dht_glue.RecordRejected(str(exc)) from exc
+        except ValueError as exc:
+            # KadDHT.put_value refuses when the selector prefers the value it holds.
+            raise Expired(f"a newer record is already stored under {key}") from exc
 
     async def get_record(self, key: str, *, timeout: float) -> bytes | None:  # noqa: ASYNC109
         """The best valid value under ``key``, or None when there is none."""

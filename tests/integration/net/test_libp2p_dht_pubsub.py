@@ -68,6 +68,8 @@ async def test_records_are_validated_on_put_and_on_get() -> None:
         await owner.put_record(key, b"ok:2", timeout=5)
         # reader cached ok:1 locally; boot holds ok:2 now.
         assert await boot.get_record(key, timeout=5) == b"ok:2"
+        with pytest.raises(Expired):  # the selector prefers the newer ok:2 held here
+            await owner.put_record(key, b"ok:1", timeout=5)
 
         # A forged value pushed straight at a peer (skipping our put) is refused.
         dht = owner._dht

@@ -143,6 +143,20 @@ async def test_a_raw_framed_request_is_answered() -> None:
         await stream.close()
 
 
+async def test_a_garbage_answer_is_peer_unavailable_and_marks_the_peer() -> None:
+    async with networks(2) as (server, client):
+
+        async def liar(stream) -> None:  # type: ignore[no-untyped-def]
+            await stream.read(65536)
+            await stream.write(b"\x09 not a frame")
+            await stream.close()
+
+        server._host.set_stream_handler(TProtocol("/liar/1"), liar)
+        with pytest.raises(PeerUnavailable):
+            await client.request(addr_of(server), "/liar/1", b"hello", timeout=5)
+        assert not client.is_healthy(server.peer_id)
+
+
 async def test_unknown_peer_is_unavailable_and_marked() -> None:
     async with networks(1) as (client,):
         from mesh.net.interface import PeerAddr

@@ -1,0 +1,194 @@
+"""AsyncClient over the memory network on a fake clock: results, retries, spreading."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import pytest
+import trio
+
+from mesh.client.async_client import AsyncClient, ClientConfig
+from mesh.client.retry import RetryPolicy
+from mesh.core import canonical
+from mesh.core.receipts import verify_receipt
+from mesh.errors import DeadlineExceeded, NoPeersAvailable, VerificationError
+from mesh.net.interface import TASK_PROTOCOL
+from mesh.net.memory import MemoryHub
+from mesh.node.service import Node
+
+from meshfakes import ROOT_A, ROOT_B, FakeRunner, inputs, open_client, start_node
+
+pytestmark = pytest.mark.component
+
+CLIENT = 40
+
+
+def _tamper_outputs(node: Node) -> None:
+    """Make ``node`` answer with outputs that differ from what its receipt signs."""
+    honest = node.handler.handle
+
+    async def lying(peer: str, message: bytes) -> bytes:
+        answer = canonical.decode(await honest(peer, message))
+        if answer.get("kind") == "result":
+            answer["outputs"] = {"out_x": ["forged"]}
+        return canonical.encode(answer)
+
+    node.network.set_request_handler(TASK_PROTOCOL, lying)
+
+
+async def test_run_returns_verified_result(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hub = MemoryHub()
+    async with trio.open_nursery() as nursery:
+        node = await start_node(nursery, hub, 1, FakeRunner(), tmp_path)
+        client: AsyncClient = await nursery.start(open_client, hub, CLIENT)
+        result = await client.run(ROOT_A.hex(), inputs(), timeout=10, seed=3)
+        assert result.worker == node.peer_id and result.attempts == 1
+        assert result.outputs["out_x"] == inputs()["x"]
+        verify_receipt(result.receipt, task=result.task, outputs=result.outputs)
+        assert result.task.message.params == {"seed": 3}
+        assert result.latency_ms == pytest.approx(10.0)  # the fake runner's 10 ms, virtual
+        nursery.cancel_scope.cancel()
+
+
+async def test_busy_peer_is_retried_on_another(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hub = MemoryHub()
+    async with trio.open_nursery() as nursery:
+        busy = await start_node(
+            nursery, hub, 1, FakeRunner(gate=trio.Event()), tmp_path, max_queue=1
+        )
+        free = await start_node(nursery, hub, 2, FakeRunner(), tmp_path)
+        client: AsyncClient = await nursery.start(open_client, hub, CLIENT)
+        # Occupy the busy node's only slot from another client.
+        other: AsyncClient = await nursery.start(open_client, hub, CLIENT + 1)
+        task = other.build_task(ROOT_A, inputs(), target=busy.peer_id)
+        nursery.start_soon(
+            functools.partial(other.run_task, task, inputs(), deadline=100.0, target=busy.peer_id)
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        assert busy.admission.in_flight == 1
+        # Make the busy node look best so the client tries it first.
+        client.book.success(busy.peer_id, 1.0)
+        client.book.success(free.peer_id, 500.0)
+        result = await client.run(ROOT_A, inputs(), timeout=10)
+        assert result.worker == free.peer_id and result.attempts == 2
+        assert busy.handler.answered.get("busy") == 1
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("fault", ["killed", "frozen", "dropping", "lying"])
+async def test_failed_peer_is_retried_elsewhere_within_deadline(
+    fault: str, tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hub = MemoryHub()
+    async with trio.open_nursery() as nursery:
+        bad = await start_node(nursery, hub, 1, FakeRunner(), tmp_path)
+        good = await start_node(nursery, hub, 2, FakeRunner(), tmp_path)
+        client: AsyncClient = await nursery.start(open_client, hub, CLIENT)
+        client.book.success(bad.peer_id, 1.0)  # bad looks best: it is tried first
+        client.book.success(good.peer_id, 500.0)
+        if fault == "killed":
+            hub.kill(bad.peer_id)
+        elif fault == "frozen":
+            hub.freeze(bad.peer_id)
+        elif fault == "dropping":
+            hub.drop(bad.peer_id)
+        else:
+            _tamper_outputs(bad)
+        start = trio.current_time()
+        result = await client.run(ROOT_A, inputs(), timeout=20)
+        elapsed = trio.current_time() - start
+        assert result.worker == good.peer_id and result.attempts == 2
+        assert elapsed < 20
+        if fault in ("frozen", "dropping"):
+            # The hung attempt got half the remaining time, no more.
+            assert elapsed == pytest.approx(10.0 + 0.01, abs=0.02)
+        stats = client.book.stats(bad.peer_id)
+        assert stats.failure_weight == (50 if fault == "lying" else 1)
+        # Next time the bad peer is not chosen first.
+        again = await client.run(ROOT_A, inputs(), timeout=20)
+        assert again.attempts == 1 and again.worker == good.peer_id
+        nursery.cancel_scope.cancel()
+
+
+async def test_only_a_lying_peer_raises_verification_error(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hub = MemoryHub()
+    async with trio.open_nursery() as nursery:
+        liar = await start_node(nursery, hub, 1, FakeRunner(), tmp_path)
+        _tamper_outputs(liar)
+        client: AsyncClient = await nursery.start(open_client, hub, CLIENT)
+        with pytest.raises(VerificationError):
+            await client.run(ROOT_A, inputs(), timeout=10)
+        nursery.cancel_scope.cancel()
+
+
+async def test_all_frozen_raises_deadline_exceeded_on_time(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hub = MemoryHub()
+    async with trio.open_nursery() as nursery:
+        for n in (1, 2):
+            node = await start_node(nursery, hub, n, FakeRunner(), tmp_path)
+            hub.freeze(node.peer_id)
+        client: AsyncClient = await nursery.start(open_client, hub, CLIENT)
+        start = trio.current_time()
+        with pytest.raises(DeadlineExceeded):
+            await client.run(ROOT_A, inputs(), timeout=8)
+        assert trio.current_time() - start == pytest.approx(8.0)
+        nursery.cancel_scope.cancel()
+
+
+async def test_nobody_serves_the_model(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hub = MemoryHub()
+    async with trio.open_nursery() as nursery:
+        await start_node(nursery, hub, 1, FakeRunner(), tmp_path)
+        client: AsyncClient = await nursery.start(open_client, hub, CLIENT)
+        with pytest.raises(NoPeersAvailable):
+            await client.run(ROOT_B, inputs(), timeout=3)
+        nursery.cancel_scope.cancel()
+
+
+async def test_map_spreads_over_peers_and_keeps_order(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hub = MemoryHub()
+    async with trio.open_nursery() as nursery:
+        nodes = [
+            await start_node(nursery, hub, n, FakeRunner(compute_s=0.5), tmp_path)
+            for n in (1, 2, 3)
+        ]
+        client: AsyncClient = await nursery.start(open_client, hub, CLIENT)
+        many = [inputs(float(i)) for i in range(12)]
+        results = await client.map(ROOT_A, many, concurrency=6, timeout=30)
+        assert [r.outputs["out_x"] for r in results] == [m["x"] for m in many]
+        workers = {r.worker for r in results}
+        assert len(workers) > 1
+        assert sum(hub.requests_served[n.peer_id] for n in nodes) == 12
+        nursery.cancel_scope.cancel()
+
+
+async def test_retry_budget_is_bounded(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hub = MemoryHub()
+    config = ClientConfig(retry=RetryPolicy(max_attempts=2))
+    async with trio.open_nursery() as nursery:
+        for n in (1, 2, 3):
+            node = await start_node(nursery, hub, n, FakeRunner(), tmp_path)
+            hub.kill(node.peer_id)
+        client: AsyncClient = await nursery.start(
+            functools.partial(open_client, hub, CLIENT, config=config)
+        )
+        with pytest.raises(Exception) as info:
+            await client.run(ROOT_A, inputs(), timeout=10)
+        assert client.network.requests_sent == 2  # type: ignore[attr-defined]
+        assert "unreachable" in str(info.value) or "not reachable" in str(info.value)
+        nursery.cancel_scope.cancel()

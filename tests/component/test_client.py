@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from meshfakes import ROOT_A, ROOT_B, FakeRunner, inputs, open_client, start_node
 
 from mesh.client.async_client import AsyncClient, ClientConfig
 from mesh.client.retry import RetryPolicy
@@ -16,8 +17,6 @@ from mesh.errors import DeadlineExceeded, NoPeersAvailable, VerificationError
 from mesh.net.interface import TASK_PROTOCOL
 from mesh.net.memory import MemoryHub
 from mesh.node.service import Node
-
-from meshfakes import ROOT_A, ROOT_B, FakeRunner, inputs, open_client, start_node
 
 pytestmark = pytest.mark.component
 

@@ -25,26 +25,32 @@ Value = Any  # None | bool | int | str | bytes | list[Value] | dict[str, Value]
 
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
+# Our messages nest about five levels deep (request > inputs > tensor > shape).
+# Without a cap, a few kB of nested arrays exhaust Python's recursion limit when
+# re-encoding (a RecursionError instead of a typed error).
+MAX_DEPTH = 32
 
 
 def encode(value: Value) -> bytes:
     """Encode ``value`` canonically. Raises MalformedMessage on an unencodable value."""
     try:
-        packed: bytes = msgpack.packb(_canonical_form(value), use_bin_type=True)
+        packed: bytes = msgpack.packb(_canonical_form(value, 0), use_bin_type=True)
     except (TypeError, ValueError, OverflowError) as exc:
         raise MalformedMessage(f"cannot encode: {exc}") from exc
     return packed
 
 
-def _canonical_form(value: Value) -> Value:
+def _canonical_form(value: Value, depth: int) -> Value:
     # Rebuild maps with sorted keys; reject the types the wire does not allow.
+    if depth > MAX_DEPTH:
+        raise MalformedMessage(f"nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, dict):
         for key in value:
             if not isinstance(key, str):
                 raise MalformedMessage(f"map key {key!r} is not a string")
-        return {k: _canonical_form(value[k]) for k in sorted(value, key=_key_order)}
+        return {k: _canonical_form(value[k], depth + 1) for k in sorted(value, key=_key_order)}
     if isinstance(value, (list, tuple)):
-        return [_canonical_form(v) for v in value]
+        return [_canonical_form(v, depth + 1) for v in value]
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int):
@@ -93,7 +99,7 @@ def decode(data: bytes, *, max_bytes: int = limits.MAX_MESSAGE_BYTES) -> Value:
     except (ValueError, TypeError, UnicodeDecodeError) as exc:
         # unpackb raises ValueError for truncated data and exceeded length caps.
         raise MalformedMessage(f"undecodable msgpack: {exc}") from exc
-    _reject_floats(value)
+    _check_tree(value)
     if encode(value) != bytes(data):
         raise MalformedMessage("non-canonical encoding")
     return value
@@ -114,13 +120,15 @@ def _reject_ext(code: int, data: bytes) -> Any:
     raise MalformedMessage(f"ext type {code} is not allowed")
 
 
-def _reject_floats(value: Value) -> None:
-    stack = [value]
+def _check_tree(value: Value) -> None:
+    # Iterative, so that depth is checked before anything recurses.
+    stack = [(value, 0)]
     while stack:
-        item = stack.pop()
+        item, depth = stack.pop()
         if isinstance(item, float):
             raise MalformedMessage("floats are not allowed")
-        if isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
+        if isinstance(item, (dict, list)):
+            if depth >= MAX_DEPTH:
+                raise MalformedMessage(f"nested deeper than {MAX_DEPTH} levels")
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)

@@ -84,3 +84,25 @@ def resolve_model(model: str | bytes, *, zoo_dirs: Sequence[Path] = ()) -> bytes
             f"the manifest of {model!r} pins no model_root (operator weights): give the hex root"
         )
     return pinned
+
+
+def text_input_name(model: str, *, zoo_dirs: Sequence[Path] = ()) -> str:
+    """The name of the model's list-of-strings input (``texts``, ``prompt``...).
+
+    Read from the manifest's ``[inputs.<name>]`` with ``dtype = "str"``; models
+    not in a zoo (hex roots) get ``"texts"``.
+    """
+    for folder in [*zoo_dirs, *([builtin_zoo()] if builtin_zoo() else [])]:
+        assert folder is not None
+        for manifest in sorted(Path(folder).glob("*/manifest.toml")):
+            try:
+                raw = tomllib.loads(manifest.read_text(encoding="utf-8"))
+            except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+                continue
+            if raw.get("name") != model and raw.get("model_root") != model:
+                continue
+            specs = raw.get("inputs", {})
+            for name, spec in specs.items() if isinstance(specs, dict) else ():
+                if isinstance(spec, dict) and spec.get("dtype") == "str":
+                    return str(name)
+    return "texts"

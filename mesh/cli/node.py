@@ -1,0 +1,177 @@
+"""``mesh node``: run a peer that serves models, until Ctrl-C (then drain and exit 0).
+
+When ready it prints one line, which launchers and tests wait for::
+
+    node <peer id> listening <multiaddr> [<multiaddr> ...] serving <name>,<name>
+
+SIGINT or SIGTERM stops accepting tasks (new ones are answered ``busy`` so
+clients go elsewhere), lets tasks in flight finish within ``--drain-timeout``,
+and exits 0. A second signal during the drain exits at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import trio
+
+from mesh.errors import ConfigError
+from mesh.node.config import NodeConfig
+from mesh.node.service import NetworkFactory, RunnerFactory, run_node
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LISTEN = "/ip4/0.0.0.0/tcp/4001"
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    parser = subparsers.add_parser(
+        "node",
+        help="run a node serving models",
+        description="Join the mesh and serve models until Ctrl-C; then drain and exit 0.",
+    )
+    parser.add_argument("--key", required=True, type=Path, help="key file (mesh keygen)")
+    parser.add_argument(
+        "--listen", action="append", metavar="MULTIADDR", help=f"default {DEFAULT_LISTEN}"
+    )
+    parser.add_argument("--bootstrap", type=Path, metavar="FILE", help="bootstrap file")
+    parser.add_argument(
+        "--models", required=True, metavar="NAMES", help="comma list of zoo names to serve"
+    )
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--data-dir", type=Path, help="receipt log folder (default: by the key)")
+    parser.add_argument("--zoo", action="append", type=Path, default=[], metavar="DIR")
+    parser.add_argument("--region", default="")
+    parser.add_argument("--price-micro", type=_non_negative, default=0)
+    parser.add_argument("--max-batch", type=_positive, default=16)
+    parser.add_argument("--max-queue", type=_positive, default=64)
+    parser.add_argument(
+        "--weights", action="append", default=[], metavar="NAME=PATH", help="weights folder"
+    )
+    parser.add_argument("--threads", type=_positive, default=None, help="torch CPU threads")
+    parser.add_argument("--drain-timeout", type=float, default=30.0, metavar="SECONDS")
+    parser.set_defaults(func=node_command)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def build_config(args: argparse.Namespace) -> NodeConfig:
+    """The NodeConfig of parsed ``mesh node`` arguments (reads the key and bootstrap files).
+
+    Raises:
+        KeyFileError: the key file is missing, malformed or readable by others.
+        ConfigError: a bad bootstrap line, model list or ``--weights`` item.
+    """
+    from mesh.core.identity import load_key_file
+    from mesh.net.bootstrap import load_bootstrap_file
+
+    identity = load_key_file(args.key)
+    names = tuple(n.strip() for n in args.models.split(",") if n.strip())
+    if not names:
+        raise ConfigError("--models needs at least one name")
+    weights = []
+    for item in args.weights:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--weights takes NAME=PATH, not {item!r}")
+        weights.append((name, Path(path)))
+    data_dir = args.data_dir or args.key.parent / f"{args.key.name}.data"
+    try:
+        return NodeConfig(
+            identity=identity,
+            data_dir=data_dir,
+            model_names=names,
+            listen=tuple(args.listen or [DEFAULT_LISTEN]),
+            bootstrap=tuple(load_bootstrap_file(args.bootstrap)) if args.bootstrap else (),
+            device=args.device,
+            zoo_dirs=tuple(args.zoo),
+            weights=tuple(weights),
+            region=args.region,
+            price_micro=args.price_micro,
+            max_batch=args.max_batch,
+            max_queue=args.max_queue,
+            threads=args.threads,
+            drain_timeout_s=args.drain_timeout,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def node_command(args: argparse.Namespace) -> int:
+    if args.verbose == 0:
+        logging.getLogger("mesh").setLevel(logging.INFO)  # tasks are logged at INFO
+    config = build_config(args)
+    try:
+        config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise ConfigError(f"cannot create data dir {config.data_dir}: {exc}") from exc
+    from mesh.node.runtime_runner import load_runtime_runner
+    from mesh.node.service import libp2p_network_factory
+
+    trio.run(
+        functools.partial(
+            serve,
+            config,
+            network_factory=libp2p_network_factory,
+            runner_factory=load_runtime_runner,
+        )
+    )
+    return 0
+
+
+async def serve(
+    config: NodeConfig,
+    *,
+    network_factory: NetworkFactory,
+    runner_factory: RunnerFactory,
+    out: TextIO = sys.stdout,
+) -> None:
+    """Run a node until SIGINT/SIGTERM, printing the ready line; then drain."""
+    stop = trio.Event()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def node_then_stop(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+                await run_node(
+                    config,
+                    network_factory=network_factory,
+                    runner_factory=runner_factory,
+                    stop=stop,
+                    task_status=task_status,
+                )
+                nursery.cancel_scope.cancel()  # drained: stop watching signals
+
+            nursery.start_soon(_on_signals, signals, stop, nursery.cancel_scope)
+            node = await nursery.start(node_then_stop)
+            names = ",".join(node.runner.models.values())
+            addrs = " ".join(node.network.listen_addrs())
+            print(f"node {node.peer_id} listening {addrs} serving {names}", file=out, flush=True)
+
+
+async def _on_signals(signals: Any, stop: trio.Event, scope: trio.CancelScope) -> None:
+    async for signum in signals:
+        if not stop.is_set():
+            logger.info("signal %d: draining (again to stop at once)", signum)
+            stop.set()
+        else:
+            logger.warning("signal %d again: stopping now", signum)
+            scope.cancel()
+            return

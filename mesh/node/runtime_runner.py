@@ -1,0 +1,113 @@
+"""The real :class:`~mesh.node.runner.TaskRunner`: the runtime's executor on loaded models.
+
+Importing this module does not import torch; :func:`load_runtime_runner` does,
+when a node actually starts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import trio
+
+from mesh.core.values import Values
+from mesh.errors import ConfigError, ModelError
+from mesh.node.config import NodeConfig
+from mesh.node.runner import ExecutionLike
+
+if TYPE_CHECKING:
+    from mesh.runtime.executor import Executor
+    from mesh.runtime.registry import LoadedModel
+
+logger = logging.getLogger(__name__)
+
+
+class RuntimeRunner:
+    """Adapts ``mesh.runtime.executor.Executor`` to the node's TaskRunner protocol."""
+
+    def __init__(self, executor: Executor, models: Sequence[LoadedModel], *, device: str) -> None:
+        self._executor = executor
+        self._models = {m.model_root: m.name for m in models}
+        self._device = device
+
+    @property
+    def models(self) -> Mapping[bytes, str]:
+        return self._models
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    async def run(self, model_root: bytes, inputs: Values, params: dict[str, int]) -> ExecutionLike:
+        return await self._executor.run(model_root, inputs, params)
+
+    def queue_depth(self) -> int:
+        return self._executor.queue_depth()
+
+    def queue_capacity(self) -> int:
+        return self._executor.queue_capacity()
+
+    async def run_forever(self) -> None:
+        await self._executor.run_forever()
+
+    def memory_free_mb(self) -> int:
+        """Free memory of the device the models run on (MiB), best effort."""
+        if self._device.startswith("cuda"):
+            import torch
+
+            free, _total = torch.cuda.mem_get_info()
+            return int(free // (1024 * 1024))
+        return _mem_available_mb()
+
+
+def _mem_available_mb() -> int:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+async def load_runtime_runner(config: NodeConfig) -> RuntimeRunner:
+    """Load ``config.model_names`` from the zoos (in a worker thread) and build the executor.
+
+    Operator zoo folders come first, then the built-in zoo. ``config.weights``
+    maps a model name to its weights folder (``--weights gpt2=PATH``).
+
+    Raises:
+        ModelError: an unknown name, missing weights or a model_root mismatch.
+        ConfigError: a bad device, zoo folder or option.
+    """
+    if not config.model_names:
+        raise ConfigError("a node needs at least one model (--models NAMES)")
+    from mesh.runtime.device import configure_determinism, resolve_device
+    from mesh.runtime.executor import Executor
+    from mesh.runtime.registry import load_model
+    from mesh.runtime.zoo import Zoo
+
+    configure_determinism(threads=config.threads)
+    device = resolve_device(config.device)
+    zoos = [Zoo(path) for path in config.zoo_dirs] + [Zoo.builtin()]
+    weights: dict[str, Path] = dict(config.weights)
+
+    def load_all() -> list[LoadedModel]:
+        loaded = []
+        for name in config.model_names:
+            zoo = next((z for z in zoos if name in z.names()), None)
+            if zoo is None:
+                known = sorted({n for z in zoos for n in z.names()})
+                raise ModelError(f"unknown model {name!r} (zoo has: {', '.join(known)})")
+            loaded.append(
+                load_model(zoo.manifest(name), device=device, weights_dir=weights.get(name))
+            )
+        return loaded
+
+    models = await trio.to_thread.run_sync(load_all)
+    executor = Executor(models, max_batch=config.max_batch, max_queue=config.max_queue)
+    return RuntimeRunner(executor, models, device=device)

@@ -42,6 +42,7 @@ from mesh.errors import (
     TooLarge,
 )
 from mesh.net import dht as dht_glue
+from mesh.net.guard import install_guard
 from mesh.net.health import HealthList
 from mesh.net.host import build_host
 from mesh.net.interface import PeerAddr, RecordValidator, RequestHandler
@@ -77,7 +78,8 @@ class NetTimeouts:
     """Deadlines (seconds) for the library calls that can hang on a frozen peer."""
 
     dial: float = 3.0
-    stream_open: float = 3.0
+    # Also bounds the library's own stream opens (DHT, pubsub): see mesh.net.guard.
+    stream_open: float = 2.0
     request: float = 5.0
     dht: float = 5.0
     pubsub: float = 2.0
@@ -109,6 +111,12 @@ class Libp2pNetwork:
         self._validators: dict[str, dht_glue.MeshRecordValidator] = {}
         self._handlers: dict[str, RequestHandler] = {}
         self.stats = StreamStats()
+        self._unguarded = install_guard(
+            host,
+            is_dead=lambda pid: self._health.is_dead(pid, now=trio.current_time()),
+            on_stall=self._note_stall,
+            open_timeout=timeouts.stream_open,
+        )
 
     # -- identity ----------------------------------------------------------------
 
@@ -217,7 +225,7 @@ class Libp2pNetwork:
         self._remember_addrs(peer_id, peer.addrs)
         try:
             with trio.fail_after(self._timeouts.stream_open):
-                stream: INetStream = await self._host.new_stream(peer_id, [TProtocol(protocol)])
+                stream = await self._unguarded.new_stream(peer_id, [TProtocol(protocol)])
         except trio.TooSlowError as exc:
             raise DeadlineExceeded(f"opening a stream to {peer.peer_id} timed out") from exc
         except STREAM_ERRORS as exc:
@@ -407,6 +415,11 @@ class Libp2pNetwork:
             self._dht.routing_table.remove_peer(ID.from_base58(peer_id))
         except (ValueError, KeyError) as exc:
             logger.debug("could not remove %s from the routing table: %r", peer_id, exc)
+
+    def _note_stall(self, peer_id: str) -> None:
+        # Several library tasks may stall on one frozen peer at once: count it once.
+        if not self._health.is_dead(peer_id, now=trio.current_time()):
+            self.mark_unhealthy(peer_id)
 
     def is_healthy(self, peer_id: str) -> bool:
         """False while ``peer_id`` is in its backoff window."""

@@ -6,7 +6,7 @@ import pytest
 import trio
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
-from netsupport import PeerProcess, addr_of, networks
+from netsupport import FAST, PeerProcess, addr_of, networks
 
 from mesh.core import limits
 from mesh.core.framing import FrameReader, encode_frames
@@ -168,14 +168,22 @@ async def test_unknown_peer_is_unavailable_and_marked() -> None:
 
 
 async def test_frozen_peer_process_fails_within_the_deadline(peer_process: PeerProcess) -> None:
-    async with networks(1) as (client,):
+    async with networks(2) as (_boot, client):
         await client.connect(peer_process.peer, timeout=5)
         answer = await client.request(peer_process.peer, TASK_PROTOCOL, b"hi", timeout=5)
         assert answer == b"echo:hi"
         assert client.is_healthy(peer_process.peer.peer_id)
 
         peer_process.freeze()
+        # DHT traffic notices the frozen peer (its stream open stalls), marks it,
+        # and finishes with the others inside the DHT deadline instead of
+        # waiting the library's 10 s per query.
+        await client.provide(b"\x42" * 32, timeout=FAST.dht)
+        assert not client.is_healthy(peer_process.peer.peer_id)
+        assert peer_process.peer.peer_id not in {p.peer_id for p in client.known_peers()}
+        await client.find_providers(b"\x43" * 32, count=2, timeout=FAST.dht)
+
+        # An explicit request still tries it, and fails at the request deadline.
         with pytest.raises(DeadlineExceeded):
             await client.request(peer_process.peer, TASK_PROTOCOL, b"still there?", timeout=1)
         assert not client.is_healthy(peer_process.peer.peer_id)
-        assert peer_process.peer.peer_id not in {p.peer_id for p in client.known_peers()}

@@ -100,18 +100,29 @@ def decode(data: bytes, *, max_bytes: int = limits.MAX_MESSAGE_BYTES) -> Value:
         # unpackb raises ValueError for truncated data and exceeded length caps.
         raise MalformedMessage(f"undecodable msgpack: {exc}") from exc
     _check_tree(value)
-    if encode(value) != bytes(data):
+    # Map order was checked while decoding and no floats remain, so packing the
+    # value as-is yields the canonical bytes; any other difference (integer width,
+    # str/bin type, length prefixes) shows up in the comparison.
+    if msgpack.packb(value, use_bin_type=True) != bytes(data):
         raise MalformedMessage("non-canonical encoding")
     return value
 
 
 def _pairs_to_dict(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
+    # Keys must arrive strictly increasing in UTF-8 byte order: that rejects
+    # duplicates and unsorted maps here, and lets decode() re-pack the value
+    # without rebuilding sorted maps.
     result: dict[str, Any] = {}
-    for key, val in pairs:
+    previous = b""
+    for index, (key, val) in enumerate(pairs):
         if not isinstance(key, str):
             raise MalformedMessage("map key is not a string")
-        if key in result:
-            raise MalformedMessage(f"duplicate map key {key!r}")
+        encoded = key.encode("utf-8")
+        if index and encoded <= previous:
+            if encoded == previous:
+                raise MalformedMessage(f"duplicate map key {key[:40]!r}")
+            raise MalformedMessage("map keys are not in canonical order")
+        previous = encoded
         result[key] = val
     return result
 

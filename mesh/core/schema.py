@@ -137,18 +137,25 @@ class List(Kind):
 
 
 class AnyOf(Kind):
-    """The first of several kinds that accepts the value (for example str | int | bool)."""
+    """One of several scalar kinds, chosen by the value's exact Python type.
 
-    def __init__(self, *kinds: Kind) -> None:
-        self.kinds = kinds
+    Dispatching on ``type(value)`` (rather than trying each kind in turn) keeps
+    bool and int apart and avoids raising an exception per candidate.
+    """
+
+    def __init__(self, *kinds: Bool | Int | Str) -> None:
+        self.kinds: dict[type, Kind] = {}
+        for kind in kinds:
+            self.kinds[_PYTHON_TYPES[type(kind)]] = kind
 
     def coerce(self, name: str, value: Any) -> Any:
-        for kind in self.kinds:
-            try:
-                return kind.coerce(name, value)
-            except MalformedMessage:
-                continue
-        raise MalformedMessage(f"field {name!r} has a value of the wrong type")
+        kind = self.kinds.get(type(value))
+        if kind is None:
+            raise MalformedMessage(f"field {name!r} has a value of the wrong type")
+        return kind.coerce(name, value)
+
+
+_PYTHON_TYPES: dict[type, type] = {Bool: bool, Int: int, Str: str}
 
 
 class Map(Kind):

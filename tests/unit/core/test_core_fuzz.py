@@ -218,3 +218,31 @@ def test_frame_reader_on_mutated_frames(data: bytes, split: int) -> None:
     except MeshError:
         pass
     assert reader.buffered <= HEADER_BYTES + MAX_FRAME + 4096
+
+
+canonical_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.text(max_size=20)
+    | st.binary(max_size=40),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=12), children, max_size=6)
+    ),
+    max_leaves=30,
+)
+
+
+@FUZZ
+@given(value=canonical_values)
+def test_canonical_round_trip_and_uniqueness(value: Any) -> None:
+    import msgpack
+
+    data = canonical.encode(value)
+    assert canonical.decode(data) == value
+    # Any other msgpack encoding of the same value (here: insertion-ordered maps)
+    # is either byte-identical or rejected.
+    other = msgpack.packb(value, use_bin_type=True)
+    if other != data:
+        with pytest.raises(MeshError):
+            canonical.decode(other)

@@ -149,15 +149,26 @@ def test_lists_are_held_as_tuples() -> None:
     assert isinstance(record.to_wire()["addrs"], list)
 
 
-def test_decoder_rejects_duplicate_field() -> None:
-    body = canonical.encode(sample_verdict().to_wire())
-    # Rebuild the map by hand with "agree" twice (msgpack would keep the last).
-    pairs = [*msgpack.unpackb(body).items(), ("agree", False)]
-    raw = bytes([0x80 | len(pairs)]) + b"".join(
+def _raw_map(pairs: list[tuple[str, Any]]) -> bytes:
+    # msgpack-python builds maps from dicts; write the pairs by hand instead.
+    return bytes([0x80 | len(pairs)]) + b"".join(
         msgpack.packb(k, use_bin_type=True) + msgpack.packb(v, use_bin_type=True) for k, v in pairs
     )
+
+
+def test_decoder_rejects_duplicate_field() -> None:
+    pairs = sorted(sample_verdict().to_wire().items())
+    index = [k for k, _ in pairs].index("agree")
+    pairs.insert(index + 1, ("agree", False))  # msgpack alone would keep the last
     with pytest.raises(MalformedMessage, match="duplicate"):
-        canonical.decode(raw)
+        canonical.decode(_raw_map(pairs))
+
+
+def test_decoder_rejects_unsorted_fields() -> None:
+    pairs = sorted(sample_verdict().to_wire().items())
+    assert canonical.decode(_raw_map(pairs)) == sample_verdict().to_wire()
+    with pytest.raises(MalformedMessage, match="order"):
+        canonical.decode(_raw_map(list(reversed(pairs))))
 
 
 def test_decoder_rejects_non_canonical_integer() -> None:

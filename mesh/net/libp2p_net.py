@@ -531,6 +531,10 @@ async def open_libp2p_network(
     pubsub = Pubsub(host, gossipsub)
     dht = KadDHT(host, DHTMode.SERVER if dht_server else DHTMode.CLIENT)
     dht_glue.install_provider_cache_bypass(dht)
+    # An error raised by the caller's block is kept aside and re-raised once
+    # everything stopped, so it comes out as itself, not wrapped in six
+    # ExceptionGroups (one per nursery below). Cancellation passes through.
+    body_error: Exception | None = None
     # Host, then services, then our own tasks; each exits before the one it
     # depends on, all in this one task (bug 11: no lifetimes split across scopes).
     async with (
@@ -540,16 +544,23 @@ async def open_libp2p_network(
         background_trio_service(gossipsub),
         trio.open_nursery() as nursery,
     ):
-        with trio.fail_after(timeouts.pubsub + timeouts.dial):
-            await pubsub.wait_until_ready()
         net = Libp2pNetwork(host=host, dht=dht, pubsub=pubsub, nursery=nursery, timeouts=timeouts)
         try:
-            await _join(net, dht, boot_infos, timeouts=timeouts, required=require_bootstrap)
-            logger.info("libp2p peer %s listening on %s", net.peer_id, net.listen_addrs())
-            yield net
+            try:
+                await _start(net, pubsub, dht, boot_infos, timeouts, require_bootstrap)
+            except Exception as exc:
+                body_error = exc
+            else:
+                logger.info("libp2p peer %s listening on %s", net.peer_id, net.listen_addrs())
+                try:
+                    yield net
+                except Exception as exc:
+                    body_error = exc
         finally:
             await net._aclose()
             nursery.cancel_scope.cancel()
+    if body_error is not None:
+        raise body_error
 
 
 def _bootstrap_info(addr: str) -> PeerInfo:
@@ -557,6 +568,25 @@ def _bootstrap_info(addr: str) -> PeerInfo:
         return info_from_p2p_addr(_parse_addr(addr))
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"bootstrap address without /p2p/<peer id>: {addr!r}") from exc
+
+
+async def _start(
+    net: Libp2pNetwork,
+    pubsub: Pubsub,
+    dht: KadDHT,
+    boot: Sequence[PeerInfo],
+    timeouts: NetTimeouts,
+    required: bool,
+) -> None:
+    try:
+        with trio.fail_after(timeouts.pubsub + timeouts.dial):
+            await pubsub.wait_until_ready()
+    except trio.TooSlowError as exc:
+        raise NetworkError("pubsub did not start") from exc
+    if not net.listen_addrs():
+        # py-libp2p 0.8.1 logs a failed bind and carries on listening nowhere.
+        raise ConfigError("could not listen on any of the given addresses")
+    await _join(net, dht, boot, timeouts=timeouts, required=required)
 
 
 async def _join(

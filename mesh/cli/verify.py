@@ -15,18 +15,24 @@ output=<hex8>`` on stdout, or exit 1 and ``FAIL <reason>`` on stderr.
 
 ``mesh model-root FILE... | DIR`` prints the hex model root of the tensors in the
 safetensors files (a folder stands for the ``*.safetensors`` files in it).
+
+``mesh inspect FILE`` opens a signed envelope of any kind (task, receipt,
+capacity, verdict), checks its signature and prints its fields as JSON (bytes
+as hex), with the signer's PeerID and the envelope digest.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from mesh.core import canonical
 from mesh.core.envelope import open_signed
 from mesh.core.identity import peer_id_from_public_key
-from mesh.core.messages import Receipt, Task
+from mesh.core.messages import CapacityRecord, Receipt, Task, Verdict
 from mesh.core.model_root import format_root, model_root_of_files
 from mesh.core.receipts import verify_receipt
 from mesh.core.values import decode_values
@@ -49,6 +55,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     root = subparsers.add_parser("model-root", help="print the model root of safetensors files")
     root.add_argument("paths", nargs="+", metavar="FILE", help=".safetensors files or a folder")
     root.set_defaults(func=_model_root)
+    inspect = subparsers.add_parser("inspect", help="check and print a signed envelope file")
+    inspect.add_argument("file", metavar="FILE", help="envelope bytes of any signed kind")
+    inspect.set_defaults(func=_inspect)
 
 
 def _read(path: str) -> bytes:
@@ -112,3 +121,36 @@ def _check(args: argparse.Namespace) -> str:
 def _model_root(args: argparse.Namespace) -> int:
     print(format_root(model_root_of_files(args.paths)))
     return 0
+
+
+_KINDS = {cls.TYPE: cls for cls in (Task, Receipt, CapacityRecord, Verdict)}
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    try:
+        data = _read(args.file)
+        wire = canonical.decode(data)
+        kind = _KINDS.get(str(wire.get("type"))) if isinstance(wire, dict) else None
+        if kind is None:
+            raise _Fail("not a signed envelope of a known type")
+        signed = open_signed(data, kind)
+    except (_Fail, MeshError) as exc:
+        print(f"FAIL {exc}", file=sys.stderr)
+        return 1
+    wire_fields = signed.message.to_wire()
+    fields = {k: v.hex() if isinstance(v, bytes) else v for k, v in wire_fields.items()}
+    summary = {
+        "type": signed.type,
+        "signer": peer_id_from_public_key(signed.key),
+        "digest": signed.digest.hex(),
+        "fields": fields,
+    }
+    print(json.dumps(summary, indent=2, sort_keys=True, default=_hex))
+    return 0
+
+
+def _hex(value: object) -> object:
+    # Lists of bytes (a capacity record's models) are not JSON; show them as hex.
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(f"cannot show {type(value).__name__}")

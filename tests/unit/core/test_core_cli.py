@@ -150,3 +150,17 @@ def test_model_root_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert main(["model-root", *map(str, sorted(shards.iterdir()))]) == 0
     assert capsys.readouterr().out.strip() == expected
     assert main(["model-root", str(tmp_path / "absent.safetensors")]) == 1
+
+
+def test_inspect(receipt_files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    assert main(["inspect", str(receipt_files["receipt"])]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    receipt = signed_receipt(signed_task())
+    assert shown["type"] == "mesh/receipt/v1"
+    assert shown["signer"] == WORKER.peer_id
+    assert shown["digest"] == receipt.digest.hex()
+    assert shown["fields"]["seq"] == 0
+    assert main(["inspect", str(receipt_files["output"])]) == 1
+    assert capsys.readouterr().err.startswith("FAIL")

@@ -37,7 +37,13 @@ from mesh.core.model_root import (
     verify_inclusion,
 )
 from mesh.core.receipt_log import ReceiptLog, read_receipts
-from mesh.core.receipts import ZERO_HASH, make_receipt, verify_receipt
+from mesh.core.receipts import (
+    ZERO_HASH,
+    is_equivocation,
+    make_receipt,
+    verify_chain_link,
+    verify_receipt,
+)
 from mesh.core.replay import ReplayCache, admit_task
 from mesh.core.signing import verify_capacity, verify_task, verify_verdict
 from mesh.core.tensors import Tensor
@@ -76,6 +82,7 @@ __all__ = [
     "encode_values",
     "format_root",
     "inclusion_proof",
+    "is_equivocation",
     "load_key_file",
     "make_leaf",
     "make_receipt",
@@ -93,6 +100,7 @@ __all__ = [
     "values_hash",
     "values_to_wire",
     "verify_capacity",
+    "verify_chain_link",
     "verify_inclusion",
     "verify_receipt",
     "verify_task",

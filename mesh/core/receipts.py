@@ -16,7 +16,7 @@ from mesh.core.identity import Identity
 from mesh.core.messages import Receipt, RuntimeValue, Task
 from mesh.core.tensors import Tensor
 from mesh.core.values import values_hash
-from mesh.errors import MalformedMessage, OutputMismatch, TaskMismatch
+from mesh.errors import MalformedMessage, OutputMismatch, TaskMismatch, VerificationError
 
 ZERO_HASH = bytes(32)  # ``prev`` of a worker's first receipt
 
@@ -84,3 +84,33 @@ def verify_receipt(
             raise TaskMismatch("receipt signed by a worker the task was not addressed to")
     if outputs is not None and values_hash(outputs) != receipt.output_hash:
         raise OutputMismatch("outputs do not match the receipt's output_hash")
+
+
+def verify_chain_link(previous: Signed[Receipt], following: Signed[Receipt]) -> None:
+    """Check that ``following`` is the worker's receipt right after ``previous``.
+
+    Raises:
+        VerificationError: another worker, a gap in ``seq``, or ``prev`` is not the
+            digest of ``previous``.
+    """
+    if following.message.worker != previous.message.worker:
+        raise VerificationError("receipts of two different workers")
+    if following.message.seq != previous.message.seq + 1:
+        raise VerificationError(
+            f"seq {following.message.seq} does not follow {previous.message.seq}"
+        )
+    if following.message.prev != previous.digest:
+        raise VerificationError(f"receipt {following.message.seq} does not link to its predecessor")
+
+
+def is_equivocation(first: Signed[Receipt], second: Signed[Receipt]) -> bool:
+    """True when one worker signed two different receipts with one ``seq``.
+
+    Both receipts are opened (signatures hold), so the pair is a proof anyone can
+    check that the worker forked its chain.
+    """
+    return (
+        first.message.worker == second.message.worker
+        and first.message.seq == second.message.seq
+        and first.digest != second.digest
+    )

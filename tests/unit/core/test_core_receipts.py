@@ -219,3 +219,47 @@ def test_receipt_signed_by_client_key_is_not_a_worker_receipt() -> None:
     )
     assert receipt.message.worker == CLIENT.public_key
     assert sign_message(CLIENT, receipt.message).envelope == receipt.envelope
+
+
+def test_chain_links_and_equivocation(tmp_path: Path) -> None:
+    from mesh.core.receipts import is_equivocation, verify_chain_link
+
+    path = tmp_path / "r.log"
+    with ReceiptLog.open(path, WORKER) as log:
+        _issue(log, 3)
+    first, second, third = read_receipts(path)
+    verify_chain_link(first, second)
+    verify_chain_link(second, third)
+    with pytest.raises(VerificationError):
+        verify_chain_link(first, third)
+    with pytest.raises(VerificationError):
+        verify_chain_link(second, first)
+    forked = make_receipt(
+        WORKER,
+        task_id=bytes(32),
+        seq=1,
+        prev=first.digest,
+        model_root=MODEL_ROOT,
+        runtime={},
+        output_hash=bytes(32),
+        started_ms=0,
+        finished_ms=0,
+    )
+    verify_chain_link(first, forked)  # a fork links too...
+    assert is_equivocation(second, forked)  # ...but two seq-1 receipts prove it
+    assert not is_equivocation(second, second)
+    assert not is_equivocation(first, second)
+    other = make_receipt(
+        OTHER,
+        task_id=bytes(32),
+        seq=1,
+        prev=first.digest,
+        model_root=MODEL_ROOT,
+        runtime={},
+        output_hash=bytes(32),
+        started_ms=0,
+        finished_ms=0,
+    )
+    assert not is_equivocation(second, other)
+    with pytest.raises(VerificationError, match="different workers"):
+        verify_chain_link(first, other)

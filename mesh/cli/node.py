@@ -23,6 +23,7 @@ import trio
 
 from mesh.errors import ConfigError
 from mesh.node.config import NodeConfig
+from mesh.node.groups import unwrap_single_error
 from mesh.node.service import NetworkFactory, RunnerFactory, run_node
 
 logger = logging.getLogger(__name__)
@@ -126,15 +127,37 @@ def node_command(args: argparse.Namespace) -> int:
     from mesh.node.runtime_runner import load_runtime_runner
     from mesh.node.service import libp2p_network_factory
 
-    trio.run(
-        functools.partial(
-            serve,
-            config,
-            network_factory=libp2p_network_factory,
-            runner_factory=load_runtime_runner,
+    quiet_network_logs(args.verbose)
+
+    with unwrap_single_error():
+        trio.run(
+            functools.partial(
+                serve,
+                config,
+                network_factory=libp2p_network_factory,
+                runner_factory=load_runtime_runner,
+            )
         )
-    )
     return 0
+
+
+# Loggers of the networking libraries under the adapter.
+_LIBRARY_LOGGERS = ("libp2p", "multiaddr", "async_service", "aioquic")
+
+
+def quiet_network_logs(verbosity: int) -> None:
+    """Import libp2p now, then quiet it.
+
+    On import py-libp2p 0.8.1 sets its logger to WARNING with no handler and no
+    propagation, so its noise ("Failed to read DHT message from stream" on every
+    normal close, shutdown tracebacks; notes, bug 7) would reach stderr through
+    logging's last resort whatever the CLI set before. ``-vv`` shows it.
+    """
+    import mesh.net.libp2p_net  # noqa: F401  (the import is what resets the levels)
+
+    level = logging.DEBUG if verbosity >= 2 else logging.CRITICAL
+    for name in _LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(level)
 
 
 async def serve(

@@ -52,6 +52,7 @@ from mesh.errors import (
 from mesh.net.interface import CAPACITY_NAMESPACE, TASK_PROTOCOL, Network, PeerAddr
 from mesh.node.advertiser import capacity_validator
 from mesh.node.clock import WallClock, trio_wall_clock
+from mesh.node.groups import unwrap_single_error
 
 logger = logging.getLogger(__name__)
 
@@ -162,13 +163,19 @@ class AsyncClient:
 
         identity = load_identity(key)
         addrs = load_bootstrap(bootstrap)
-        async with (
-            open_libp2p_network(
-                identity_seed=identity.seed, listen=listen, bootstrap=addrs, dht_server=False
-            ) as network,
-            cls(network, identity=identity, config=config) as client,
-        ):
-            yield client
+        with unwrap_single_error():
+            async with (
+                open_libp2p_network(
+                    identity_seed=identity.seed,
+                    listen=listen,
+                    bootstrap=addrs,
+                    dht_server=False,
+                    # A client that reached no bootstrap peer can find nobody: say so.
+                    require_bootstrap=bool(addrs),
+                ) as network,
+                cls(network, identity=identity, config=config) as client,
+            ):
+                yield client
 
     async def __aenter__(self) -> AsyncClient:
         self.network.set_record_validator(CAPACITY_NAMESPACE, capacity_validator(self._now_ms))
@@ -187,7 +194,8 @@ class AsyncClient:
     ) -> bool | None:
         assert self._stack is not None
         self._nursery.cancel_scope.cancel()
-        return await self._stack.__aexit__(exc_type, exc, tb)
+        with unwrap_single_error():
+            return await self._stack.__aexit__(exc_type, exc, tb)
 
     # -- public API ----------------------------------------------------------------
     def build_task(
@@ -224,7 +232,8 @@ class AsyncClient:
         timeout: float | None = None,  # noqa: ASYNC109 (the caller's total deadline)
         target: str | None = None,
         verify: str = "signature",
-        **params: int,
+        params: Mapping[str, int] | None = None,
+        **more_params: int,
     ) -> RunResult:
         """Run ``model`` on ``inputs`` somewhere on the mesh; return a verified result.
 
@@ -234,7 +243,8 @@ class AsyncClient:
             timeout: total deadline in seconds (default ``config.timeout_s``).
             target: run only on this PeerID.
             verify: the verification wish written into the task.
-            **params: integer parameters (seed, max_tokens, temperature_milli, ...).
+            params: integer parameters (seed, max_tokens, temperature_milli, ...).
+            **more_params: more integer parameters, as keywords (``seed=3``).
 
         Raises:
             VerificationError: only unverifiable answers came back.
@@ -242,8 +252,9 @@ class AsyncClient:
             NoPeersAvailable: nobody serves the model.
             ProtocolError: the task itself was refused (invalid input, ...).
         """
+        merged = {**(params or {}), **more_params}
         return await self._run(
-            model, inputs, timeout=timeout, target=target, verify=verify, params=params
+            model, inputs, timeout=timeout, target=target, verify=verify, params=merged
         )
 
     async def _run(

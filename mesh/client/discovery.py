@@ -18,8 +18,8 @@ import trio
 from mesh.client.selection import Load
 from mesh.core.envelope import Signed, open_signed
 from mesh.core.identity import peer_id_from_public_key
-from mesh.core.signing import verify_capacity
 from mesh.core.messages import CapacityRecord
+from mesh.core.signing import verify_capacity
 from mesh.errors import MeshError
 from mesh.net.interface import LOAD_TOPIC, Network, PeerAddr
 from mesh.node.advertiser import capacity_key, open_capacity

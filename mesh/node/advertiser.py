@@ -149,9 +149,10 @@ class Advertiser:
             nursery.start_soon(self._gossip_loop)
 
     async def _refresh_loop(self) -> None:
+        # The node advertised once before starting this loop.
         while True:
-            await self.advertise_once()
             await trio.sleep(self._config.capacity_refresh_s)
+            await self.advertise_once()
 
     async def _gossip_loop(self) -> None:
         while True:

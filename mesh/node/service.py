@@ -30,6 +30,7 @@ from mesh.node.admission import Admission, ThroughputMeter
 from mesh.node.advertiser import Advertiser, capacity_validator
 from mesh.node.clock import WallClock, trio_wall_clock
 from mesh.node.config import NodeConfig
+from mesh.node.groups import unwrap_single_error
 from mesh.node.handler import TaskHandler
 from mesh.node.runner import TaskRunner
 
@@ -142,7 +143,8 @@ class Node:
         finally:
             self._nursery.cancel_scope.cancel()
             try:
-                result = await self._stack.__aexit__(exc_type, exc, tb)
+                with unwrap_single_error():
+                    result = await self._stack.__aexit__(exc_type, exc, tb)
             finally:
                 if self._owns_log:
                     self._log.close()

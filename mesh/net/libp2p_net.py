@@ -393,8 +393,16 @@ class Libp2pNetwork:
             raise DeadlineExceeded(f"publish on {topic} timed out") from exc
 
     async def subscribe(self, topic: str) -> trio.abc.ReceiveChannel[tuple[str, bytes]]:
-        """Messages on ``topic`` from other peers, as (sender peer id, data)."""
-        return await self._fanout.subscribe(topic)
+        """Messages on ``topic`` from other peers, as (sender peer id, data).
+
+        Raises:
+            DeadlineExceeded: announcing the subscription to peers took too long.
+        """
+        try:
+            with trio.fail_after(self._timeouts.pubsub):
+                return await self._fanout.subscribe(topic)
+        except trio.TooSlowError as exc:
+            raise DeadlineExceeded(f"subscribing to {topic} timed out") from exc
 
     # -- health ------------------------------------------------------------------
 
@@ -529,7 +537,9 @@ async def open_libp2p_network(
         heartbeat_interval=GOSSIP_HEARTBEAT_S,
     )
     pubsub = Pubsub(host, gossipsub)
-    dht = KadDHT(host, DHTMode.SERVER if dht_server else DHTMode.CLIENT)
+    # strict_validation: without it a namespace with no validator registered
+    # (ours before set_record_validator, or any made-up one) is stored unchecked.
+    dht = KadDHT(host, DHTMode.SERVER if dht_server else DHTMode.CLIENT, strict_validation=True)
     dht_glue.install_provider_cache_bypass(dht)
     # An error raised by the caller's block is kept aside and re-raised once
     # everything stopped, so it comes out as itself, not wrapped in six

@@ -78,6 +78,11 @@ async def test_records_are_validated_on_put_and_on_get() -> None:
             await dht.value_store._store_at_peer(boot._dht.local_peer_id, key_bytes, b"forged:99")
         assert boot._dht.value_store.get(key_bytes).value == b"ok:2"
 
+        # Namespaces nobody registered are refused too (strict validation).
+        with trio.fail_after(5):
+            await dht.value_store._store_at_peer(boot._dht.local_peer_id, b"/junk/x", b"v")
+        assert boot._dht.value_store.get(b"/junk/x") is None
+
         # A record that went stale in a local store is not returned from it.
         reader._dht.value_store.put(key_bytes, b"old:3")
         value = await reader.get_record(key, timeout=5)

@@ -6,13 +6,13 @@ import pytest
 import trio
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
-from netsupport import FAST, PeerProcess, addr_of, networks
+from netsupport import FAST, PeerProcess, addr_of, networks, seed
 
 from mesh.core import limits
 from mesh.core.framing import FrameReader, encode_frames
 from mesh.errors import DeadlineExceeded, PeerUnavailable
 from mesh.net.interface import TASK_PROTOCOL
-from mesh.net.libp2p_net import Libp2pNetwork
+from mesh.net.libp2p_net import Libp2pNetwork, NetTimeouts, open_libp2p_network
 
 pytestmark = pytest.mark.integration
 
@@ -111,6 +111,29 @@ async def test_garbage_closes_that_stream_and_the_node_keeps_serving() -> None:
 
         assert server.stats.rejected_streams == 2
         assert await client.request(target, TASK_PROTOCOL, b"after", timeout=5) == b"echo:after"
+
+
+async def test_a_silent_client_is_dropped_after_the_idle_deadline() -> None:
+    quick = NetTimeouts(server_idle=0.3)
+    async with (
+        open_libp2p_network(identity_seed=seed(7), timeouts=quick) as server,
+        open_libp2p_network(identity_seed=seed(8), bootstrap=server.listen_addrs()) as client,
+    ):
+        server.set_request_handler(TASK_PROTOCOL, echo)
+        silent = await _raw_stream(client, server)
+        assert await _read_until_closed(silent) == b""  # the server let go of it
+        # A pooled stream the server dropped is replaced without failing the request.
+        target = addr_of(server)
+        assert await client.request(target, TASK_PROTOCOL, b"a", timeout=5) == b"echo:a"
+        # Wait (on the stream itself) until the server drops the idle pooled stream.
+        pooled = client._pool.take(server.peer_id, TASK_PROTOCOL, now=trio.current_time())
+        assert pooled is not None
+        assert await _read_until_closed(pooled) == b""
+        client._pool.give_back(server.peer_id, TASK_PROTOCOL, pooled, now=trio.current_time())
+        assert await client.request(target, TASK_PROTOCOL, b"b", timeout=5) == b"echo:b"
+        assert client.stats.reused == 1  # tried the dead pooled stream first...
+        assert client.stats.opened == 2  # ...then opened a fresh one
+        assert client.is_healthy(server.peer_id)
 
 
 async def test_a_handler_error_resets_only_its_stream() -> None:

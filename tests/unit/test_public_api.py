@@ -1,0 +1,44 @@
+"""Keeps ``mesh.__all__`` honest: every name resolves, nothing heavy is imported."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import mesh
+
+pytestmark = pytest.mark.unit
+
+
+def test_every_public_name_resolves() -> None:
+    for name in mesh.__all__:
+        assert getattr(mesh, name) is not None, name
+
+
+def test_all_is_sorted_and_unique_and_listed_in_dir() -> None:
+    assert len(set(mesh.__all__)) == len(mesh.__all__)
+    assert set(mesh.__all__) <= set(dir(mesh))
+
+
+def test_errors_are_one_tree() -> None:
+    for name in mesh.__all__:
+        value = getattr(mesh, name)
+        if isinstance(value, type) and issubclass(value, Exception):
+            assert issubclass(value, mesh.MeshError), name
+
+
+def test_unknown_attribute_raises_attribute_error() -> None:
+    with pytest.raises(AttributeError):
+        mesh.NoSuchThing  # noqa: B018
+
+
+def test_import_mesh_and_touch_the_sdk_imports_neither_torch_nor_libp2p() -> None:
+    code = (
+        "import sys, mesh\n"
+        "[getattr(mesh, n) for n in mesh.__all__]\n"
+        "heavy = [m for m in ('torch', 'libp2p') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

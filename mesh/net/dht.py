@@ -4,12 +4,14 @@ What the library does and does not do (read in ``kad_dht/kad_dht.py``):
 - ``put_value`` validates locally before storing; an inbound PUT_VALUE is
   validated before it is stored; values fetched from other peers in
   ``get_value`` are validated. But ``get_value`` answers from the local store
-  first WITHOUT validating, so an expired record would be served for 24 h: the
-  adapter validates every value itself before returning it.
+  first WITHOUT validating and without asking anyone, so an expired or
+  superseded record would be served for 24 h.
 - ``find_providers`` answers from the local 48 h cache alone as soon as it holds
   any entry for the key, so a client would never learn of new providers (or of
-  the old ones dying). :func:`install_provider_cache_bypass` lets our own lookups
-  skip that shortcut while inbound GET_PROVIDERS keep using the store.
+  the old ones dying).
+:func:`install_local_cache_bypass` lets our own lookups skip both shortcuts
+(the adapter then merges and validates the local copy itself) while inbound
+queries from other peers keep using the stores.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from libp2p.kad_dht.kad_dht import KadDHT
+from libp2p.kad_dht.pb.kademlia_pb2 import Record
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.records.validator import Validator
 
@@ -58,7 +61,7 @@ class MeshRecordValidator(Validator):
 
     def select(self, key: str, values: list[bytes]) -> int:
         """Index of the best valid value; invalid values are never selected."""
-        valid = [i for i, v in enumerate(values) if self._is_valid(key, v)]
+        valid = [i for i, v in enumerate(values) if self.is_valid(key, v)]
         if not valid:
             # The library calls select only on validated values; if all expired
             # meanwhile, keep the first (the caller re-validates before use).
@@ -71,7 +74,8 @@ class MeshRecordValidator(Validator):
             return valid[0]
         return valid[chosen]
 
-    def _is_valid(self, key: str, value: bytes) -> bool:
+    def is_valid(self, key: str, value: bytes) -> bool:
+        """True when the callback accepts ``value``."""
         try:
             self._validator(key, value)
         except MeshError:
@@ -79,41 +83,52 @@ class MeshRecordValidator(Validator):
         return True
 
 
-_SKIP_LOCAL_PROVIDERS: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "mesh_skip_local_providers", default=False
+_NETWORK_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "mesh_dht_network_only", default=False
 )
 
 
-def install_provider_cache_bypass(dht: KadDHT) -> None:
-    """Make the local-cache shortcut of ``find_providers`` skippable per task.
+def install_local_cache_bypass(dht: KadDHT) -> None:
+    """Make the local-store shortcuts of ``find_providers``/``get_value`` skippable.
 
-    The store's ``get_providers`` is wrapped on this instance only: inside
-    :func:`network_providers_lookup` (a context variable, so only our task and
-    the tasks it spawns see it) it returns nothing and the library goes to the
-    network; every other caller (inbound GET_PROVIDERS) sees the store as is.
+    The stores' ``get_providers`` and ``get`` are wrapped on this instance only:
+    inside :func:`network_lookup` (a context variable, so only our task and the
+    tasks it spawns see it) they return nothing and the library asks the
+    network; every other caller (inbound GET_PROVIDERS, GET_VALUE, PUT_VALUE)
+    sees the stores as they are.
     """
-    store = dht.provider_store
-    original = store.get_providers
+    providers = dht.provider_store
+    values = dht.value_store
+    original_providers = providers.get_providers
+    original_get = values.get
 
     def get_providers(key: bytes) -> list[PeerInfo]:
-        if _SKIP_LOCAL_PROVIDERS.get():
+        if _NETWORK_ONLY.get():
             return []
-        result: list[PeerInfo] = original(key)
+        result: list[PeerInfo] = original_providers(key)
         return result
 
-    # Instance attributes, not a subclass: the DHT builds its own store.
-    setattr(store, "get_providers", get_providers)  # noqa: B010
-    setattr(store, "mesh_local_providers", original)  # noqa: B010
+    def get(key: bytes) -> Record | None:
+        if _NETWORK_ONLY.get():
+            return None
+        record: Record | None = original_get(key)
+        return record
+
+    # Instance attributes, not subclasses: the DHT builds its own stores.
+    setattr(providers, "get_providers", get_providers)  # noqa: B010
+    setattr(providers, "mesh_local_providers", original_providers)  # noqa: B010
+    setattr(values, "get", get)  # noqa: B010
+    setattr(values, "mesh_local_get", original_get)  # noqa: B010
 
 
 @contextmanager
-def network_providers_lookup() -> Iterator[None]:
-    """Within this block, ``find_providers`` of a bypassed DHT asks the network."""
-    token = _SKIP_LOCAL_PROVIDERS.set(True)
+def network_lookup() -> Iterator[None]:
+    """Within this block, a bypassed DHT's lookups skip the local stores."""
+    token = _NETWORK_ONLY.set(True)
     try:
         yield
     finally:
-        _SKIP_LOCAL_PROVIDERS.reset(token)
+        _NETWORK_ONLY.reset(token)
 
 
 def local_providers(dht: KadDHT, key: bytes) -> list[PeerInfo]:
@@ -121,3 +136,10 @@ def local_providers(dht: KadDHT, key: bytes) -> list[PeerInfo]:
     getter = getattr(dht.provider_store, "mesh_local_providers", dht.provider_store.get_providers)
     result: list[PeerInfo] = getter(key)
     return result
+
+
+def local_value(dht: KadDHT, key: bytes) -> bytes | None:
+    """The value this peer's store holds under ``key``, unvalidated."""
+    getter = getattr(dht.value_store, "mesh_local_get", dht.value_store.get)
+    record = getter(key)
+    return None if record is None else bytes(record.value)

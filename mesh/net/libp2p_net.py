@@ -35,7 +35,6 @@ from mesh.errors import (
     ConfigError,
     DeadlineExceeded,
     Expired,
-    MeshError,
     NetworkError,
     PeerUnavailable,
     ProtocolError,
@@ -288,7 +287,7 @@ class Libp2pNetwork:
         raw = bytes(key)
         found: list[PeerInfo] = list(dht_glue.local_providers(self._dht, raw))
         try:
-            with self._dht_deadline(timeout, "find_providers"), dht_glue.network_providers_lookup():
+            with self._dht_deadline(timeout, "find_providers"), dht_glue.network_lookup():
                 found += await self._dht.provider_store.find_providers(
                     raw, max(count * PROVIDER_OVERFETCH, 20)
                 )
@@ -350,24 +349,34 @@ class Libp2pNetwork:
             raise Expired(f"a newer record is already stored under {key}") from exc
 
     async def get_record(self, key: str, *, timeout: float) -> bytes | None:  # noqa: ASYNC109
-        """The best valid value under ``key``, or None when there is none."""
+        """The best valid value under ``key`` (asking the network), or None.
+
+        The library would answer from its local store alone, unvalidated; we ask
+        the network every time, then let the validator's selector choose between
+        that answer and the copy held here. When the network is too slow, a valid
+        local copy is the answer.
+        """
         validator = self._validator_for(key)
-        with self._dht_deadline(timeout, "get_record"):
-            value: bytes | None = await self._dht.get_value(key)
-            if value is not None and not validator._is_valid(key, value):
-                # get_value answered from the local store unvalidated (expired,
-                # say): forget it and ask the network, which is validated.
-                logger.debug("local record under %s no longer valid, asking the network", key)
-                self._dht.value_store.remove(key.encode("utf-8"))
-                value = await self._dht.get_value(key)
-        if value is None:
-            return None
+        key_bytes = key.encode("utf-8")
+        held = dht_glue.local_value(self._dht, key_bytes)
+        fetched: bytes | None = None
         try:
-            validator.check(key, value)
-        except MeshError as exc:
-            logger.info("dropping invalid record under %s: %s", key, exc)
+            with self._dht_deadline(timeout, "get_record"), dht_glue.network_lookup():
+                fetched = await self._dht.get_value(key)
+        except DeadlineExceeded:
+            if held is None or not validator.is_valid(key, held):
+                raise
+            logger.debug("get_record hit its deadline; answering from the local copy")
+        candidates = [v for v in (fetched, held) if v is not None and validator.is_valid(key, v)]
+        if not candidates:
+            if held is not None:
+                self._dht.value_store.remove(key_bytes)  # expired or forged: forget it
             return None
-        return value
+        best = candidates[validator.select(key, candidates)]
+        if best != fetched and fetched is not None:
+            # get_value stored the network's answer over our better copy: put it back.
+            self._dht.value_store.put(key_bytes, best)
+        return best
 
     def _validator_for(self, key: str) -> dht_glue.MeshRecordValidator:
         parts = key.split("/")
@@ -540,7 +549,7 @@ async def open_libp2p_network(
     # strict_validation: without it a namespace with no validator registered
     # (ours before set_record_validator, or any made-up one) is stored unchecked.
     dht = KadDHT(host, DHTMode.SERVER if dht_server else DHTMode.CLIENT, strict_validation=True)
-    dht_glue.install_provider_cache_bypass(dht)
+    dht_glue.install_local_cache_bypass(dht)
     # An error raised by the caller's block is kept aside and re-raised once
     # everything stopped, so it comes out as itself, not wrapped in six
     # ExceptionGroups (one per nursery below). Cancellation passes through.

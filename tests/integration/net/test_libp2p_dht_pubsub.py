@@ -83,10 +83,23 @@ async def test_records_are_validated_on_put_and_on_get() -> None:
             await dht.value_store._store_at_peer(boot._dht.local_peer_id, b"/junk/x", b"v")
         assert boot._dht.value_store.get(b"/junk/x") is None
 
-        # A record that went stale in a local store is not returned from it.
-        reader._dht.value_store.put(key_bytes, b"old:3")
-        value = await reader.get_record(key, timeout=5)
-        assert value in (b"ok:1", b"ok:2")  # fetched again from the network, validated
+        # A stale copy in a local store does not hide the network's newer one.
+        reader._dht.value_store.put(key_bytes, b"ok:1")
+        assert await reader.get_record(key, timeout=5) == b"ok:2"
+        assert reader._dht.value_store.get(key_bytes).value == b"ok:2"
+
+        # A local copy better than the network's is kept and returned.
+        owner._dht.value_store.put(key_bytes, b"ok:3")
+        assert await owner.get_record(key, timeout=5) == b"ok:3"
+        assert owner._dht.value_store.get(key_bytes).value == b"ok:3"
+
+        # An expired local copy is never returned, nor kept.
+        boot._dht.value_store.put(key_bytes, b"old:4")
+        assert await boot.get_record(key, timeout=5) in (b"ok:2", b"ok:3")
+        alone = b"/" + CAPACITY_NAMESPACE.encode() + b"/nobody-else"
+        reader._dht.value_store.put(alone, b"old:5")
+        assert await reader.get_record(alone.decode(), timeout=5) is None
+        assert reader._dht.value_store.get(alone) is None
 
 
 async def test_put_record_needs_a_validator() -> None:

@@ -83,7 +83,12 @@ def fork_child(name: str, main: ChildMain) -> Child:
         os.close(read_fd)
         code = 1
         try:
-            # The parent's handlers (a launcher waiting for Ctrl-C) are not ours.
+            # Our own process group: a terminal's Ctrl-C reaches the launcher
+            # only, which then stops the children in order (each drains once).
+            os.setpgid(0, 0)
+            _die_with_parent()
+            # The parent's handlers and blocked signals are not ours.
+            signal.pthread_sigmask(signal.SIG_SETMASK, set())
             signal.signal(signal.SIGINT, signal.default_int_handler)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
@@ -102,6 +107,17 @@ def fork_child(name: str, main: ChildMain) -> Child:
             os._exit(code)
     os.close(write_fd)
     return Child(name=name, pid=pid, report_fd=read_fd)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this child if the launcher dies, so no node outlives it."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
 
 
 def wait_for_reports(children: Iterable[Child], *, timeout: float) -> None:

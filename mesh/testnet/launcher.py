@@ -1,0 +1,294 @@
+"""A local testnet: N node processes on 127.0.0.1, forked from one parent.
+
+The parent imports torch, libp2p and the runtime once and loads the models
+(on CPU) before forking, so every node shares those pages copy-on-write and is
+up in about a second (see :mod:`mesh.testnet.processes`). The first
+``BOOTSTRAP_NODES`` nodes start one after another, each bootstrapping from the
+ones before; the rest start together, bootstrapping from those. The testnet is
+*ready* when, from a fresh client on the DHT, every node is found as a provider
+of every model and its signed capacity record validates.
+
+The parent never runs trio while it still has children to fork: trio and
+libp2p threads do not survive a fork.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from mesh.core.identity import Identity, write_key_file
+from mesh.errors import DeadlineExceeded, MeshError
+from mesh.node.config import NodeConfig
+from mesh.testnet.processes import Child, fork_child, stop_children, wait_for_reports
+
+if TYPE_CHECKING:
+    from mesh.node.runtime_runner import RuntimeRunner
+    from mesh.runtime.registry import LoadedModel
+
+logger = logging.getLogger(__name__)
+
+BOOTSTRAP_NODES = 3  # started first; every later node (and client) bootstraps from them
+
+
+@dataclass(frozen=True, kw_only=True)
+class TestnetConfig:
+    """How to build a testnet.
+
+    Attributes:
+        nodes: how many node processes.
+        model_names: zoo models every node serves.
+        work_dir: keys and receipt logs (a temporary folder when None).
+        host: the loopback address nodes listen on.
+        threads: torch CPU threads per node (1 suits a small machine).
+        ready_timeout_s: how long start-up and the findability check may take.
+        regions: region labels given round-robin to the nodes.
+        node: overrides applied to every node's :class:`NodeConfig`
+            (for example ``capacity_refresh_s``).
+    """
+
+    nodes: int
+    model_names: tuple[str, ...] = ("tiny-mlp",)
+    work_dir: Path | None = None
+    host: str = "127.0.0.1"
+    threads: int = 1
+    ready_timeout_s: float = 60.0
+    regions: tuple[str, ...] = ()
+    node: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class NodeProcess:
+    """One node of the testnet, as the parent sees it."""
+
+    index: int
+    config: NodeConfig
+    child: Child
+    frozen: bool = False
+
+    @property
+    def peer_id(self) -> str:
+        return self.config.identity.peer_id
+
+    @property
+    def addrs(self) -> list[str]:
+        report = self.child.report or {}
+        return list(report.get("addrs", []))
+
+    @property
+    def pid(self) -> int:
+        return self.child.pid
+
+
+class Testnet:
+    """Start with :meth:`start` (or ``with Testnet(config) as net:``); stop with :meth:`stop`."""
+
+    def __init__(self, config: TestnetConfig) -> None:
+        if config.nodes < 1:
+            raise MeshError("a testnet needs at least one node")
+        self.config = config
+        self.nodes: list[NodeProcess] = []
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._models: list[LoadedModel] = []
+        self.started_s: float | None = None
+        self.ready_s: float | None = None
+
+    def __enter__(self) -> Testnet:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def work_dir(self) -> Path:
+        if self.config.work_dir is not None:
+            return self.config.work_dir
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="mesh-testnet-")
+        return Path(self._tmp.name)
+
+    @property
+    def bootstrap_addrs(self) -> list[str]:
+        """Multiaddrs of the bootstrap nodes (those still running first)."""
+        live = [n for n in self.nodes if n.child.exit_code is None and not n.frozen]
+        return [a for n in live[:BOOTSTRAP_NODES] for a in n.addrs[:1]]
+
+    def model_roots(self) -> dict[str, bytes]:
+        return {m.name: m.model_root for m in self._models}
+
+    def write_bootstrap_file(self, path: Path) -> None:
+        lines = ["# mesh testnet bootstrap list: one multiaddr per line"]
+        lines += self.bootstrap_addrs
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def start(self) -> None:
+        """Fork the nodes and block until every node is findable (or raise)."""
+        t0 = time.monotonic()
+        self._preload_models()
+        deadline = t0 + self.config.ready_timeout_s
+        try:
+            first = min(BOOTSTRAP_NODES, self.config.nodes)
+            for index in range(first):
+                node = self._fork_node(index)
+                wait_for_reports([node.child], timeout=max(0.1, deadline - time.monotonic()))
+            rest = [self._fork_node(i) for i in range(first, self.config.nodes)]
+            wait_for_reports([n.child for n in rest], timeout=max(0.1, deadline - time.monotonic()))
+            self.started_s = time.monotonic() - t0
+            trio.run(self._wait_findable, deadline)
+            self.ready_s = time.monotonic() - t0
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, *, grace: float = 10.0) -> None:
+        """SIGTERM every node (they drain), SIGKILL what is left after ``grace``."""
+        for node in self.nodes:
+            if node.frozen:
+                node.child.signal(signal.SIGCONT)
+                node.frozen = False
+        stop_children([n.child for n in self.nodes], grace=grace)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    # -- fault injection, for churn scenarios and tests -----------------------------
+    def kill(self, index: int) -> None:
+        """SIGKILL one node: no drain, no goodbye."""
+        node = self.nodes[index]
+        node.child.signal(signal.SIGKILL)
+        os.waitpid(node.pid, 0)
+        node.child.exit_code = -signal.SIGKILL
+
+    def freeze(self, index: int) -> None:
+        """SIGSTOP one node: its sockets stay open but nothing answers."""
+        self.nodes[index].child.signal(signal.SIGSTOP)
+        self.nodes[index].frozen = True
+
+    def thaw(self, index: int) -> None:
+        self.nodes[index].child.signal(signal.SIGCONT)
+        self.nodes[index].frozen = False
+
+    # -- internals ----------------------------------------------------------------------
+    def _preload_models(self) -> None:
+        # One torch thread in the parent before any op runs: an OpenMP pool made
+        # here would be unusable in the forked children.
+        from mesh.runtime.device import configure_determinism
+        from mesh.runtime.registry import load_model
+        from mesh.runtime.zoo import Zoo
+
+        configure_determinism(threads=self.config.threads)
+        zoo = Zoo.builtin()
+        self._models = [load_model(zoo.manifest(n), device="cpu") for n in self.config.model_names]
+        import mesh.net.libp2p_net  # noqa: F401  (imported once, shared by every child)
+
+    def _node_config(self, index: int) -> NodeConfig:
+        node_dir = self.work_dir / f"node-{index:03d}"
+        node_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        identity = Identity.generate()
+        key_path = node_dir / "node.key"
+        if not key_path.exists():
+            write_key_file(key_path, identity)
+        regions = self.config.regions
+        config = NodeConfig(
+            identity=identity,
+            data_dir=node_dir,
+            model_names=self.config.model_names,
+            listen=(f"/ip4/{self.config.host}/tcp/0",),
+            bootstrap=tuple(self.bootstrap_addrs),
+            device="cpu",
+            threads=self.config.threads,
+            region=regions[index % len(regions)] if regions else "",
+            capacity_refresh_s=10.0,
+            load_gossip_s=1.0,
+            net_timeout_s=3.0,
+            drain_timeout_s=5.0,
+        )
+        return replace(config, **self.config.node) if self.config.node else config
+
+    def _fork_node(self, index: int) -> NodeProcess:
+        config = self._node_config(index)
+        child = fork_child(f"node-{index}", _node_main(config, self._models))
+        node = NodeProcess(index=index, config=config, child=child)
+        self.nodes.append(node)
+        return node
+
+    async def _wait_findable(self, deadline: float) -> None:
+        from mesh.client.async_client import AsyncClient
+
+        want = {n.peer_id for n in self.nodes}
+        roots = [m.model_root for m in self._models]
+        with trio.move_on_at(trio.current_time() + max(0.1, deadline - time.monotonic())):
+            async with AsyncClient.connect(bootstrap=self.bootstrap_addrs) as client:
+                while True:
+                    missing: set[str] = set()
+                    for root in roots:
+                        found = await client.discovery.candidates(root, timeout=3.0)
+                        seen = {c.peer.peer_id for c in found if c.record is not None}
+                        missing |= want - seen
+                    if not missing:
+                        return
+                    logger.info("waiting for %d node(s) to be findable", len(missing))
+                    await trio.sleep(0.2)  # poll the DHT again; adverts are being republished
+        raise DeadlineExceeded(f"testnet not findable within {self.config.ready_timeout_s:.0f} s")
+
+
+def _node_main(
+    config: NodeConfig, models: Sequence[LoadedModel]
+) -> Callable[[Callable[[dict[str, Any]], None]], int]:
+    """The body of one forked node process."""
+
+    def main(report: Callable[[dict[str, Any]], None]) -> int:
+        from mesh.node.service import libp2p_network_factory
+
+        async def runner_factory(_config: NodeConfig) -> RuntimeRunner:
+            from mesh.node.runtime_runner import RuntimeRunner
+            from mesh.runtime.executor import Executor
+
+            executor = Executor(models, max_batch=config.max_batch, max_queue=config.max_queue)
+            return RuntimeRunner(executor, models, device="cpu")
+
+        async def serve() -> None:
+            stop = trio.Event()
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async with trio.open_nursery() as nursery:
+                    node = await nursery.start(
+                        _run_until_stopped, config, runner_factory, stop, libp2p_network_factory
+                    )
+                    report({"peer_id": node.peer_id, "addrs": node.network.listen_addrs()})
+                    async for _signum in signals:
+                        stop.set()
+                        break
+
+        trio.run(serve)
+        return 0
+
+    return main
+
+
+async def _run_until_stopped(
+    config: NodeConfig,
+    runner_factory: Any,
+    stop: trio.Event,
+    network_factory: Any,
+    *,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+) -> None:
+    from mesh.node.service import run_node
+
+    await run_node(
+        config,
+        network_factory=network_factory,
+        runner_factory=runner_factory,
+        stop=stop,
+        task_status=task_status,
+    )

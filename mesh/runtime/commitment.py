@@ -6,9 +6,11 @@ of the final hidden states (after the last layer norm) that produced those
 tokens, as (flat index within the chunk: u32, value: float16). Layout::
 
     b"MAC1" | chunk u16 | k u16 | n_tokens u32 | hidden u32      (16 bytes)
-    per chunk: k' indices u32 LE, then k' values f16 LE         (k' = min(k, rows*hidden))
+    per chunk: k' indices u32 LE, then k' values f16 LE
 
-With chunk=32, k=32 that is 6 bytes per generated token (plus 16).
+where ``k' = ceil(k * rows / chunk)`` for a chunk of ``rows`` tokens (a short last
+chunk keeps k/chunk values per token, like the full ones). With chunk=32, k=32
+that is 6 bytes per generated token (plus 16).
 
 Verification (:func:`verify_generation`) runs one forward pass over prompt +
 output and checks, for every chunk, that (1) the recomputed value at each
@@ -85,12 +87,17 @@ def commit_activations(
     parts = [_HEADER.pack(MAGIC, chunk, k, n, width)]
     for start in range(0, n, chunk):
         flat = rows[start : start + chunk].reshape(-1)
-        top = torch.topk(flat.abs(), min(k, flat.numel()), sorted=True).indices
+        top = torch.topk(flat.abs(), _kept(k, chunk, min(chunk, n - start), width)).indices
         idx = torch.sort(top).values
         vals = flat[idx].clamp(-F16_MAX, F16_MAX).to(torch.float16)
         parts.append(idx.to(torch.int64).numpy().astype("<u4").tobytes())
         parts.append(vals.numpy().astype("<f2").tobytes())
     return b"".join(parts)
+
+
+def _kept(k: int, chunk: int, rows: int, width: int) -> int:
+    """Values kept for a chunk of ``rows`` tokens: k per full chunk, pro rata otherwise."""
+    return min(-(-k * rows // chunk), rows * width)
 
 
 def decode_commitment(data: bytes) -> Commitment:
@@ -102,7 +109,7 @@ def decode_commitment(data: bytes) -> Commitment:
         raise CommitmentMismatch("commitment header is invalid")
     indices, values, offset = [], [], _HEADER.size
     for start in range(0, n, chunk):
-        count = min(k, min(chunk, n - start) * width)
+        count = _kept(k, chunk, min(chunk, n - start), width)
         end = offset + 6 * count
         if end > len(data):
             raise CommitmentMismatch("commitment truncated")

@@ -38,6 +38,24 @@ async def echo(peer: str, message: bytes) -> bytes:
     return message
 
 
+async def spawn(index: int, bootstrap: list[str]) -> tuple[trio.Process, str]:
+    """Start peer_process.py; return it and its multiaddr once it is listening."""
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, str(HELPER), seed(80 + index).hex(), *bootstrap],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    line = b""
+    while not line.endswith(b"\n"):
+        line += await proc.stdout.receive_some(1)
+    return proc, line.decode().strip().split(" ", 1)[1]
+
+
+def peer_addr(addr: str) -> PeerAddr:
+    return PeerAddr(addr.split("/p2p/")[1], (addr.split("/p2p/")[0],))
+
+
 async def main() -> None:
     payload = b"x" * 1024
     async with networks(5) as nets:
@@ -58,55 +76,53 @@ async def main() -> None:
         ]
         report("1 KB round trip, reused stream, in-process", rtts)
 
-        roots = [bytes([i]) * 32 for i in range(20)]
-        for root in roots:
-            await worker.provide(root, timeout=5)
-        finds = [
-            await timed(lambda r=root: reader.find_providers(r, count=3, timeout=5))
-            for root in roots
-        ]
-        report("find_providers, 5 peers (network lookup)", finds)
-
-        for net in nets:
-            net.set_record_validator(CAPACITY_NAMESPACE, lambda key, value: None)
-        keys = [f"/{CAPACITY_NAMESPACE}/k{i}" for i in range(20)]
-        puts = [await timed(lambda k=k: worker.put_record(k, b"v" * 300, timeout=5)) for k in keys]
-        report("put_record, 5 peers", puts)
-        gets = []
-        for k in keys:
-            # put_record stored a copy at the closest peers, reader among them:
-            # drop it so the get goes to the network.
-            reader._dht.value_store.remove(k.encode())
-            gets.append(await timed(lambda k=k: reader.get_record(k, timeout=5)))
-        report("get_record, 5 peers (network lookup)", gets)
-        gets = [await timed(lambda k=k: reader.get_record(k, timeout=5)) for k in keys]
-        report("get_record again (local store, validated)", gets)
-
-    # Across processes: the server is a separate process with its own event loop.
-    proc = await trio.lowlevel.open_process(
-        [sys.executable, str(HELPER), seed(90).hex()], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
+    # Separate processes: 4 DHT peers, each with its own event loop, and two
+    # peers in this process (a worker that provides and puts, a reader).
+    procs: list[trio.Process] = []
     try:
-        assert proc.stdout is not None
-        line = b""
-        while not line.endswith(b"\n"):
-            line += await proc.stdout.receive_some(1)
-        addr = line.decode().strip().split(" ", 1)[1]
-        peer = PeerAddr(addr.split("/p2p/")[1], (addr.split("/p2p/")[0],))
-        async with open_libp2p_network(identity_seed=seed(91)) as client:
-            report(
-                "connect to another process", [await timed(lambda: client.connect(peer, timeout=5))]
-            )
-            await client.request(peer, TASK_PROTOCOL, payload, timeout=5)
+        first, boot = await spawn(0, [])
+        procs.append(first)
+        for i in range(1, 4):
+            procs.append((await spawn(i, [boot]))[0])
+        async with (
+            open_libp2p_network(identity_seed=seed(91), bootstrap=[boot]) as worker,
+            open_libp2p_network(identity_seed=seed(92), bootstrap=[boot]) as reader,
+        ):
+            far = peer_addr(boot)
+            await reader.request(far, TASK_PROTOCOL, payload, timeout=5)
             rtts = [
-                await timed(lambda: client.request(peer, TASK_PROTOCOL, payload, timeout=5))
+                await timed(lambda: reader.request(far, TASK_PROTOCOL, payload, timeout=5))
                 for _ in range(300)
             ]
             report("1 KB round trip, reused stream, 2 processes", rtts)
-            print(f"streams opened {client.stats.opened}, reused {client.stats.reused}")
+
+            async with open_libp2p_network(identity_seed=seed(93)) as fresh:
+                report(
+                    "connect to another process",
+                    [await timed(lambda: fresh.connect(far, timeout=5))],
+                )
+
+            roots = [bytes([i]) * 32 for i in range(20)]
+            provides = [await timed(lambda r=r: worker.provide(r, timeout=5)) for r in roots]
+            report("provide, 6 peers / 5 processes", provides)
+            finds = [
+                await timed(lambda r=r: reader.find_providers(r, count=3, timeout=5)) for r in roots
+            ]
+            report("find_providers, 6 peers / 5 processes", finds)
+
+            for net in (worker, reader):
+                net.set_record_validator(CAPACITY_NAMESPACE, lambda key, value: None)
+            keys = [f"/{CAPACITY_NAMESPACE}/k{i}" for i in range(20)]
+            puts = [
+                await timed(lambda k=k: worker.put_record(k, b"v" * 300, timeout=5)) for k in keys
+            ]
+            report("put_record, 6 peers / 5 processes", puts)
+            gets = [await timed(lambda k=k: reader.get_record(k, timeout=5)) for k in keys]
+            report("get_record, 6 peers / 5 processes", gets)
     finally:
-        proc.kill()
-        await proc.wait()
+        for proc in procs:
+            proc.kill()
+            await proc.wait()
 
 
 if __name__ == "__main__":

@@ -109,6 +109,8 @@ class Libp2pNetwork:
         self._fanout = TopicFanout(pubsub=pubsub, nursery=nursery, own_peer_id=self._peer_id)
         self._validators: dict[str, dht_glue.MeshRecordValidator] = {}
         self._handlers: dict[str, RequestHandler] = {}
+        # Connections being closed after a stall; set when done (tests await it).
+        self._evicting: dict[str, trio.Event] = {}
         self.stats = StreamStats()
         self._unguarded = install_guard(
             host,
@@ -226,6 +228,7 @@ class Libp2pNetwork:
             with trio.fail_after(self._timeouts.stream_open):
                 stream = await self._unguarded.new_stream(peer_id, [TProtocol(protocol)])
         except trio.TooSlowError as exc:
+            self._evict(peer.peer_id)
             raise DeadlineExceeded(f"opening a stream to {peer.peer_id} timed out") from exc
         except STREAM_ERRORS as exc:
             raise PeerUnavailable(f"cannot open a stream to {peer.peer_id}: {exc!r}") from exc
@@ -434,9 +437,34 @@ class Libp2pNetwork:
             logger.debug("could not remove %s from the routing table: %r", peer_id, exc)
 
     def _note_stall(self, peer_id: str) -> None:
+        """A stream open stalled: the peer (or the link) is frozen, not merely slow."""
         # Several library tasks may stall on one frozen peer at once: count it once.
         if not self._health.is_dead(peer_id, now=trio.current_time()):
             self.mark_unhealthy(peer_id)
+        self._evict(peer_id)
+
+    def _evict(self, peer_id: str) -> None:
+        """Close the connection to a frozen peer, in the background.
+
+        Library tasks (gossipsub writes, DHT reads) blocked on it then fail at
+        once instead of waiting 10-30 s; the next dial makes a new connection.
+        Only stalls lead here, never a slow answer: closing the connection
+        would also kill other requests in flight to that peer.
+        """
+        if peer_id in self._evicting:
+            return
+        done = trio.Event()
+        self._evicting[peer_id] = done
+
+        async def close() -> None:
+            try:
+                with trio.move_on_after(CLOSE_S):
+                    await self._disconnect(ID.from_base58(peer_id))
+            finally:
+                del self._evicting[peer_id]
+                done.set()
+
+        self._nursery.start_soon(close)
 
     def is_healthy(self, peer_id: str) -> bool:
         """False while ``peer_id`` is in its backoff window."""

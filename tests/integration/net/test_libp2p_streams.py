@@ -203,6 +203,12 @@ async def test_frozen_peer_process_fails_within_the_deadline(peer_process: PeerP
         # waiting the library's 10 s per query.
         await client.provide(b"\x42" * 32, timeout=FAST.dht)
         assert not client.is_healthy(peer_process.peer.peer_id)
+        # ...and its connection is closed, so no library task waits on it any more.
+        eviction = client._evicting.get(peer_process.peer.peer_id)
+        if eviction is not None:
+            with trio.fail_after(5):
+                await eviction.wait()
+        assert ID.from_base58(peer_process.peer.peer_id) not in client._host.get_connected_peers()
         assert peer_process.peer.peer_id not in {p.peer_id for p in client.known_peers()}
         await client.find_providers(b"\x43" * 32, count=2, timeout=FAST.dht)
 

@@ -1,0 +1,16 @@
+"""The model runtime: zoo, weights and identity, executor with dynamic batching.
+
+Modules (import them directly; this package imports nothing, so that reading
+manifests with :mod:`mesh.runtime.zoo` does not pull in torch):
+
+- :mod:`~mesh.runtime.manifest`, :mod:`~mesh.runtime.zoo`: zoo entries (no torch);
+- :mod:`~mesh.runtime.weights`: architectures by file path, weights, model_root;
+- :mod:`~mesh.runtime.registry`: :func:`load_model`, :class:`LoadedModel`;
+- :mod:`~mesh.runtime.executor`: :class:`Executor`, :class:`Execution` (trio);
+- :mod:`~mesh.runtime.classify`, :mod:`~mesh.runtime.embed`,
+  :mod:`~mesh.runtime.generate`: one handler per model kind;
+- :mod:`~mesh.runtime.sampling`, :mod:`~mesh.runtime.commitment`: the seeded
+  sampler, activation commitments and :func:`verify_generation`;
+- :mod:`~mesh.runtime.device`, :mod:`~mesh.runtime.ops`: runtime classes and
+  batch-invariant kernels.
+"""

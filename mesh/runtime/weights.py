@@ -70,15 +70,7 @@ def weights_folder(manifest: Manifest, weights_dir: Path | None) -> Path | None:
     if source == "seed":
         return None
     if source == "file":
-        path = Path(str(manifest.weights["path"]))
-        if not path.is_absolute():
-            if weights_dir is None:
-                raise ModelError(
-                    f"{manifest.name} serves operator-provided weights: give a weights folder "
-                    f"holding {path}"
-                )
-            path = weights_dir / path
-        return path.parent
+        return _file_source(manifest, weights_dir).parent
     if weights_dir is not None:
         return weights_dir
     package = str(manifest.weights["package"])
@@ -93,14 +85,33 @@ def weights_folder(manifest: Manifest, weights_dir: Path | None) -> Path | None:
     )
 
 
+def _file_source(manifest: Manifest, weights_dir: Path | None) -> Path:
+    """The weights file of a ``file`` entry.
+
+    ``path`` is taken relative to the operator's ``weights_dir``; for convenience
+    ``weights_dir`` may also be the folder holding the file, or the file itself.
+    """
+    path = Path(str(manifest.weights["path"]))
+    if path.is_absolute():
+        return path
+    if weights_dir is None:
+        raise ModelError(
+            f"{manifest.name} serves operator-provided weights: "
+            f"give a weights folder holding {path}"
+        )
+    for candidate in (weights_dir / path, weights_dir / path.name, weights_dir):
+        if candidate.is_file():
+            return candidate
+    raise ModelError(f"weights of {manifest.name} not found: no {path} under {weights_dir}")
+
+
 def weight_files(manifest: Manifest, weights_dir: Path | None) -> list[Path]:
     """Safetensors files of a ``file`` or ``package`` entry."""
+    if manifest.weights["source"] == "file":
+        return [_file_source(manifest, weights_dir)]
     folder = weights_folder(manifest, weights_dir)
     assert folder is not None
-    if manifest.weights["source"] == "file":
-        names = [Path(str(manifest.weights["path"])).name]
-    else:
-        names = [str(n) for n in manifest.weights.get("files", ["model.safetensors"])]
+    names = [str(n) for n in manifest.weights.get("files", ["model.safetensors"])]
     files = [folder / n for n in names]
     for f in files:
         if not f.is_file():

@@ -155,3 +155,18 @@ def test_sampler_stream_is_fixed_by_the_seed() -> None:
     assert [Sampler(params).uniform() for _ in range(2)] == [Sampler(params).uniform()] * 2
     a, b = Sampler(params), Sampler(params)
     assert [a.uniform() for _ in range(5)] == [b.uniform() for _ in range(5)]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("params", CASES)
+def test_generation_on_cuda_verifies_on_cpu(params: dict[str, int]) -> None:
+    gpu = load_model(Zoo.builtin().manifest("tiny-gpt"), device="cuda")
+    (out,) = gpu.run_batch([({"prompt": [PROMPT]}, params)])
+    assert gpu.runtime_claim(1)["batch_invariant"] is False
+    ids = out.outputs["token_ids"]
+    assert not isinstance(ids, list)
+    prompt = gpu.generator().prompt_ids({"prompt": [PROMPT]})
+    output = [int(i) for i in to_torch(ids).tolist()]
+    for dtype in ("float32", "bfloat16"):
+        _verify(loaded("tiny-gpt", dtype), prompt, output, params, out.commitment)

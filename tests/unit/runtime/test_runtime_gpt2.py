@@ -67,3 +67,10 @@ def test_greedy_generation_matches_transformers(tmp_path: Path) -> None:
             torch.tensor([prompt]), max_new_tokens=12, do_sample=False, pad_token_id=0
         )
     assert tokens[0] == out[0, len(prompt) :].tolist()
+
+
+def test_weights_option_may_name_the_folder_or_the_file(tmp_path: Path) -> None:
+    _, model = _reference(tmp_path, prefixed=False)
+    manifest = model.manifest
+    for given in (tmp_path / "gpt2", tmp_path / "gpt2" / "model.safetensors"):
+        assert load_model(manifest, device="cpu", weights_dir=given).model_root == model.model_root

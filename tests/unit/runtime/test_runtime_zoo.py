@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -93,3 +94,11 @@ def test_bad_manifest_is_a_model_error(tmp_path: Path) -> None:
 def test_bad_device_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
         load_model(Zoo.builtin().manifest("tiny-mlp"), device="tpu")
+
+
+def test_reading_the_zoo_does_not_import_torch() -> None:
+    code = (
+        "import sys; from mesh.runtime.zoo import Zoo; Zoo.builtin().names(); "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -114,6 +114,10 @@ def demo_command(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _argmax(row: tuple[float, ...]) -> int:
+    return max(range(len(row)), key=row.__getitem__)
+
+
 async def _demo_tasks(bootstrap: list[str]) -> bool:
     from mesh.client.async_client import AsyncClient
     from mesh.core.identity import peer_id_from_public_key
@@ -128,7 +132,7 @@ async def _demo_tasks(bootstrap: list[str]) -> bool:
         logits = mlp.outputs["logits"]
         assert isinstance(logits, Tensor)
         values = struct.unpack(f"<{logits.numel}f", logits.data)
-        classes = [max(range(10), key=lambda c, r=r: values[r * 10 + c]) for r in range(2)]
+        classes = [_argmax(values[r * 10 : (r + 1) * 10]) for r in range(2)]
         print(f"tiny-mlp: classes {classes} from {mlp.worker[:16]}… in {mlp.latency_ms:.1f} ms")
         gpt = await client.run(
             "tiny-gpt",

@@ -4,7 +4,8 @@ Two implementations: ``mesh.net.libp2p_net`` (the only code that imports
 libp2p) and ``mesh.net.memory`` (in-process, for component tests on a fake
 clock). Services depend on this interface only.
 
-Every method that talks to other peers takes a ``timeout`` in seconds and raises
+Every method that talks to other peers takes a ``timeout`` in seconds (hence
+the ``noqa: ASYNC109``: the deadline is part of the contract, not left to callers) and raises
 :class:`mesh.errors.DeadlineExceeded` when it runs out, or
 :class:`mesh.errors.PeerUnavailable` when the peer cannot be reached; nothing
 here waits without a deadline.
@@ -56,7 +57,12 @@ class Network(Protocol):
     def set_request_handler(self, protocol: str, handler: RequestHandler) -> None: ...
 
     async def request(
-        self, peer: PeerAddr, protocol: str, payload: bytes, *, timeout: float
+        self,
+        peer: PeerAddr,
+        protocol: str,
+        payload: bytes,
+        *,
+        timeout: float,  # noqa: ASYNC109
     ) -> bytes:
         """Send one request message and return the response message.
 
@@ -65,25 +71,23 @@ class Network(Protocol):
         """
         ...
 
-    async def connect(self, peer: PeerAddr, *, timeout: float) -> None: ...
+    async def connect(self, peer: PeerAddr, *, timeout: float) -> None: ...  # noqa: ASYNC109
 
-    async def provide(self, key: bytes, *, timeout: float) -> None:
+    async def provide(self, key: bytes, *, timeout: float) -> None:  # noqa: ASYNC109
         """Announce that this peer serves ``key`` (a model_root)."""
         ...
 
-    async def find_providers(
-        self, key: bytes, *, count: int, timeout: float
-    ) -> list[PeerAddr]:
+    async def find_providers(self, key: bytes, *, count: int, timeout: float) -> list[PeerAddr]:  # noqa: ASYNC109
         """Peers announcing ``key``, deduplicated, without known-dead peers."""
         ...
 
-    async def put_record(self, key: str, value: bytes, *, timeout: float) -> None: ...
+    async def put_record(self, key: str, value: bytes, *, timeout: float) -> None: ...  # noqa: ASYNC109
 
-    async def get_record(self, key: str, *, timeout: float) -> bytes | None: ...
+    async def get_record(self, key: str, *, timeout: float) -> bytes | None: ...  # noqa: ASYNC109
 
     def set_record_validator(self, namespace: str, validator: RecordValidator) -> None: ...
 
-    async def publish(self, topic: str, data: bytes, *, timeout: float) -> None: ...
+    async def publish(self, topic: str, data: bytes, *, timeout: float) -> None: ...  # noqa: ASYNC109
 
     async def subscribe(self, topic: str) -> trio.abc.ReceiveChannel[tuple[str, bytes]]:
         """Messages on ``topic`` as (sender peer id, data)."""

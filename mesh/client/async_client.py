@@ -343,6 +343,7 @@ class AsyncClient:
         root = task.message.model_root
         candidates = await self._discover(root, deadline=deadline, target=target)
         by_id = {c.peer.peer_id: c for c in candidates}
+        rediscovered = False
         tried: set[str] = set()
         busy_until: dict[str, float] = {}
         attempts = 0
@@ -355,6 +356,17 @@ class AsyncClient:
                 break
             choices = [(pid, self._load(c)) for pid, c in by_id.items()]
             pick = self.book.choose(choices, now=now, exclude=tried, rng=self._rng)
+            if pick is None and not rediscovered:
+                # Every cached provider was tried: ask the DHT once for newcomers.
+                rediscovered = True
+                timeout = min(deadline - now, self.config.discovery_timeout_s)
+                fresh = await self.discovery.candidates(root, timeout=timeout, fresh=True)
+                if target is not None:
+                    fresh = [c for c in fresh if c.peer.peer_id == target]
+                new = {c.peer.peer_id: c for c in fresh if c.peer.peer_id not in by_id}
+                if new:
+                    by_id.update(new)
+                    continue
             if pick is None:
                 # Everyone was tried: go back only to peers that were merely busy,
                 # once their retry-after has passed, if that is before the deadline.
@@ -403,7 +415,7 @@ class AsyncClient:
         raise NoPeersAvailable(f"no live peer serves model {root.hex()[:16]}")
 
     async def _discover(
-        self, root: bytes, *, deadline: float, target: str | None
+        self, root: bytes, *, deadline: float, target: str | None, fresh: bool = False
     ) -> list[Candidate]:
         wait = _REDISCOVER_S
         while True:
@@ -411,7 +423,8 @@ class AsyncClient:
             if remaining <= 0:
                 raise NoPeersAvailable(f"no peer serves model {root.hex()[:16]} (deadline)")
             timeout = min(remaining, self.config.discovery_timeout_s)
-            candidates = await self.discovery.candidates(root, timeout=timeout)
+            candidates = await self.discovery.candidates(root, timeout=timeout, fresh=fresh)
+            fresh = True  # a retry of discovery must not read the (empty) cache
             if target is not None:
                 candidates = [c for c in candidates if c.peer.peer_id == target] or [
                     Candidate(PeerAddr(target), self.discovery.record(target))

@@ -28,6 +28,8 @@ from mesh.node.clock import WallClock
 logger = logging.getLogger(__name__)
 
 MAX_PROVIDERS = 20
+# How long a provider list is reused before asking the DHT again.
+PROVIDER_CACHE_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,7 @@ class Discovery:
         self._network = network
         self._now_ms = wall_clock
         self._records: dict[str, Signed[CapacityRecord]] = {}
+        self._providers: dict[bytes, tuple[float, list[PeerAddr]]] = {}
         self.rejected = 0  # records dropped because they did not check
 
     def record(self, peer_id: str) -> CapacityRecord | None:
@@ -97,18 +100,35 @@ class Discovery:
             return None
         return None if data is None else self.accept(peer_id, data)
 
-    async def candidates(self, model_root: bytes, *, timeout: float) -> list[Candidate]:  # noqa: ASYNC109
+    async def candidates(
+        self,
+        model_root: bytes,
+        *,
+        timeout: float,  # noqa: ASYNC109
+        fresh: bool = False,
+    ) -> list[Candidate]:
         """Peers announcing ``model_root``, with their records; peers whose valid
-        record says they do not serve the model are left out."""
+        record says they do not serve the model are left out.
+
+        Provider lists are cached for ``PROVIDER_CACHE_S`` (a DHT query costs tens
+        of ms, more than a tiny model's whole task); ``fresh`` asks the DHT again,
+        which the client does when every cached peer failed.
+        """
         deadline = trio.current_time() + timeout
-        try:
-            peers = await self._network.find_providers(
-                model_root, count=MAX_PROVIDERS, timeout=timeout
-            )
-        except MeshError as exc:
-            logger.info("find_providers failed: %s", exc)
-            return []
-        peers = [p for p in peers if p.peer_id != self._network.peer_id]
+        cached = self._providers.get(model_root)
+        if not fresh and cached is not None and cached[0] > trio.current_time():
+            peers = cached[1]
+        else:
+            try:
+                peers = await self._network.find_providers(
+                    model_root, count=MAX_PROVIDERS, timeout=timeout
+                )
+            except MeshError as exc:
+                logger.info("find_providers failed: %s", exc)
+                return []
+            peers = [p for p in peers if p.peer_id != self._network.peer_id]
+            if peers:
+                self._providers[model_root] = (trio.current_time() + PROVIDER_CACHE_S, peers)
         await self._fill_records([p.peer_id for p in peers], deadline=deadline)
         found = []
         for peer in peers:

@@ -8,6 +8,7 @@ so that resolving a name never imports torch (``mesh.runtime`` may).
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 import tomllib
 from collections.abc import Sequence
@@ -60,6 +61,13 @@ def manifest_roots(zoo_dirs: Sequence[Path] = ()) -> dict[str, bytes | None]:
     return found
 
 
+@functools.lru_cache(maxsize=64)
+def _cached_roots(zoo_dirs: tuple[Path, ...]) -> dict[str, bytes | None]:
+    # Manifests are read once per process: resolving a name on every run()
+    # would parse every TOML file of the zoo each time (milliseconds per task).
+    return manifest_roots(zoo_dirs)
+
+
 def resolve_model(model: str | bytes, *, zoo_dirs: Sequence[Path] = ()) -> bytes:
     """The model_root of ``model``: 32 raw bytes, 64 hex digits, or a zoo name.
 
@@ -74,7 +82,7 @@ def resolve_model(model: str | bytes, *, zoo_dirs: Sequence[Path] = ()) -> bytes
     root = parse_hex_root(model)
     if root is not None:
         return root
-    roots = manifest_roots(zoo_dirs)
+    roots = _cached_roots(tuple(zoo_dirs))
     if model not in roots:
         known = ", ".join(sorted(roots)) or "none"
         raise ModelError(f"unknown model {model!r} (known: {known}; or give a hex model_root)")

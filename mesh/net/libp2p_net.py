@@ -1,12 +1,10 @@
-"""The :class:`~mesh.net.interface.Network` over py-libp2p 0.8.1 (the only libp2p user).
+"""The libp2p network adapter: :func:`open_libp2p_network` (the only libp2p user).
 
-:func:`open_libp2p_network` starts the host (TCP + Noise + Yamux, see
-:mod:`mesh.net.host`), the Kademlia DHT, gossipsub and our own tasks in ONE
-nursery and stops them in order on exit (notes, bug 11: lifetimes split across
-cancel scopes corrupt trio's scope stack). Every dial, stream, DHT and pubsub
-call runs under a deadline (bug 6: frozen peers make library calls hang 10-30 s),
-and failures feed our own :class:`~mesh.net.health.HealthList`, because the
-library keeps dead peers in its tables forever.
+It starts the host (TCP + Noise + Yamux, see :mod:`mesh.net.host`), the
+Kademlia DHT, gossipsub and our own tasks in ONE task's nested ``async with``
+and stops them in reverse order on exit (notes, bug 11: lifetimes split across
+cancel scopes corrupt trio's scope stack). The running peer is a
+:class:`~mesh.net.libp2p_peer.Libp2pNetwork`.
 """
 
 from __future__ import annotations
@@ -14,530 +12,32 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
-import multiaddr
 import trio
-from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
-from libp2p.peer.id import ID
-from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.peer.peerinfo import PeerInfo
 from libp2p.pubsub.gossipsub import PROTOCOL_ID as GOSSIPSUB_V10
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11 as GOSSIPSUB_V11
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
 
-from mesh.core import limits
-from mesh.core.framing import FrameReader
-from mesh.errors import (
-    ConfigError,
-    DeadlineExceeded,
-    Expired,
-    NetworkError,
-    PeerUnavailable,
-    ProtocolError,
-    TooLarge,
-)
+from mesh.errors import ConfigError, NetworkError, PeerUnavailable
 from mesh.net import dht as dht_glue
-from mesh.net.guard import install_guard
-from mesh.net.health import HealthList
+from mesh.net.addresses import bootstrap_info, parse_addr
 from mesh.net.host import build_host
-from mesh.net.interface import PeerAddr, RecordValidator, RequestHandler
-from mesh.net.pubsub import TopicFanout
-from mesh.net.streams import (
-    STREAM_ERRORS,
-    StreamPool,
-    StreamStats,
-    close_quietly,
-    discard,
-    read_message,
-    serve_stream,
-    write_message,
-)
+from mesh.net.interface import PeerAddr
+from mesh.net.libp2p_peer import Libp2pNetwork, NetTimeouts
+
+__all__ = ["Libp2pNetwork", "NetTimeouts", "open_libp2p_network"]
 
 logger = logging.getLogger(__name__)
 
-# Gossipsub drops messages of 1 MiB or more without a word (notes, bug 5); load
-# updates are a few hundred bytes, so 64 KiB leaves room and fails loudly.
-MAX_PUBSUB_BYTES = 64 * limits.KiB
-# Addresses learnt from a dial or a provider record are kept this long (s).
-ADDR_TTL_S = 3600
 # Gossipsub heartbeat: 1 s measured 41 ms median delivery on 10 nodes.
 GOSSIP_HEARTBEAT_S = 1
-# Closing all connections at shutdown gets this long before services stop anyway.
-CLOSE_S = 2.0
-# The library asks this many providers; duplicates count against it (bug 4).
-PROVIDER_OVERFETCH = 4
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NetTimeouts:
-    """Deadlines (seconds) for the library calls that can hang on a frozen peer."""
-
-    dial: float = 3.0
-    # Also bounds the library's own stream opens (DHT, pubsub): see mesh.net.guard.
-    stream_open: float = 2.0
-    request: float = 5.0
-    dht: float = 5.0
-    pubsub: float = 2.0
-    # An inbound stream with no new request for this long is dropped.
-    server_idle: float = 60.0
-
-
-class Libp2pNetwork:
-    """A running libp2p peer; create it with :func:`open_libp2p_network`."""
-
-    def __init__(
-        self,
-        *,
-        host: IHost,
-        dht: KadDHT,
-        pubsub: Pubsub,
-        nursery: trio.Nursery,
-        timeouts: NetTimeouts,
-    ) -> None:
-        self._host = host
-        self._dht = dht
-        self._pubsub = pubsub
-        self._nursery = nursery
-        self._timeouts = timeouts
-        self._peer_id = host.get_id().to_base58()
-        self._health = HealthList()
-        self._pool = StreamPool()
-        self._fanout = TopicFanout(pubsub=pubsub, nursery=nursery, own_peer_id=self._peer_id)
-        self._validators: dict[str, dht_glue.MeshRecordValidator] = {}
-        self._handlers: dict[str, RequestHandler] = {}
-        # Connections being closed after a stall; set when done (tests await it).
-        self._evicting: dict[str, trio.Event] = {}
-        self.stats = StreamStats()
-        self._unguarded = install_guard(
-            host,
-            is_dead=lambda pid: self._health.is_dead(pid, now=trio.current_time()),
-            on_stall=self._note_stall,
-            open_timeout=timeouts.stream_open,
-        )
-
-    # -- identity ----------------------------------------------------------------
-
-    @property
-    def peer_id(self) -> str:
-        """This peer's base58 PeerID (the key that signs its receipts)."""
-        return self._peer_id
-
-    def listen_addrs(self) -> list[str]:
-        """Full multiaddrs including ``/p2p/<peer id>``."""
-        return [f"{a}/p2p/{self._peer_id}" for a in self._host.get_transport_addrs()]
-
-    # -- requests ----------------------------------------------------------------
-
-    def set_request_handler(self, protocol: str, handler: RequestHandler) -> None:
-        """Answer each message on inbound ``protocol`` streams with ``handler``."""
-        self._handlers[protocol] = handler
-
-        async def on_stream(stream: INetStream) -> None:
-            await serve_stream(
-                stream,
-                self._handlers[protocol],
-                idle_s=self._timeouts.server_idle,
-                write_s=self._timeouts.request,
-                stats=self.stats,
-            )
-
-        self._host.set_stream_handler(TProtocol(protocol), on_stream)
-
-    # The Network interface takes explicit timeouts (ASYNC109): services pass
-    # per-call deadlines, and the adapter must honour them inside the library.
-    async def request(
-        self,
-        peer: PeerAddr,
-        protocol: str,
-        payload: bytes,
-        *,
-        timeout: float,  # noqa: ASYNC109
-    ) -> bytes:
-        """Send one message and return the answer, on a pooled stream when one is idle.
-
-        Raises:
-            TooLarge: ``payload`` over the message cap.
-            PeerUnavailable: dial or stream failed (the peer is marked unhealthy).
-            DeadlineExceeded: no answer within ``timeout`` (the peer is marked unhealthy).
-        """
-        if len(payload) > limits.MAX_MESSAGE_BYTES:
-            raise TooLarge(f"request of {len(payload)} bytes over {limits.MAX_MESSAGE_BYTES}")
-        try:
-            with trio.fail_after(timeout):
-                response = await self._request_once(peer, protocol, payload)
-        except trio.TooSlowError as exc:
-            self.mark_unhealthy(peer.peer_id)
-            raise DeadlineExceeded(f"no answer from {peer.peer_id} in {timeout} s") from exc
-        except NetworkError:
-            self.mark_unhealthy(peer.peer_id)
-            raise
-        self._health.record_success(peer.peer_id)
-        return response
-
-    async def _request_once(self, peer: PeerAddr, protocol: str, payload: bytes) -> bytes:
-        now = trio.current_time()
-        for old in self._pool.stale(now=now):
-            await close_quietly(old)
-        stream = self._pool.take(peer.peer_id, protocol, now=now)
-        if stream is not None:
-            self.stats.reused += 1
-            try:
-                return await self._exchange(peer, protocol, stream, payload)
-            except PeerUnavailable as exc:
-                # A pooled stream may have been dropped by the server while idle:
-                # that says nothing about the peer, so try once on a fresh stream.
-                logger.debug(
-                    "pooled stream to %s failed (%s), opening a new one", peer.peer_id, exc
-                )
-        stream = await self._open_stream(peer, protocol)
-        return await self._exchange(peer, protocol, stream, payload)
-
-    async def _exchange(
-        self, peer: PeerAddr, protocol: str, stream: INetStream, payload: bytes
-    ) -> bytes:
-        done = False
-        try:
-            await write_message(stream, payload)
-            try:
-                response = await read_message(stream, FrameReader())
-            except ProtocolError as exc:  # garbage or oversized frames from the peer
-                raise PeerUnavailable(f"bad answer from {peer.peer_id}: {exc}") from exc
-            if response is None:
-                raise PeerUnavailable(f"{peer.peer_id} closed the stream without answering")
-            done = True
-            return response
-        finally:
-            if done:
-                if not self._pool.give_back(
-                    peer.peer_id, protocol, stream, now=trio.current_time()
-                ):
-                    await close_quietly(stream)
-            else:
-                # Cancelled, failed or garbled: the stream's state is unknown.
-                self.stats.failed += 1
-                await discard(stream)
-
-    async def _open_stream(self, peer: PeerAddr, protocol: str) -> INetStream:
-        peer_id = _parse_peer_id(peer.peer_id)
-        self._remember_addrs(peer_id, peer.addrs)
-        try:
-            with trio.fail_after(self._timeouts.stream_open):
-                stream = await self._unguarded.new_stream(peer_id, [TProtocol(protocol)])
-        except trio.TooSlowError as exc:
-            self._evict(peer.peer_id)
-            raise DeadlineExceeded(f"opening a stream to {peer.peer_id} timed out") from exc
-        except STREAM_ERRORS as exc:
-            raise PeerUnavailable(f"cannot open a stream to {peer.peer_id}: {exc!r}") from exc
-        self.stats.opened += 1
-        return stream
-
-    # -- connections ------------------------------------------------------------
-
-    async def connect(self, peer: PeerAddr, *, timeout: float) -> None:  # noqa: ASYNC109
-        """Dial ``peer`` (if not connected) and add it to the DHT routing table.
-
-        Raises:
-            PeerUnavailable: the dial failed. DeadlineExceeded: it took too long.
-        """
-        peer_id = _parse_peer_id(peer.peer_id)
-        info = PeerInfo(peer_id, [_parse_addr(a) for a in peer.addrs])
-        try:
-            with trio.fail_after(min(timeout, self._timeouts.dial)):
-                await self._host.connect(info)
-        except trio.TooSlowError as exc:
-            self.mark_unhealthy(peer.peer_id)
-            raise DeadlineExceeded(f"dialling {peer.peer_id} timed out") from exc
-        except STREAM_ERRORS as exc:
-            self.mark_unhealthy(peer.peer_id)
-            raise PeerUnavailable(f"cannot dial {peer.peer_id}: {exc!r}") from exc
-        self._remember_addrs(peer_id, peer.addrs)
-        self._health.record_success(peer.peer_id)
-        # bug 9: a dial never reaches the routing table by itself.
-        with trio.move_on_after(self._timeouts.dht):
-            await self._dht.add_peer(peer_id, skip_server_mode_check=True)
-
-    def _remember_addrs(self, peer_id: ID, addrs: Sequence[str]) -> None:
-        if addrs:
-            self._host.get_peerstore().add_addrs(
-                peer_id, [_parse_addr(a) for a in addrs], ADDR_TTL_S
-            )
-
-    # -- DHT: providers ----------------------------------------------------------
-
-    async def provide(self, key: bytes, *, timeout: float) -> None:  # noqa: ASYNC109
-        """Announce that this peer serves ``key`` (a raw model_root).
-
-        Raises:
-            DeadlineExceeded: the announcement did not finish in time.
-        """
-        with self._dht_deadline(timeout, "provide"):
-            # The raw key goes straight to the provider store: KadDHT.provide(str)
-            # would first try to read a string as a CID or hex.
-            reached = await self._dht.provider_store.provide(bytes(key))
-        if not reached:
-            logger.info("provided %s locally only: no DHT peer took the record", key.hex()[:16])
-
-    async def find_providers(self, key: bytes, *, count: int, timeout: float) -> list[PeerAddr]:  # noqa: ASYNC109
-        """Peers announcing ``key``: deduplicated, without ourselves and known-dead peers.
-
-        Asks the network each time (the library would answer from a 48 h cache),
-        merged with the records this peer holds.
-        """
-        raw = bytes(key)
-        found: list[PeerInfo] = list(dht_glue.local_providers(self._dht, raw))
-        try:
-            with self._dht_deadline(timeout, "find_providers"), dht_glue.network_lookup():
-                found += await self._dht.provider_store.find_providers(
-                    raw, max(count * PROVIDER_OVERFETCH, 20)
-                )
-        except DeadlineExceeded:
-            if not found:
-                raise
-            logger.debug("find_providers hit its deadline; answering from local records")
-        return self._to_peer_addrs(found, count)
-
-    def _to_peer_addrs(self, infos: Sequence[PeerInfo], count: int) -> list[PeerAddr]:
-        now = trio.current_time()
-        seen: set[str] = set()
-        result: list[PeerAddr] = []
-        for info in infos:
-            pid = info.peer_id.to_base58()
-            if pid in seen or pid == self._peer_id or self._health.is_dead(pid, now=now):
-                continue
-            seen.add(pid)
-            addrs = list(info.addrs) or self._host.get_peerstore().addrs(info.peer_id)
-            result.append(PeerAddr(pid, tuple(dict.fromkeys(_strip_p2p(a) for a in addrs))))
-            if len(result) >= count:
-                break
-        return result
-
-    # -- DHT: records ------------------------------------------------------------
-
-    def set_record_validator(
-        self,
-        namespace: str,
-        validator: RecordValidator,
-        selector: dht_glue.RecordSelector | None = None,
-    ) -> None:
-        """Validate every record under ``/<namespace>/`` on put, get and inbound store.
-
-        Args:
-            namespace: for example ``CAPACITY_NAMESPACE``.
-            validator: raises MeshError for a record that must not be kept.
-            selector: picks the best of several valid values (default: the first).
-        """
-        wrapped = dht_glue.MeshRecordValidator(validator, selector)
-        self._validators[namespace] = wrapped
-        self._dht.register_validator(namespace, wrapped)
-
-    async def put_record(self, key: str, value: bytes, *, timeout: float) -> None:  # noqa: ASYNC109
-        """Store ``value`` under ``key`` (``/<namespace>/...``) here and at the closest peers.
-
-        Raises:
-            MeshError: the namespace's validator rejects the value (nothing stored).
-            Expired: the selector prefers the record already held here.
-            ConfigError: no validator for the key's namespace.
-            DeadlineExceeded: the store did not finish in time.
-        """
-        self._validator_for(key).check(key, value)
-        try:
-            with self._dht_deadline(timeout, "put_record"):
-                await self._dht.put_value(key, value)
-        except ValueError as exc:
-            # KadDHT.put_value refuses when the selector prefers the value it holds.
-            raise Expired(f"a newer record is already stored under {key}") from exc
-
-    async def get_record(self, key: str, *, timeout: float) -> bytes | None:  # noqa: ASYNC109
-        """The best valid value under ``key`` (asking the network), or None.
-
-        The library would answer from its local store alone, unvalidated; we ask
-        the network every time, then let the validator's selector choose between
-        that answer and the copy held here. When the network is too slow, a valid
-        local copy is the answer.
-        """
-        validator = self._validator_for(key)
-        key_bytes = key.encode("utf-8")
-        held = dht_glue.local_value(self._dht, key_bytes)
-        fetched: bytes | None = None
-        try:
-            with self._dht_deadline(timeout, "get_record"), dht_glue.network_lookup():
-                fetched = await self._dht.get_value(key)
-        except DeadlineExceeded:
-            if held is None or not validator.is_valid(key, held):
-                raise
-            logger.debug("get_record hit its deadline; answering from the local copy")
-        candidates = [v for v in (fetched, held) if v is not None and validator.is_valid(key, v)]
-        if not candidates:
-            if held is not None:
-                self._dht.value_store.remove(key_bytes)  # expired or forged: forget it
-            return None
-        best = candidates[validator.select(key, candidates)]
-        if best != fetched and fetched is not None:
-            # get_value stored the network's answer over our better copy: put it back.
-            self._dht.value_store.put(key_bytes, best)
-        return best
-
-    def _validator_for(self, key: str) -> dht_glue.MeshRecordValidator:
-        parts = key.split("/")
-        if len(parts) < 3 or parts[0] != "" or parts[1] not in self._validators:
-            raise ConfigError(f"no record validator for key {key!r}")
-        return self._validators[parts[1]]
-
-    # -- pubsub ------------------------------------------------------------------
-
-    async def publish(self, topic: str, data: bytes, *, timeout: float) -> None:  # noqa: ASYNC109
-        """Send ``data`` to the subscribers of ``topic``.
-
-        Raises:
-            TooLarge: over 64 KiB (gossipsub silently drops big messages).
-            DeadlineExceeded: publishing took too long.
-        """
-        if len(data) > MAX_PUBSUB_BYTES:
-            raise TooLarge(f"pubsub message of {len(data)} bytes over {MAX_PUBSUB_BYTES}")
-        try:
-            with trio.fail_after(min(timeout, self._timeouts.pubsub)):
-                await self._pubsub.publish(topic, data)
-        except trio.TooSlowError as exc:
-            raise DeadlineExceeded(f"publish on {topic} timed out") from exc
-
-    async def subscribe(self, topic: str) -> trio.abc.ReceiveChannel[tuple[str, bytes]]:
-        """Messages on ``topic`` from other peers, as (sender peer id, data).
-
-        Raises:
-            DeadlineExceeded: announcing the subscription to peers took too long.
-        """
-        try:
-            with trio.fail_after(self._timeouts.pubsub):
-                return await self._fanout.subscribe(topic)
-        except trio.TooSlowError as exc:
-            raise DeadlineExceeded(f"subscribing to {topic} timed out") from exc
-
-    # -- health ------------------------------------------------------------------
-
-    def known_peers(self) -> Sequence[PeerAddr]:
-        """Peers in the routing table that the health list does not mark dead."""
-        infos = self._dht.routing_table.get_peer_infos()
-        return self._to_peer_addrs(infos, len(infos))
-
-    def mark_unhealthy(self, peer_id: str) -> None:
-        """Count a failure of ``peer_id``; it is avoided for a growing backoff."""
-        until = self._health.record_failure(peer_id, now=trio.current_time())
-        logger.info("peer %s marked unhealthy for %.1f s", peer_id, until - trio.current_time())
-        for stream in self._pool.drop_peer(peer_id):
-            self._nursery.start_soon(discard, stream)
-        try:
-            # The library never evicts frozen peers (bug 6); we do, so DHT
-            # queries stop waiting on them. A later connect() puts it back.
-            self._dht.routing_table.remove_peer(ID.from_base58(peer_id))
-        except (ValueError, KeyError) as exc:
-            logger.debug("could not remove %s from the routing table: %r", peer_id, exc)
-
-    def _note_stall(self, peer_id: str) -> None:
-        """A stream open stalled: the peer (or the link) is frozen, not merely slow."""
-        # Several library tasks may stall on one frozen peer at once: count it once.
-        if not self._health.is_dead(peer_id, now=trio.current_time()):
-            self.mark_unhealthy(peer_id)
-        self._evict(peer_id)
-
-    def _evict(self, peer_id: str) -> None:
-        """Close the connection to a frozen peer, in the background.
-
-        Library tasks (gossipsub writes, DHT reads) blocked on it then fail at
-        once instead of waiting 10-30 s; the next dial makes a new connection.
-        Only stalls lead here, never a slow answer: closing the connection
-        would also kill other requests in flight to that peer.
-        """
-        if peer_id in self._evicting:
-            return
-        done = trio.Event()
-        self._evicting[peer_id] = done
-
-        async def close() -> None:
-            try:
-                with trio.move_on_after(CLOSE_S):
-                    await self._disconnect(ID.from_base58(peer_id))
-            finally:
-                del self._evicting[peer_id]
-                done.set()
-
-        self._nursery.start_soon(close)
-
-    def is_healthy(self, peer_id: str) -> bool:
-        """False while ``peer_id`` is in its backoff window."""
-        return not self._health.is_dead(peer_id, now=trio.current_time())
-
-    # -- internals ---------------------------------------------------------------
-
-    def _dht_deadline(self, timeout: float, what: str) -> _Deadline:
-        return _Deadline(min(timeout, self._timeouts.dht), what)
-
-    async def _aclose(self) -> None:
-        """Close streams and connections before the services stop.
-
-        Connections go first: otherwise a message arriving after pubsub stopped
-        makes the library spawn into a closed nursery ("Nursery is closed to new
-        arrivals") and the traceback escapes through the host.
-        """
-        await self._fanout.aclose()
-        for stream in self._pool.drain():
-            await close_quietly(stream)
-        for protocol in self._handlers:
-            self._host.remove_stream_handler(TProtocol(protocol))
-        # Concurrently: Yamux's close alone sleeps 0.1 s per connection.
-        with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_S):
-            async with trio.open_nursery() as nursery:
-                for peer_id in list(self._host.get_connected_peers()):
-                    nursery.start_soon(self._disconnect, peer_id)
-
-    async def _disconnect(self, peer_id: ID) -> None:
-        try:
-            await self._host.disconnect(peer_id)
-        except STREAM_ERRORS as exc:
-            logger.debug("disconnecting %s at shutdown: %r", peer_id, exc)
-
-
-class _Deadline:
-    """``with`` block: trio.fail_after that raises DeadlineExceeded, and turns
-    library errors into NetworkError."""
-
-    def __init__(self, seconds: float, what: str) -> None:
-        self._scope = trio.fail_after(seconds)
-        self._seconds = seconds
-        self._what = what
-
-    def __enter__(self) -> None:
-        self._scope.__enter__()
-
-    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        try:
-            self._scope.__exit__(exc_type, exc, tb)  # type: ignore[arg-type]
-        except trio.TooSlowError as slow:
-            raise DeadlineExceeded(f"{self._what} ran past {self._seconds} s") from slow
-        if exc is not None and isinstance(exc, STREAM_ERRORS):
-            raise NetworkError(f"{self._what} failed: {exc!r}") from exc
-
-
-def _parse_peer_id(text: str) -> ID:
-    try:
-        return ID.from_base58(text)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"not a peer id: {text!r}") from exc
-
-
-def _parse_addr(text: str) -> multiaddr.Multiaddr:
-    try:
-        return multiaddr.Multiaddr(text)
-    except Exception as exc:  # py-multiaddr raises several unrelated types
-        raise ConfigError(f"not a multiaddr: {text!r}") from exc
-
-
-def _strip_p2p(addr: multiaddr.Multiaddr) -> str:
-    text = str(addr)
-    return text.split("/p2p/", 1)[0]
+# NetTimeouts is frozen: one shared default instance is safe.
+DEFAULT_TIMEOUTS = NetTimeouts()
 
 
 @asynccontextmanager
@@ -547,7 +47,7 @@ async def open_libp2p_network(
     listen: Sequence[str] = ("/ip4/127.0.0.1/tcp/0",),
     bootstrap: Sequence[str] = (),
     dht_server: bool = True,
-    timeouts: NetTimeouts = NetTimeouts(),
+    timeouts: NetTimeouts = DEFAULT_TIMEOUTS,
     require_bootstrap: bool = False,
 ) -> AsyncIterator[Libp2pNetwork]:
     """Start a libp2p peer and yield it as a :class:`Libp2pNetwork`.
@@ -564,8 +64,8 @@ async def open_libp2p_network(
         ConfigError: bad seed or address. PeerUnavailable: see ``require_bootstrap``.
     """
     host = build_host(identity_seed=identity_seed, listen=listen)
-    listen_addrs = [_parse_addr(a) for a in listen]
-    boot_infos = [_bootstrap_info(a) for a in bootstrap]
+    listen_addrs = [parse_addr(a) for a in listen]
+    boot_infos = [bootstrap_info(a) for a in bootstrap]
     gossipsub = GossipSub(
         protocols=[TProtocol(GOSSIPSUB_V11), TProtocol(GOSSIPSUB_V10)],
         degree=6,
@@ -608,13 +108,6 @@ async def open_libp2p_network(
             nursery.cancel_scope.cancel()
     if body_error is not None:
         raise body_error
-
-
-def _bootstrap_info(addr: str) -> PeerInfo:
-    try:
-        return info_from_p2p_addr(_parse_addr(addr))
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"bootstrap address without /p2p/<peer id>: {addr!r}") from exc
 
 
 async def _start(

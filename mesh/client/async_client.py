@@ -27,6 +27,7 @@ from mesh.client.discovery import Candidate, Discovery
 from mesh.client.models import resolve_model
 from mesh.client.retry import RetryPolicy, failure_weight, is_retryable
 from mesh.client.selection import Load, PeerBook
+from mesh.core import limits
 from mesh.core.envelope import Signed, sign_message
 from mesh.core.identity import Identity, public_key_from_peer_id
 from mesh.core.messages import (
@@ -270,7 +271,13 @@ class AsyncClient:
         limit = self.config.timeout_s if timeout is None else timeout
         deadline = trio.current_time() + limit
         root = resolve_model(model, zoo_dirs=self.config.zoo_dirs)
-        window = max(self.config.task_window_s, limit + 1.0)
+        # The task must stay valid until the deadline (retries re-send it), but
+        # nodes refuse windows over MAX_TASK_WINDOW_MS (their replay caches rely
+        # on it); keep a margin for clocks that disagree.
+        window = min(
+            max(self.config.task_window_s, limit + 1.0),
+            (limits.MAX_TASK_WINDOW_MS - limits.MAX_CLOCK_SKEW_MS) / 1000,
+        )
         task = self.build_task(
             root, inputs, params=params, window_s=window, verify=verify, target=target
         )

@@ -25,6 +25,7 @@ from mesh.core.envelope import Signed
 from mesh.core.messages import Receipt
 from mesh.core.receipt_log import ReceiptLog
 from mesh.core.replay import ReplayCache
+from mesh.errors import ConfigError
 from mesh.net.interface import CAPACITY_NAMESPACE, TASK_PROTOCOL, Network
 from mesh.node.admission import Admission, ThroughputMeter
 from mesh.node.advertiser import Advertiser, capacity_validator
@@ -76,7 +77,13 @@ class Node:
         self.runner = runner
         self._wall_clock = wall_clock or trio_wall_clock()
         self._owns_log = receipt_log is None
-        self._log = receipt_log or ReceiptLog.open(config.receipt_log_path, config.identity)
+        if receipt_log is None:
+            try:
+                config.data_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"cannot create data dir {config.data_dir}: {exc}") from exc
+            receipt_log = ReceiptLog.open(config.receipt_log_path, config.identity)
+        self._log = receipt_log
         self.meter = ThroughputMeter()
         capacity = min(config.max_queue, runner.queue_capacity())
         self.admission = Admission(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from pathlib import Path
 
@@ -137,4 +138,29 @@ async def test_load_gossip_updates_clients_and_forged_gossip_is_dropped(
             await trio.testing.wait_all_tasks_blocked()
             held = client.discovery.record(identity(2).peer_id)
             assert held is not None and held.queue_depth == 3  # older record ignored
+        nursery.cancel_scope.cancel()
+
+
+async def test_node_gossips_load_changes_to_clients(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hub = MemoryHub()
+    gate = trio.Event()
+    async with trio.open_nursery() as nursery:
+        client = await nursery.start(open_client, hub, 40)
+        node = await start_node(nursery, hub, 1, FakeRunner(gate=gate), tmp_path)
+        assert await client.discovery.fetch_record(node.peer_id, timeout=1) is not None
+        held = client.discovery.record(node.peer_id)
+        assert held is not None and held.queue_depth == 0
+        for _ in range(3):
+            task = client.build_task(ROOT_A, {"t": ["x"]})
+            nursery.start_soon(
+                functools.partial(client.run_task, task, {"t": ["x"]}, deadline=1000.0)
+            )
+        await trio.testing.wait_all_tasks_blocked()
+        assert node.admission.in_flight == 3
+        await trio.sleep(node.config.load_gossip_s + 0.1)
+        held = client.discovery.record(node.peer_id)
+        assert held is not None and held.queue_depth == 3  # from gossip, not the DHT
+        gate.set()
         nursery.cancel_scope.cancel()

@@ -79,13 +79,14 @@ async def test_busy_peer_is_retried_on_another(
         nursery.cancel_scope.cancel()
 
 
-@pytest.mark.parametrize("fault", ["killed", "frozen", "dropping", "lying"])
+@pytest.mark.parametrize("fault", ["killed", "frozen", "dropping", "slow", "lying"])
 async def test_failed_peer_is_retried_elsewhere_within_deadline(
     fault: str, tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     hub = MemoryHub()
     async with trio.open_nursery() as nursery:
-        bad = await start_node(nursery, hub, 1, FakeRunner(), tmp_path)
+        runner = FakeRunner(compute_s=1000.0 if fault == "slow" else 0.01)
+        bad = await start_node(nursery, hub, 1, runner, tmp_path)
         good = await start_node(nursery, hub, 2, FakeRunner(), tmp_path)
         client: AsyncClient = await nursery.start(open_client, hub, CLIENT)
         client.book.success(bad.peer_id, 1.0)  # bad looks best: it is tried first
@@ -103,11 +104,13 @@ async def test_failed_peer_is_retried_elsewhere_within_deadline(
         elapsed = trio.current_time() - start
         assert result.worker == good.peer_id and result.attempts == 2
         assert elapsed < 20
-        if fault in ("frozen", "dropping"):
+        if fault in ("frozen", "dropping", "slow"):
             # The hung attempt got half the remaining time, no more.
             assert elapsed == pytest.approx(10.0 + 0.01, abs=0.02)
         stats = client.book.stats(bad.peer_id)
         assert stats.failure_weight == (50 if fault == "lying" else 1)
+        if fault != "lying":
+            assert bad.peer_id not in [p.peer_id for p in client.network.known_peers()]
         # Next time the bad peer is not chosen first.
         again = await client.run(ROOT_A, inputs(), timeout=20)
         assert again.attempts == 1 and again.worker == good.peer_id

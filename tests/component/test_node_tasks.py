@@ -90,6 +90,8 @@ async def test_valid_task_gets_result_and_chained_receipts(
         "unknown-model",
         "bad-hash",
         "too-many-texts",
+        "huge-tensor",
+        "too-many-values",
         "invalid-input",
     ],
 )
@@ -105,6 +107,8 @@ async def test_bad_task_gets_typed_error_then_node_serves_others(
         "unknown-model": "unknown-model",
         "bad-hash": "malformed",
         "too-many-texts": "too-large",
+        "huge-tensor": "too-large",
+        "too-many-values": "too-large",
         "invalid-input": "invalid-input",
     }[case]
     attacker = identity(CLIENT)
@@ -141,6 +145,17 @@ async def test_bad_task_gets_typed_error_then_node_serves_others(
                 payload = request_bytes(task, values)
             elif case == "too-many-texts":
                 wire = {"t": ["x"] * (limits.MAX_TEXTS_PER_TASK + 1)}
+                digest = hashlib.sha256(canonical.encode(wire)).digest()
+                task = signed_task(attacker, {}, now_ms=now(), input_hash=digest)
+                payload = canonical.encode({"inputs": wire, "kind": "task", "task": task.to_wire()})
+            elif case in ("huge-tensor", "too-many-values"):
+                if case == "huge-tensor":
+                    # Claims 2**30 elements (over MAX_TENSOR_ELEMENTS) with no data:
+                    # refused on the claim, before any allocation.
+                    tensor = {"data": b"", "dtype": "float32", "shape": [1 << 30]}
+                    wire = {"x": tensor}
+                else:
+                    wire = {f"v{i}": ["x"] for i in range(limits.MAX_TENSORS_PER_MESSAGE + 1)}
                 digest = hashlib.sha256(canonical.encode(wire)).digest()
                 task = signed_task(attacker, {}, now_ms=now(), input_hash=digest)
                 payload = canonical.encode({"inputs": wire, "kind": "task", "task": task.to_wire()})

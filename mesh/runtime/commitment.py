@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from mesh.errors import CommitmentMismatch
+from mesh.errors import CommitmentMismatch, InvalidInput
 from mesh.runtime.manifest import Tolerance
 from mesh.runtime.sampling import Sampler, SamplingParams, distribution, slack
 
@@ -259,7 +259,10 @@ def verify_generation(
         CommitmentMismatch: any check fails.
     """
     gen = model.generator()
-    p = SamplingParams.from_params(params, max_tokens_cap=gen.max_tokens)
+    try:
+        p = SamplingParams.from_params(params, max_tokens_cap=gen.max_tokens)
+    except InvalidInput as exc:
+        raise CommitmentMismatch(f"the task's params are invalid: {exc}") from exc
     decoded = decode_commitment(commitment)
     prompt, output = [int(i) for i in prompt_ids], [int(i) for i in output_ids]
     if not prompt or not output:

@@ -14,6 +14,7 @@ import os
 import torch
 
 from mesh.errors import ConfigError
+from mesh.runtime import ops
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +58,17 @@ def torch_dtype(name: str) -> torch.dtype:
     return TORCH_DTYPES[name]
 
 
-def configure_determinism(*, threads: int | None = None) -> None:
+def configure_determinism(*, threads: int | None = None, batch_invariant: bool = True) -> None:
     """Set the process-wide switches the runtime class relies on.
 
     Called once by the node from its configuration, never at import.
 
     Args:
         threads: intra-op CPU threads; None leaves torch's choice.
+        batch_invariant: pad GEMM rows so a task's output does not depend on its
+            batch on CPU (see :mod:`mesh.runtime.ops` for the cost).
     """
+    ops.set_batch_invariant(batch_invariant)
     # cuBLAS is only reproducible with a fixed workspace (see notes/verification.md).
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
@@ -87,15 +91,17 @@ def device_name(device: str) -> str:
 def runtime_class(device: str, dtype: str) -> dict[str, str | int | bool]:
     """The runtime claim shared by every task a model runs on this process.
 
-    ``batch_invariant`` is True on CPU only: there the zoo pads GEMMs to full row
-    tiles and runs attention per task (see :mod:`mesh.runtime.ops`), which tests
-    check bit for bit; cuBLAS makes no such promise.
+    ``batch_invariant`` is True on CPU only, when row padding is on and the
+    self-check passed on this machine: the zoo pads GEMMs to full row tiles and
+    runs attention per task (see :mod:`mesh.runtime.ops`); cuBLAS makes no such
+    promise.
     """
+    invariant = not device.startswith("cuda") and ops.batch_invariant() and ops.self_check()
     return {
         "device": device_name(device),
         "dtype": dtype,
         "torch": str(torch.__version__),
         "deterministic": bool(torch.are_deterministic_algorithms_enabled()),
         "threads": int(torch.get_num_threads()),
-        "batch_invariant": not device.startswith("cuda"),
+        "batch_invariant": invariant,
     }

@@ -103,6 +103,7 @@ def load_model(
         )
     module = module.to(device=device, dtype=tdtype)
     handler = _handler(manifest, module, weights_dir, device=device, dtype=tdtype)
+    runtime_class(device, run_dtype)  # runs the one-off batch-invariance self-check here, not later
     log.info("loaded %s (%s) on %s in %s", manifest.name, format_root(root), device, run_dtype)
     return LoadedModel(manifest.name, root, manifest, device, run_dtype, module, handler)
 

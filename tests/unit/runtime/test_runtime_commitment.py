@@ -170,3 +170,9 @@ def test_generation_on_cuda_verifies_on_cpu(params: dict[str, int]) -> None:
     output = [int(i) for i in to_torch(ids).tolist()]
     for dtype in ("float32", "bfloat16"):
         _verify(loaded("tiny-gpt", dtype), prompt, output, params, out.commitment)
+
+
+def test_invalid_params_are_a_mismatch() -> None:
+    prompt, output, commitment = _generate(CASES[0])
+    with pytest.raises(CommitmentMismatch, match="params are invalid"):
+        _verify(loaded("tiny-gpt"), prompt, output, {"max_tokens": 40, "top_k": -3}, commitment)

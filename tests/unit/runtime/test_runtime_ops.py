@@ -42,3 +42,20 @@ def test_plain_linear_is_not_batch_invariant_here() -> None:
 def test_linear_keeps_leading_dims() -> None:
     x = torch.ones(2, 3, 4)
     assert ops.linear(x, torch.ones(5, 4)).shape == (2, 3, 5)
+
+
+def test_self_check_passes_on_this_machine() -> None:
+    assert ops.self_check()
+
+
+def test_turning_padding_off_changes_the_claim() -> None:
+    from mesh.runtime.device import runtime_class
+
+    assert runtime_class("cpu", "float32")["batch_invariant"] is True
+    ops.set_batch_invariant(False)
+    try:
+        assert runtime_class("cpu", "float32")["batch_invariant"] is False
+        x, w = torch.randn(3, 8), torch.randn(5, 8)
+        assert torch.equal(ops.linear(x, w), torch.nn.functional.linear(x, w))
+    finally:
+        ops.set_batch_invariant(True)

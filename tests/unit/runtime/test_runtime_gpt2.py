@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from mesh.core.model_root import model_root_of_files
+from mesh.errors import InvalidInput
+from mesh.runtime.convert import from_torch
 from mesh.runtime.registry import LoadedModel, load_model
 from mesh.runtime.sampling import Sampler, SamplingParams
 from mesh.runtime.zoo import Zoo
@@ -74,3 +76,13 @@ def test_weights_option_may_name_the_folder_or_the_file(tmp_path: Path) -> None:
     manifest = model.manifest
     for given in (tmp_path / "gpt2", tmp_path / "gpt2" / "model.safetensors"):
         assert load_model(manifest, device="cpu", weights_dir=given).model_root == model.model_root
+
+
+def test_without_a_tokenizer_prompts_must_be_ids(tmp_path: Path) -> None:
+    _, model = _reference(tmp_path, prefixed=False)
+    with pytest.raises(InvalidInput, match="send prompt_ids"):
+        model.validate({"prompt": ["hello"]}, {"max_tokens": 4})
+    ids = from_torch(torch.tensor([1, 2, 3]))
+    model.validate({"prompt_ids": ids}, {"max_tokens": 4})
+    with pytest.raises(InvalidInput, match="positions"):
+        model.validate({"prompt_ids": ids}, {"max_tokens": 62})

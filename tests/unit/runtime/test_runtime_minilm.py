@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from runtime_models import loaded
 
 from mesh.core.model_root import model_root_of_files
 from mesh.runtime.convert import to_torch
+from mesh.runtime.registry import load_model
 from mesh.runtime.weights import weight_files
 
 pytestmark = pytest.mark.unit
@@ -59,3 +61,13 @@ def test_root_is_the_root_of_the_packaged_files() -> None:
     model = loaded("minilm-l6")
     files = weight_files(model.manifest, None)
     assert model.model_root == model_root_of_files(files) == model.manifest.model_root
+
+
+def test_an_operator_folder_may_replace_the_package(tmp_path: Path) -> None:
+    packaged = weight_files(loaded("minilm-l6").manifest, None)[0].parent
+    for name in ("model.safetensors", "tokenizer.json"):
+        (tmp_path / name).symlink_to(packaged / name)
+    model = load_model(loaded("minilm-l6").manifest, device="cpu", weights_dir=tmp_path)
+    assert model.model_root == loaded("minilm-l6").model_root
+    (out,) = model.run_batch([({"texts": ["hello"]}, {})])
+    assert out.outputs == loaded("minilm-l6").run_batch([({"texts": ["hello"]}, {})])[0].outputs

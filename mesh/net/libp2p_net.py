@@ -94,7 +94,7 @@ async def open_libp2p_network(
         net = Libp2pNetwork(host=host, dht=dht, pubsub=pubsub, nursery=nursery, timeouts=timeouts)
         try:
             try:
-                await _start(net, pubsub, dht, boot_infos, timeouts, require_bootstrap)
+                await _start(nursery, net, pubsub, dht, boot_infos, timeouts, require_bootstrap)
             except Exception as exc:
                 body_error = exc
             else:
@@ -111,6 +111,7 @@ async def open_libp2p_network(
 
 
 async def _start(
+    nursery: trio.Nursery,
     net: Libp2pNetwork,
     pubsub: Pubsub,
     dht: KadDHT,
@@ -127,6 +128,7 @@ async def _start(
         # py-libp2p 0.8.1 logs a failed bind and carries on listening nowhere.
         raise ConfigError("could not listen on any of the given addresses")
     await _join(net, dht, boot, timeouts=timeouts, required=required)
+    nursery.start_soon(net._maintain)
 
 
 async def _join(
@@ -141,9 +143,10 @@ async def _join(
     if not boot:
         return
     reached: list[str] = []
+    peers = [PeerAddr(i.peer_id.to_base58(), tuple(str(a) for a in i.addrs)) for i in boot]
+    net._bootstrap = tuple(peers)
 
-    async def dial(info: PeerInfo) -> None:
-        peer = PeerAddr(info.peer_id.to_base58(), tuple(str(a) for a in info.addrs))
+    async def dial(peer: PeerAddr) -> None:
         try:
             await net.connect(peer, timeout=timeouts.dial)
         except NetworkError as exc:
@@ -152,8 +155,8 @@ async def _join(
         reached.append(peer.peer_id)
 
     async with trio.open_nursery() as nursery:
-        for info in boot:
-            nursery.start_soon(dial, info)
+        for peer in peers:
+            nursery.start_soon(dial, peer)
     if not reached:
         if required:
             raise PeerUnavailable(f"none of {len(boot)} bootstrap peers answered")

@@ -60,6 +60,8 @@ MAX_PUBSUB_BYTES = 64 * limits.KiB
 ADDR_TTL_S = 3600
 # Closing all connections at shutdown gets this long before services stop anyway.
 CLOSE_S = 2.0
+# How often peers whose backoff ran out go back into the routing table.
+TABLE_CHECK_S = 5.0
 # The library asks this many providers; duplicates count against it (bug 4).
 PROVIDER_OVERFETCH = 4
 
@@ -103,6 +105,10 @@ class Libp2pNetwork:
         self._handlers: dict[str, RequestHandler] = {}
         # Connections being closed after a stall; set when done (tests await it).
         self._evicting: dict[str, trio.Event] = {}
+        # Peers taken out of the routing table while unhealthy, and the
+        # bootstrap peers: both are put back by restore_peers().
+        self._benched: set[str] = set()
+        self._bootstrap: tuple[PeerAddr, ...] = ()
         self.stats = StreamStats()
         self._unguarded = install_guard(
             host,
@@ -423,10 +429,50 @@ class Libp2pNetwork:
             self._nursery.start_soon(discard, stream)
         try:
             # The library never evicts frozen peers (bug 6); we do, so DHT
-            # queries stop waiting on them. A later connect() puts it back.
+            # queries stop waiting on them. restore_peers() puts it back later.
             self._dht.routing_table.remove_peer(ID.from_base58(peer_id))
         except (ValueError, KeyError) as exc:
             logger.debug("could not remove %s from the routing table: %r", peer_id, exc)
+        self._benched.add(peer_id)
+
+    async def restore_peers(self) -> list[str]:
+        """Put peers back in the routing table once their backoff ran out.
+
+        Both we (mark_unhealthy) and the library (a failed stream open) drop
+        peers from the routing table and nothing adds them back, so a peer that
+        froze for a moment, or a client's only bootstrap peer, would be lost for
+        good. Bootstrap peers come back whenever the table is empty.
+
+        Returns:
+            The peer ids put back.
+        """
+        now = trio.current_time()
+        wanted = set(self._benched)
+        if self._dht.routing_table.size() == 0:
+            wanted.update(p.peer_id for p in self._bootstrap)
+        restored: list[str] = []
+        for peer_id in sorted(wanted):
+            if self._health.is_dead(peer_id, now=now):
+                continue
+            self._benched.discard(peer_id)
+            pid = ID.from_base58(peer_id)
+            addrs = self._host.get_peerstore().addrs(pid)
+            if not addrs:
+                continue
+            with trio.move_on_after(self._timeouts.dht):
+                if await self._dht.routing_table.add_peer(
+                    PeerInfo(pid, addrs), skip_server_mode_check=True
+                ):
+                    restored.append(peer_id)
+        if restored:
+            logger.debug("routing table: put back %s", restored)
+        return restored
+
+    async def _maintain(self) -> None:
+        """Every TABLE_CHECK_S, put recovered peers back in the routing table."""
+        while True:
+            await trio.sleep(TABLE_CHECK_S)
+            await self.restore_peers()
 
     def _note_stall(self, peer_id: str) -> None:
         """A stream open stalled: the peer (or the link) is frozen, not merely slow."""

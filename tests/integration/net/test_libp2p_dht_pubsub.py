@@ -149,3 +149,19 @@ async def test_calls_on_a_lone_peer_do_not_hang() -> None:
             assert await net.get_record(f"/{CAPACITY_NAMESPACE}/{net.peer_id}", timeout=2) is None
         except DeadlineExceeded:
             pytest.fail("get_record on an empty DHT must answer None, not time out")
+
+
+async def test_a_peer_out_of_backoff_goes_back_into_the_routing_table() -> None:
+    async with networks(2) as (boot, client):
+        assert [p.peer_id for p in client.known_peers()] == [boot.peer_id]
+        client.mark_unhealthy(boot.peer_id)
+        assert client.known_peers() == []
+        assert client._dht.routing_table.size() == 0
+        assert await client.restore_peers() == []  # still in its backoff window
+        client._health.record_success(boot.peer_id)  # as when the backoff runs out
+        assert await client.restore_peers() == [boot.peer_id]
+        assert [p.peer_id for p in client.known_peers()] == [boot.peer_id]
+        # ...and lookups go through it again.
+        await boot.provide(ROOT_B, timeout=5)
+        found = await client.find_providers(ROOT_B, count=2, timeout=5)
+        assert [p.peer_id for p in found] == [boot.peer_id]

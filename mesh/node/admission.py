@@ -70,6 +70,12 @@ class Admission:
 
     def admit(self, client: bytes, *, now: float) -> None:
         """Take a slot for ``client`` or raise Busy (with retry-after)."""
+        self.check(client, now=now)
+        self._in_flight += 1
+        self._by_client[client] += 1
+
+    def check(self, client: bytes, *, now: float) -> None:
+        """Raise Busy if :meth:`admit` would, without taking a slot."""
         if self.closed:
             raise Busy("node is draining", retry_after_ms=MAX_RETRY_AFTER_MS)
         if self._in_flight >= self.capacity:
@@ -83,8 +89,6 @@ class Admission:
                 f"too many tasks in flight for this client (cap {self.per_client})",
                 retry_after_ms=self.retry_after_ms(1, now=now),
             )
-        self._in_flight += 1
-        self._by_client[client] += 1
 
     def release(self, client: bytes, *, now: float) -> None:
         """Give back a slot taken by :meth:`admit` once the task is finished."""

@@ -9,9 +9,10 @@ Order of the checks (each failure is an ErrorReply with its code; see
 2. the task's validity window against the node's clock (``expired``);
 3. the target: a task pinned to another worker is refused (``malformed``);
 4. the model is one this node serves (``unknown-model``);
-5. the replay cache (``replayed``). Only now, after the signature: a forged task
+5. admission: queue and per-client caps (``busy`` with ``retry_after_ms``),
+   checked before the replay cache so a busy answer does not burn the nonce;
+6. the replay cache (``replayed``). Only now, after the signature: a forged task
    must not burn a real client's nonce;
-6. admission: queue and per-client caps (``busy`` with ``retry_after_ms``);
 7. the runner (``invalid-input``, ``internal``), off the event loop;
 8. the receipt, issued from the chained receipt log, then the result.
 """
@@ -107,11 +108,15 @@ class TaskHandler:
             raise MalformedMessage("task is addressed to another worker")
         if body.model_root not in self._runner.models:
             raise UnknownModel(f"model {body.model_root.hex()[:16]} is not served here")
+        # Admission is checked before the replay cache so a task refused as busy
+        # keeps its nonce and can come back here later; nothing awaits between
+        # the check and the admit, so the slot cannot be taken meanwhile.
+        self._admission.check(body.client, now=trio.current_time())
         self._replay.check_and_add(task, now_ms=self._now_ms())
         self._admission.admit(body.client, now=trio.current_time())
-        self.table.receive(task.digest)
         self.idle = trio.Event() if self.idle.is_set() else self.idle
         try:
+            self.table.receive(task.digest)
             self.table.move(task.digest, TaskState.ADMITTED)
             return await self._run(remote_peer, task, inputs)
         finally:
@@ -144,7 +149,15 @@ class TaskHandler:
                 commitment=execution.commitment,
             )
 
-        receipt = await self._blocking(issue)
+        try:
+            receipt = await self._blocking(issue)
+        except ProtocolError:
+            raise
+        except MeshError as exc:
+            # The receipt log could not be written (disk full...): without a
+            # receipt there is no result to give; the client retries elsewhere.
+            logger.error("cannot issue a receipt: %s", exc)
+            raise InternalError("this worker cannot issue receipts") from exc
         self.table.close(task.digest)
         logger.info(
             "task %s from %s done: model %s seq %d batch %d compute %.1f ms",

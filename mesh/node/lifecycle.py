@@ -72,8 +72,15 @@ class TaskTable:
             del self._states[task_id]
 
     def fail(self, task_id: bytes) -> None:
-        """Mark a tracked task failed (from any non-final state); unknown ids are ignored."""
-        if task_id in self._states:
+        """Mark a tracked task failed (from any non-final state) and forget it.
+
+        Unknown ids are ignored; a DONE task whose answer could not be built
+        (no receipt) is simply forgotten.
+        """
+        state = self._states.get(task_id)
+        if state is TaskState.DONE:
+            del self._states[task_id]
+        elif state is not None:
             self.move(task_id, TaskState.FAILED)
 
     def state(self, task_id: bytes) -> TaskState | None:

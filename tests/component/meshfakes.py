@@ -88,6 +88,8 @@ class FakeRunner:
     async def run(self, model_root: bytes, inputs: Values, params: dict[str, int]) -> FakeExecution:
         if "bad" in inputs:
             raise InvalidInput("input 'bad' is not accepted by this model")
+        if "crash" in inputs:
+            raise RuntimeError("a bug in the model")
         self.depth += 1
         self.started.set()
         try:

@@ -194,3 +194,23 @@ async def test_retry_budget_is_bounded(
         assert client.network.requests_sent == 2  # type: ignore[attr-defined]
         assert "unreachable" in str(info.value) or "not reachable" in str(info.value)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_lone_busy_peer_is_retried_after_its_retry_after(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hub = MemoryHub()
+    async with trio.open_nursery() as nursery:
+        node = await start_node(nursery, hub, 1, FakeRunner(compute_s=2.0), tmp_path, max_queue=1)
+        client: AsyncClient = await nursery.start(open_client, hub, CLIENT)
+        other: AsyncClient = await nursery.start(open_client, hub, CLIENT + 1)
+        nursery.start_soon(functools.partial(other.run, ROOT_A, inputs(), timeout=30))
+        await trio.testing.wait_all_tasks_blocked()
+        assert node.admission.in_flight == 1
+        start = trio.current_time()
+        result = await client.run(ROOT_A, inputs(), timeout=30)
+        assert result.worker == node.peer_id and result.attempts >= 2
+        assert node.handler.answered["busy"] == result.attempts - 1
+        # It came back no sooner than the busy answers asked (500 ms each, no rate yet).
+        assert trio.current_time() - start >= 0.5 * (result.attempts - 1)
+        nursery.cancel_scope.cancel()

@@ -93,6 +93,7 @@ async def test_valid_task_gets_result_and_chained_receipts(
         "huge-tensor",
         "too-many-values",
         "invalid-input",
+        "crash",
     ],
 )
 async def test_bad_task_gets_typed_error_then_node_serves_others(
@@ -110,6 +111,7 @@ async def test_bad_task_gets_typed_error_then_node_serves_others(
         "huge-tensor": "too-large",
         "too-many-values": "too-large",
         "invalid-input": "invalid-input",
+        "crash": "internal",
     }[case]
     attacker = identity(CLIENT)
     now = wall()
@@ -159,8 +161,8 @@ async def test_bad_task_gets_typed_error_then_node_serves_others(
                 digest = hashlib.sha256(canonical.encode(wire)).digest()
                 task = signed_task(attacker, {}, now_ms=now(), input_hash=digest)
                 payload = canonical.encode({"inputs": wire, "kind": "task", "task": task.to_wire()})
-            elif case == "invalid-input":
-                values = {"bad": ["x"]}
+            elif case in ("invalid-input", "crash"):
+                values = {"bad" if case == "invalid-input" else "crash": ["x"]}
                 task = signed_task(attacker, values, now_ms=now())
                 payload = request_bytes(task, values)
             reply = await _error_code(net, node, payload)
@@ -317,3 +319,32 @@ async def _joined(
     async with hub.join(identity(n).peer_id) as net:
         task_status.started(net)
         await trio.sleep_forever()
+
+
+async def test_busy_answer_does_not_burn_the_nonce(
+    hub: MemoryHub, tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    gate = trio.Event()
+    now = wall()
+    async with trio.open_nursery() as nursery:
+        node = await start_node(nursery, hub, 1, FakeRunner(gate=gate), tmp_path, max_queue=1)
+        net = await nursery.start(_joined, hub, CLIENT)
+        values = inputs()
+        blocker = signed_task(identity(OTHER), values, now_ms=now(), nonce=b"\x0c" * 16)
+        blocker_done = trio.Event()
+
+        async def send_blocker() -> None:
+            await _send(net, node, request_bytes(blocker, values))
+            blocker_done.set()
+
+        nursery.start_soon(send_blocker)
+        await trio.testing.wait_all_tasks_blocked()
+        task = signed_task(identity(CLIENT), values, now_ms=now(), nonce=b"\x0d" * 16)
+        assert (await _error_code(net, node, request_bytes(task, values))).code == "busy"
+        gate.set()
+        await blocker_done.wait()
+        outputs, _ = check_response(
+            await _send(net, node, request_bytes(task, values)), task=task, worker=node.peer_id
+        )
+        assert outputs
+        nursery.cancel_scope.cancel()

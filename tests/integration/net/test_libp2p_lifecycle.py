@@ -66,3 +66,26 @@ async def test_bad_configuration_is_a_config_error(kwargs: dict[str, object], ma
     with pytest.raises(ConfigError, match=match):
         async with open_libp2p_network(timeouts=FAST, **kwargs):  # type: ignore[arg-type]
             pytest.fail("must not start")
+
+
+async def test_a_plaintext_only_dialer_is_refused() -> None:
+    # notes, bug 2: a plaintext dialer got in and claimed someone else's PeerID.
+    import multiaddr
+    from libp2p import new_host
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.custom_types import TProtocol
+    from libp2p.network.config import ConnectionConfig
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+    from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
+
+    key_pair = create_new_key_pair(seed(40))
+    intruder = new_host(
+        key_pair=key_pair,
+        sec_opt={TProtocol(PLAINTEXT_PROTOCOL_ID): InsecureTransport(key_pair)},
+        connection_config=ConnectionConfig(max_connections_per_peer=1),
+    )
+    async with networks(1) as (net,), intruder.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+        target = info_from_p2p_addr(multiaddr.Multiaddr(net.listen_addrs()[0]))
+        with trio.fail_after(10), pytest.raises(Exception):  # noqa: B017 (any refusal will do)
+            await intruder.connect(target)  # a hang would end in TooSlowError: a failure
+        assert intruder.get_id() not in net._host.get_connected_peers()

@@ -19,9 +19,10 @@ Order of the checks (each failure is an ErrorReply with its code; see
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import trio
 
@@ -32,6 +33,7 @@ from mesh.core.messages import ErrorReply, Receipt, Task, decode_request, encode
 from mesh.core.receipt_log import ReceiptLog
 from mesh.core.replay import ReplayCache
 from mesh.core.signing import verify_task
+from mesh.core.tensors import Tensor
 from mesh.core.values import Values, values_hash
 from mesh.errors import InternalError, MalformedMessage, MeshError, ProtocolError, UnknownModel
 from mesh.node.admission import Admission
@@ -48,6 +50,25 @@ BlockingCaller = Callable[[Callable[[], T]], Awaitable[T]]
 async def run_in_thread(fn: Callable[[], T]) -> T:
     """Run blocking ``fn`` (an fsync) in a worker thread, off the event loop."""
     return await trio.to_thread.run_sync(fn)
+
+
+# Decoding, hashing and encoding a message this big takes milliseconds of CPU
+# (SHA-256 ~1.4 GB/s here, plus msgpack): do it in a worker thread so the event
+# loop keeps serving other streams. Small messages stay inline (a thread hop
+# costs ~50 us, and component tests on MockClock must not see threads).
+OFFLOAD_BYTES = 1024 * 1024
+
+
+async def _off_loop_if_big(size: int, fn: Callable[..., T], *args: Any) -> T:
+    if size > OFFLOAD_BYTES:
+        return await trio.to_thread.run_sync(functools.partial(fn, *args))
+    return fn(*args)
+
+
+def _values_bytes(values: Values) -> int:
+    return sum(
+        len(v.data) if isinstance(v, Tensor) else sum(len(t) for t in v) for v in values.values()
+    )
 
 
 class TaskHandler:
@@ -80,7 +101,7 @@ class TaskHandler:
     async def handle(self, remote_peer: str, message: bytes) -> bytes:
         """Answer one request message (see the module docstring for the order)."""
         try:
-            request = decode_request(message)
+            request = await _off_loop_if_big(len(message), decode_request, message)
         except MalformedMessage as exc:
             # Not even MessagePack: no reply makes sense, the stream is closed.
             # (canonical.decode raises here, outside any handler of ours.)
@@ -136,7 +157,8 @@ class TaskHandler:
         finished_ms = self._now_ms()
         self.table.move(task.digest, TaskState.DONE)
         self.table.require_done(task.digest)
-        output_hash = values_hash(execution.outputs)
+        out_bytes = _values_bytes(execution.outputs)
+        output_hash = await _off_loop_if_big(out_bytes, values_hash, execution.outputs)
 
         def issue() -> Signed[Receipt]:
             return self._log.issue(
@@ -168,7 +190,7 @@ class TaskHandler:
             execution.batch_size,
             execution.compute_ms,
         )
-        return encode_result(receipt, execution.outputs)
+        return await _off_loop_if_big(out_bytes, encode_result, receipt, execution.outputs)
 
     async def _execute(
         self, model_root: bytes, inputs: Values, params: dict[str, int]

@@ -348,3 +348,22 @@ async def test_busy_answer_does_not_burn_the_nonce(
         )
         assert outputs
         nursery.cancel_scope.cancel()
+
+
+async def test_big_task_is_decoded_off_the_loop_and_answered(
+    hub: MemoryHub, tmp_path: Path
+) -> None:
+    # Real clock on purpose: the 4 MiB message is decoded in a worker thread, which
+    # MockClock's autojump would mistake for idleness and jump past deadlines.
+    from meshfakes import vector
+
+    values = {"x": vector(*([0.5] * (1 << 20)))}  # 4 MiB of float32
+    async with trio.open_nursery() as nursery:
+        node = await start_node(nursery, hub, 1, FakeRunner(compute_s=0.0), tmp_path)
+        async with hub.join(identity(CLIENT).peer_id) as net:
+            task = signed_task(identity(CLIENT), values, now_ms=wall()())
+            reply = await _send(net, node, request_bytes(task, values))
+            outputs, receipt = check_response(reply, task=task, worker=node.peer_id)
+            assert outputs["out_x"] == values["x"]
+            assert receipt.message.task_id == task.digest
+        nursery.cancel_scope.cancel()

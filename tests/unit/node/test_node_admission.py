@@ -109,3 +109,13 @@ def test_failed_tasks_leave_the_table_and_duplicates_are_refused() -> None:
     table.fail(b"t")
     assert table.state(b"t") is None
     table.fail(b"unknown")  # ignored
+
+
+def test_check_does_not_take_a_slot() -> None:
+    adm = Admission(capacity=1, per_client=1, meter=ThroughputMeter())
+    adm.check(A, now=0.0)
+    adm.check(A, now=0.0)
+    assert adm.in_flight == 0
+    adm.admit(A, now=0.0)
+    with pytest.raises(Busy):
+        adm.check(B, now=0.0)

@@ -328,12 +328,18 @@ class AsyncClient:
         """Live peers with valid capacity records, with their measured latency."""
         limit = self.config.discovery_timeout_s if timeout is None else timeout
         found = await self.discovery.live_records(timeout=limit)
-        views = []
-        for peer, record in found:
+        views: list[PeerView] = []
+
+        async def view(peer: PeerAddr, record: CapacityRecord) -> None:
             rtt = self.book.stats(peer.peer_id).rtt_ms
             if rtt is None:
                 rtt = await self._probe(peer, timeout=limit)
             views.append(PeerView(peer.peer_id, record, rtt))
+
+        # Probed concurrently: one frozen peer must not cost its timeout per peer.
+        async with trio.open_nursery() as nursery:
+            for peer, record in found:
+                nursery.start_soon(view, peer, record)
         return sorted(views, key=lambda v: v.peer_id)
 
     # -- one task ------------------------------------------------------------------

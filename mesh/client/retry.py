@@ -10,6 +10,8 @@ Sans-IO policy used by :class:`mesh.client.async_client.AsyncClient`:
   penalised hard; the bad result is never returned).
 - Not retried: our own task is wrong (``malformed``, ``too-large``,
   ``bad-signature``, ``expired``, ``invalid-input``): another peer would say the same.
+  (A lying peer can thus fail one task by answering one of these codes; it
+  cannot make a wrong result pass, and the caller may simply run the task again.)
 
 The signed task is built once and re-sent as is: replay caches are per node, so
 another node accepts it, and since every receipt binds the task id (the hash of

@@ -1,0 +1,162 @@
+"""``python -m benchmarks``: start local testnets, run the scenarios, write figures.
+
+Usage (from the repository root, with the virtual environment active)::
+
+    python -m benchmarks [SCENARIO ...] [--quick] [--out DIR] [--wan[=netns|app]]
+
+Scenarios: overhead, efficiency, discovery, cold_start, churn, frozen (all by
+default) and wan (added by ``--wan``). Each scenario part runs in a fresh
+process that starts its own testnet (a process that has run trio must not fork
+a testnet). ``--out DIR`` (default ``bench-out/<UTC timestamp>``) receives
+``results.json`` (scenario -> named figures, plus ``machine``), ``samples.json``
+(raw series behind the plots), ``summary.md``, PNG plots and ``logs/``.
+``--quick`` uses small counts (CI smoke runs, under 3 minutes).
+
+``--wan`` (or ``--wan=netns``) puts nodes in network namespaces joined by veth
+pairs with netem delays per region pair; it needs root, ``ip netns`` and the
+kernel's ``sch_netem``, and stops with the reason when any is missing.
+``--wan=app`` is the labelled fallback: the client delays each request by the
+round-trip time between its region and the peer's (application layer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from benchmarks import report
+from benchmarks.scenarios import DEFAULT_SCENARIOS, SCENARIOS, load
+from benchmarks.scenarios.common import PROGRESS_PREFIX
+
+WAN_MODES = ("netns", "app")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Run mesh testnet benchmarks and write results.json, summary.md and plots.",
+    )
+    parser.add_argument(
+        "scenarios", nargs="*", metavar="SCENARIO", help=f"any of {', '.join(SCENARIOS)}"
+    )
+    parser.add_argument("--quick", action="store_true", help="small counts (< 3 min in all)")
+    parser.add_argument("--out", type=Path, help="output folder (default bench-out/<timestamp>)")
+    parser.add_argument(
+        "--wan",
+        nargs="?",
+        const="netns",
+        choices=WAN_MODES,
+        help="emulated WAN: netns (namespaces + netem, needs root) or app (client-side delay)",
+    )
+    args = parser.parse_args(argv)
+    for name in args.scenarios:
+        if name not in SCENARIOS:
+            parser.error(f"unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}")
+    if not args.scenarios:
+        args.scenarios = list(DEFAULT_SCENARIOS) + (["wan"] if args.wan else [])
+    if "wan" in args.scenarios and not args.wan:
+        # The scenario named without a mode: take the mode that runs anywhere.
+        args.wan = "app"
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.wan == "netns" and "wan" in args.scenarios:
+        from mesh.testnet.wan import check_support
+
+        problem = check_support()
+        if problem is not None:
+            print(f"--wan=netns cannot run here: {problem}", file=sys.stderr)
+            print("(--wan=app runs the labelled application-layer fallback)", file=sys.stderr)
+            return 2
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out: Path = args.out or Path("bench-out") / stamp
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"machine": report.machine_info()}
+    results["run"] = {
+        "mode": "quick" if args.quick else "full",
+        "wan": args.wan or "off",
+        "scenarios": args.scenarios,
+        "command": "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv),
+        "started": stamp,
+        "scenario_wall_s": {},
+    }
+    samples: dict[str, Any] = {}
+    failed = []
+    plans = {
+        name: load(name).plan(quick=args.quick, wan=args.wan or "off") for name in args.scenarios
+    }
+    total = sum(len(p) for p in plans.values())
+    with tqdm(total=total, desc="scenarios", unit="part", position=0, file=sys.stderr) as outer:
+        for name, parts_params in plans.items():
+            started = time.monotonic()
+            parts = []
+            try:
+                for index, params in enumerate(parts_params):
+                    parts.append(_run_part(name, index, params, out))
+                    outer.update(1)
+                figures = load(name).summarize(parts)
+            except PartFailed as exc:
+                failed.append(name)
+                figures = {"error": str(exc)}
+                outer.update(len(parts_params) - len(parts))
+            samples[name] = figures.pop("samples", {})
+            results[name] = figures
+            results["run"]["scenario_wall_s"][name] = round(time.monotonic() - started, 1)
+            _write(out, results, samples)  # after each scenario: a crash keeps what ran
+    paths = report.write_all(out, results, samples)
+    print(f"results in {out}: {', '.join(p.name for p in paths)}", file=sys.stderr)
+    if failed:
+        print(f"failed scenarios: {', '.join(failed)} (see {out / 'logs'})", file=sys.stderr)
+        return 1
+    return 0
+
+
+class PartFailed(Exception):
+    """A scenario part's process failed; the message names its log."""
+
+
+def _run_part(name: str, index: int, params: dict[str, Any], out: Path) -> dict[str, Any]:
+    result_path = out / "logs" / f"{name}-{index}.json"
+    log_path = out / "logs" / f"{name}-{index}.log"
+    command = [sys.executable, "-m", "benchmarks.scenarios", name]
+    command += ["--params", json.dumps(params), "--result", str(result_path)]
+    label = f"{name}" + (f" {index + 1}" if index else "")
+    with (
+        open(log_path, "w", encoding="utf-8") as log,
+        tqdm(desc=label, position=1, leave=False, file=sys.stderr) as bar,
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True) as proc,
+    ):
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith(PROGRESS_PREFIX):
+                state = json.loads(line[len(PROGRESS_PREFIX) :])
+                bar.set_description(f"{label}: {state['label']}")
+                bar.total = state["total"]
+                bar.n = state["done"]
+                bar.refresh()
+            else:
+                log.write(line)
+        code = proc.wait()
+    if code != 0 or not result_path.exists():
+        raise PartFailed(f"{name} part {index} exited with code {code}; see {log_path}")
+    result: dict[str, Any] = json.loads(result_path.read_text(encoding="utf-8"))
+    return result
+
+
+def _write(out: Path, results: dict[str, Any], samples: dict[str, Any]) -> None:
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    (out / "samples.json").write_text(json.dumps(samples) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,326 @@
+"""Write a benchmark run: ``results.json``, ``samples.json``, ``summary.md`` and PNG plots.
+
+The summary explains each figure, says which aim it is measured against and
+whether the run met it, names the machine, and says how to reproduce the run.
+Plots use matplotlib's Agg backend (no display needed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from collections.abc import Callable
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+# name -> (figure key, comparison, bound, the aim in words)
+AIMS: dict[str, tuple[str, str, float, str]] = {
+    "overhead": (
+        "overhead_p50_ms",
+        "<=",
+        2.0,
+        "overhead p50 at most 2 ms warm (Ray Serve: 1-2 ms)",
+    ),
+    "efficiency": ("efficiency", ">=", 0.9, "efficiency at least 0.9 on tiny-mlp at saturation"),
+    "discovery": (
+        "discovery_p50_ms_largest",
+        "<=",
+        50.0,
+        "discovery p50 at most 50 ms on 40 nodes (hivemind: 6.6 ms mean get, 1,024 peers)",
+    ),
+}
+
+EXPLAIN: dict[str, str] = {
+    "overhead": (
+        "One node serves tiny-mlp (max_batch=1, so no batching wait); one client sends tasks one "
+        "after another on a warm connection. `overhead_ms` = the client's request time for the "
+        "successful attempt minus the receipt's `finished_ms - started_ms` (which brackets the "
+        "node's executor call: queue + forward pass, in whole milliseconds). `request_ms` is the "
+        "client's request time, `receipt_compute_ms` what the node's receipts say, "
+        "`inprocess_compute_ms` the forward pass timed in-process, and `run_call_ms` the whole "
+        "`AsyncClient.run` call (signing, provider lookup, request, receipt verification)."
+    ),
+    "efficiency": (
+        "Tasks per second through the mesh (one node, max_batch=16, one client keeping 16 tasks in "
+        "flight: the node's per-client cap and one full batch) divided by tasks per second through "
+        "the same Executor (same max_batch and 5 ms window) called in-process in the benchmark "
+        "process, measured before and after the mesh run (their mean is the reference)."
+    ),
+    "discovery": (
+        'For each testnet size, a fresh client asks "who serves tiny-mlp" (DHT provider lookup), '
+        "fetches and verifies the candidates' signed capacity records, scores them, picks one and "
+        "checks it is live (connects). Each trial uses an empty record cache, so it includes the "
+        "record fetches. `pss_mb_per_node` is the proportional set size of each node process "
+        "(`/proc/<pid>/smaps_rollup`), shared copy-on-write pages split between sharers."
+    ),
+    "cold_start": (
+        "A brand-new client process (`python -m mesh run tiny-mlp --bootstrap FILE --json`) "
+        "started against a running testnet, timed from process start to its first verified "
+        "result printed (imports, libp2p start-up, bootstrap, provider lookup, task, receipt "
+        "verification)."
+    ),
+    "churn": (
+        "A client runs the tasks (several in flight) while 30% of the nodes are killed (SIGKILL) "
+        "at random points of the run. `completed`: tasks with a verified result; `retried`: tasks "
+        "that needed more than one attempt; `failed`: tasks that raised; `duplicates_accepted`: "
+        "task ids for which the client accepted more than one result; `receipts_verified`: "
+        "receipts re-verified offline after the run; `executed_twice`: task ids found in more "
+        "than one node's receipt log (a timed-out attempt that ran anyway: visible, never paid "
+        "twice, since both receipts bind the same task id)."
+    ),
+    "frozen": (
+        "The churn scenario with nodes frozen by SIGSTOP instead of killed: their sockets stay "
+        "open and nothing answers, so each affected attempt waits for its per-attempt deadline."
+    ),
+    "wan": (
+        "Nodes spread over regions with realistic round-trip times between them (approximations "
+        "of public inter-region latency tables); clients in each region send tasks and the table "
+        "shows where their tasks went. Latency-aware choice works when most tasks of each client "
+        "land in its own region."
+    ),
+}
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU, cores, memory, kernel, Python, torch, libp2p and trio versions, date.
+
+    Versions come from package metadata: torch is not imported.
+    """
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    memory_gib = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemTotal:"):
+                    memory_gib = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except (OSError, ValueError):
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": memory_gib,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "torch": _version("torch"),
+        "libp2p": _version("libp2p"),
+        "trio": _version("trio"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+def aim_status(name: str, figures: dict[str, Any]) -> str | None:
+    """'met' or 'missed' (with the aim) for scenarios that have an aim; None otherwise."""
+    if name in ("churn", "frozen"):
+        if "completed" not in figures:
+            return None
+        ok = (
+            figures["failed"] == 0
+            and figures["duplicates_accepted"] == 0
+            and figures["receipts_verified"] == figures["completed"] == figures["tasks"]
+        )
+        aim = "every task completed with a verified receipt, none accepted twice"
+        return f"{'met' if ok else 'missed'}: {aim}"
+    if name not in AIMS or AIMS[name][0] not in figures:
+        return None
+    key, op, bound, words = AIMS[name]
+    value = float(figures[key])
+    ok = value <= bound if op == "<=" else value >= bound
+    return f"{'met' if ok else 'missed'} ({key} = {value:g}; aim: {words})"
+
+
+def write_all(out: Path, results: dict[str, Any], samples: dict[str, Any]) -> list[Path]:
+    """Write every output file into ``out``; return their paths."""
+    paths = [out / "results.json", out / "samples.json"]
+    paths[0].write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    paths[1].write_text(json.dumps(samples) + "\n", encoding="utf-8")
+    paths += write_plots(out, results, samples)
+    summary = out / "summary.md"
+    summary.write_text(render_summary(results, [p.name for p in paths if p.suffix == ".png"]))
+    paths.append(summary)
+    return paths
+
+
+def render_summary(results: dict[str, Any], plots: list[str]) -> str:
+    """The Markdown summary of one run."""
+    machine = results["machine"]
+    run = results.get("run", {})
+    lines = [
+        "# mesh benchmark summary",
+        "",
+        f"Run {run.get('started', '?')} ({run.get('mode', '?')} mode, WAN emulation: "
+        f"{run.get('wan', 'off')}), command: `{run.get('command', 'python -m benchmarks')}`.",
+        "",
+        "## Machine",
+        "",
+        f"{machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB, Linux "
+        f"{machine['kernel']}; Python {machine['python']}, torch {machine['torch']} (CPU), "
+        f"libp2p {machine['libp2p']}, trio {machine['trio']}; {machine['date']}.",
+        "",
+        "## Reproduce",
+        "",
+        "```sh",
+        "./scripts/setup.sh && source .venv/bin/activate",
+        run.get("command", "python -m benchmarks"),
+        "```",
+        "",
+    ]
+    for name in run.get("scenarios", []):
+        figures = results.get(name, {})
+        lines += [f"## {name}", "", EXPLAIN.get(name, ""), ""]
+        if "error" in figures:
+            lines += [f"**Failed**: {figures['error']}", ""]
+            continue
+        status = aim_status(name, figures)
+        if status:
+            lines += [f"Aim: **{status}**", ""]
+        lines += ["| figure | value |", "| --- | --- |"]
+        lines += [f"| `{k}` | {_cell(v)} |" for k, v in figures.items()]
+        lines.append("")
+        lines += [f"![{p}]({p})" for p in plots if p.startswith(name)]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_cell(v)}" for k, v in value.items())
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return ", ".join(_cell(v) for v in value)
+    return str(value)
+
+
+def write_plots(out: Path, results: dict[str, Any], samples: dict[str, Any]) -> list[Path]:
+    """PNG plots for the scenarios that ran; a scenario without its data gets none."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    plotters: dict[str, Callable[[Path, dict[str, Any], dict[str, Any]], Path | None]] = {
+        "overhead": _plot_overhead,
+        "discovery": _plot_discovery,
+        "churn": _plot_churn,
+        "frozen": _plot_churn,
+        "wan": _plot_wan,
+    }
+    paths = []
+    for name, plot in plotters.items():
+        figures = results.get(name)
+        if not figures or "error" in figures:
+            continue
+        path = plot(out / f"{name}.png", figures, samples.get(name, {}))
+        if path is not None:
+            paths.append(path)
+    return paths
+
+
+def _plot_overhead(path: Path, figures: dict[str, Any], samples: dict[str, Any]) -> Path | None:
+    import matplotlib.pyplot as plt
+
+    values = samples.get("overhead_ms")
+    if not values:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.hist(values, bins=60, color="#4477aa")
+    ax.axvline(figures["overhead_p50_ms"], color="k", linestyle="--", label="p50")
+    ax.axvline(figures["overhead_p99_ms"], color="r", linestyle=":", label="p99")
+    ax.set_xlabel("request latency - receipt compute time (ms)")
+    ax.set_ylabel("tasks")
+    ax.set_title("Per-task overhead, warm connection, tiny-mlp")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def _plot_discovery(path: Path, figures: dict[str, Any], samples: dict[str, Any]) -> Path | None:
+    import matplotlib.pyplot as plt
+
+    per_size = figures.get("per_size", {})
+    if not per_size:
+        return None
+    sizes = sorted(int(s) for s in per_size)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(sizes, [per_size[str(s)]["discovery_p50_ms"] for s in sizes], "o-", label="p50")
+    ax.plot(sizes, [per_size[str(s)]["discovery_p90_ms"] for s in sizes], "s--", label="p90")
+    ax.set_xlabel("node processes")
+    ax.set_ylabel("discovery time (ms)")
+    ax.set_title("Who serves tiny-mlp -> live chosen peer")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def _plot_churn(path: Path, figures: dict[str, Any], samples: dict[str, Any]) -> Path | None:
+    import matplotlib.pyplot as plt
+
+    done = samples.get("completed_at_s")
+    if not done:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(sorted(done), range(1, len(done) + 1), label="completed tasks")
+    for i, t in enumerate(samples.get("faults_at_s", [])):
+        ax.axvline(
+            t,
+            color="r",
+            alpha=0.5,
+            label="node " + figures.get("fault", "fault") if i == 0 else None,
+        )
+    ax.set_xlabel("seconds since the first task")
+    ax.set_ylabel("tasks completed")
+    ax.set_title(
+        f"{path.stem}: {figures.get('nodes', '?')} nodes, {figures.get('faulted', '?')} faulted"
+    )
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def _plot_wan(path: Path, figures: dict[str, Any], samples: dict[str, Any]) -> Path | None:
+    import matplotlib.pyplot as plt
+
+    picks: dict[str, dict[str, int]] = figures.get("picks", {})
+    if not picks:
+        return None
+    clients = sorted(picks)
+    regions = sorted({r for row in picks.values() for r in row})
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    bottoms = [0.0] * len(clients)
+    for region in regions:
+        shares = []
+        for c in clients:
+            total = sum(picks[c].values()) or 1
+            shares.append(picks[c].get(region, 0) / total)
+        ax.bar(clients, shares, bottom=bottoms, label=region)
+        bottoms = [b + s for b, s in zip(bottoms, shares, strict=True)]
+    ax.set_ylabel("share of the client's tasks")
+    ax.set_xlabel("client region")
+    ax.set_title(f"Where tasks went (WAN emulation: {figures.get('mode', '?')})")
+    ax.legend(title="worker region", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

@@ -1,0 +1,108 @@
+"""``efficiency``: mesh throughput at saturation over in-process throughput, same run.
+
+One node serves tiny-mlp with the node's default batching (``max_batch=16``,
+the executor's 5 ms window). The client keeps ``concurrency`` tasks in flight
+(16: the node's per-client cap, and one full batch), so the node is saturated
+as far as one client can drive it. The in-process figure runs the same model
+through the same :class:`~mesh.runtime.executor.Executor` (same ``max_batch``
+and window, torch on one thread in a worker thread, as the node does) in the
+benchmark process, before and after the mesh run; their mean is the reference.
+
+``efficiency = mesh_tasks_per_s / inprocess_tasks_per_s``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from benchmarks.scenarios.common import Progress, mlp_input, testnet
+
+MAX_BATCH = 16  # the node's default (NodeConfig.max_batch)
+
+
+def plan(*, quick: bool, wan: str) -> list[dict[str, Any]]:
+    return [{"tasks": 400 if quick else 3000, "concurrency": 16, "warmup": 50}]
+
+
+def run(params: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    with testnet(1, max_batch=MAX_BATCH) as net:
+        return trio.run(_measure, net.bootstrap_addrs, params, progress)
+
+
+async def _measure(
+    bootstrap: list[str], params: dict[str, Any], progress: Progress
+) -> dict[str, Any]:
+    from mesh.client.async_client import AsyncClient, ClientConfig
+
+    tasks, concurrency = params["tasks"], params["concurrency"]
+    before = await _inprocess(tasks, concurrency, progress, warmup=params["warmup"])
+    config = ClientConfig(map_concurrency=concurrency)
+    async with AsyncClient.connect(bootstrap=bootstrap, config=config) as client:
+
+        async def one(i: int) -> None:
+            await client.run("tiny-mlp", mlp_input(i), timeout=60)
+            progress.advance()
+
+        progress.stage("mesh warm-up", params["warmup"])
+        await _saturate(one, params["warmup"], concurrency)
+        progress.stage("mesh", tasks)
+        mesh_s = await _saturate(one, tasks, concurrency)
+    after = await _inprocess(tasks, concurrency, progress, warmup=params["warmup"])
+    return {
+        "tasks": tasks,
+        "concurrency": concurrency,
+        "mesh_s": mesh_s,
+        "inprocess_s": [before, after],
+    }
+
+
+async def _saturate(one: Any, count: int, concurrency: int) -> float:
+    """Run ``one(i)`` for i < count, ``concurrency`` at a time; return the elapsed seconds."""
+    limiter = trio.CapacityLimiter(concurrency)
+
+    async def guarded(i: int) -> None:
+        async with limiter:
+            await one(i)
+
+    started = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        for i in range(count):
+            nursery.start_soon(guarded, i)
+    return trio.current_time() - started
+
+
+async def _inprocess(tasks: int, concurrency: int, progress: Progress, *, warmup: int) -> float:
+    from mesh.runtime.executor import Executor
+    from mesh.runtime.registry import load_model
+    from mesh.runtime.zoo import Zoo
+
+    model = load_model(Zoo.builtin().manifest("tiny-mlp"), device="cpu")
+    executor = Executor([model], max_batch=MAX_BATCH, max_queue=64)
+
+    async def one(i: int) -> None:
+        await executor.run(model.model_root, mlp_input(i), {})
+        progress.advance()
+
+    async with executor.running():
+        progress.stage("in-process warm-up", warmup)
+        await _saturate(one, warmup, concurrency)
+        progress.stage("in-process", tasks)
+        return await _saturate(one, tasks, concurrency)
+
+
+def summarize(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    part = parts[0]
+    mesh_rate = part["tasks"] / part["mesh_s"]
+    inproc = [part["tasks"] / s for s in part["inprocess_s"]]
+    inproc_rate = sum(inproc) / len(inproc)
+    return {
+        "efficiency": round(mesh_rate / inproc_rate, 4),
+        "mesh_tasks_per_s": round(mesh_rate, 1),
+        "inprocess_tasks_per_s": round(inproc_rate, 1),
+        "inprocess_runs_tasks_per_s": [round(r, 1) for r in inproc],
+        "concurrency": part["concurrency"],
+        "max_batch": MAX_BATCH,
+        "tasks": part["tasks"],
+    }

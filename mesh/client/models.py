@@ -1,30 +1,23 @@
 """Model names to model_roots, torch-free.
 
 A client names a model ("tiny-mlp") or gives its hex model_root. Names are
-looked up in zoo manifests (``<zoo>/<entry>/manifest.toml``, keys ``name`` and
-``model_root``: the format of ``mesh.runtime.manifest``), reading only the TOML
-so that resolving a name never imports torch (``mesh.runtime`` may).
+looked up in the zoo manifests through :mod:`mesh.runtime.zoo`, which reads
+only TOML (the ``mesh.runtime`` package imports nothing on its own, so this
+never pulls in torch; ``tests/unit/test_public_api.py`` checks it). Operator
+zoo folders come before the built-in one. Zoos are read once per process.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.resources
-import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 
-from mesh.errors import ConfigError, ModelError
+from mesh.errors import ModelError
+from mesh.runtime.manifest import Manifest
+from mesh.runtime.zoo import Zoo
 
 ROOT_HEX_CHARS = 64
-
-
-def builtin_zoo() -> Path | None:
-    """The installed zoo folder (``mesh._zoo``), or None when it is not installed."""
-    try:
-        return Path(str(importlib.resources.files("mesh._zoo")))
-    except ModuleNotFoundError:
-        return None
 
 
 def parse_hex_root(text: str) -> bytes | None:
@@ -37,35 +30,20 @@ def parse_hex_root(text: str) -> bytes | None:
         return None
 
 
-def manifest_roots(zoo_dirs: Sequence[Path] = ()) -> dict[str, bytes | None]:
-    """Model name -> pinned root (None when the manifest pins none), first zoo wins.
-
-    Operator zoos in ``zoo_dirs`` come before the built-in one.
-    """
-    folders = list(zoo_dirs)
-    builtin = builtin_zoo()
-    if builtin is not None:
-        folders.append(builtin)
-    found: dict[str, bytes | None] = {}
-    for folder in folders:
-        for manifest in sorted(Path(folder).glob("*/manifest.toml")):
-            try:
-                raw = tomllib.loads(manifest.read_text(encoding="utf-8"))
-            except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-                raise ConfigError(f"cannot read zoo manifest {manifest}: {exc}") from exc
-            name = raw.get("name")
-            if not isinstance(name, str) or name in found:
-                continue
-            root = raw.get("model_root")
-            found[name] = parse_hex_root(root) if isinstance(root, str) else None
+@functools.lru_cache(maxsize=64)
+def _manifests(zoo_dirs: tuple[Path, ...]) -> dict[str, Manifest]:
+    # Read once per process: resolving a name on every run() would parse every
+    # manifest of the zoo each time (milliseconds per task).
+    found: dict[str, Manifest] = {}
+    for zoo in [*(Zoo(path) for path in zoo_dirs), Zoo.builtin()]:
+        for name in zoo.names():
+            found.setdefault(name, zoo.manifest(name))
     return found
 
 
-@functools.lru_cache(maxsize=64)
-def _cached_roots(zoo_dirs: tuple[Path, ...]) -> dict[str, bytes | None]:
-    # Manifests are read once per process: resolving a name on every run()
-    # would parse every TOML file of the zoo each time (milliseconds per task).
-    return manifest_roots(zoo_dirs)
+def manifest_roots(zoo_dirs: Sequence[Path] = ()) -> dict[str, bytes | None]:
+    """Model name -> pinned root (None when the manifest pins none), first zoo wins."""
+    return {name: m.model_root for name, m in _manifests(tuple(zoo_dirs)).items()}
 
 
 def resolve_model(model: str | bytes, *, zoo_dirs: Sequence[Path] = ()) -> bytes:
@@ -74,6 +52,7 @@ def resolve_model(model: str | bytes, *, zoo_dirs: Sequence[Path] = ()) -> bytes
     Raises:
         ModelError: unknown name, or a manifest without a pinned root (then the
             hex root must be given, e.g. for gpt2 with operator weights).
+        ConfigError: a zoo folder that does not exist.
     """
     if isinstance(model, bytes):
         if len(model) != 32:
@@ -82,11 +61,11 @@ def resolve_model(model: str | bytes, *, zoo_dirs: Sequence[Path] = ()) -> bytes
     root = parse_hex_root(model)
     if root is not None:
         return root
-    roots = _cached_roots(tuple(zoo_dirs))
-    if model not in roots:
-        known = ", ".join(sorted(roots)) or "none"
+    manifests = _manifests(tuple(zoo_dirs))
+    if model not in manifests:
+        known = ", ".join(sorted(manifests)) or "none"
         raise ModelError(f"unknown model {model!r} (known: {known}; or give a hex model_root)")
-    pinned = roots[model]
+    pinned = manifests[model].model_root
     if pinned is None:
         raise ModelError(
             f"the manifest of {model!r} pins no model_root (operator weights): give the hex root"
@@ -97,20 +76,12 @@ def resolve_model(model: str | bytes, *, zoo_dirs: Sequence[Path] = ()) -> bytes
 def text_input_name(model: str, *, zoo_dirs: Sequence[Path] = ()) -> str:
     """The name of the model's list-of-strings input (``texts``, ``prompt``...).
 
-    Read from the manifest's ``[inputs.<name>]`` with ``dtype = "str"``; models
-    not in a zoo (hex roots) get ``"texts"``.
+    From the manifest's ``[inputs.<name>]`` with ``dtype = "str"``; models not
+    in a zoo (hex roots) get ``"texts"``.
     """
-    for folder in [*zoo_dirs, *([builtin_zoo()] if builtin_zoo() else [])]:
-        assert folder is not None
-        for manifest in sorted(Path(folder).glob("*/manifest.toml")):
-            try:
-                raw = tomllib.loads(manifest.read_text(encoding="utf-8"))
-            except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
-                continue
-            if raw.get("name") != model and raw.get("model_root") != model:
-                continue
-            specs = raw.get("inputs", {})
-            for name, spec in specs.items() if isinstance(specs, dict) else ():
-                if isinstance(spec, dict) and spec.get("dtype") == "str":
-                    return str(name)
+    manifest = _manifests(tuple(zoo_dirs)).get(model)
+    if manifest is not None:
+        for name, spec in manifest.inputs.items():
+            if spec.dtype == "str":
+                return name
     return "texts"

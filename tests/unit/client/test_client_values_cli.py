@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import io
 import json
 import struct
@@ -60,14 +61,25 @@ def test_values_json_forms() -> None:
 
 
 def _zoo(tmp_path: Path) -> Path:
-    entry = tmp_path / "toy"
-    entry.mkdir()
-    (entry / "manifest.toml").write_text(
-        f'name = "toy"\nmodel_root = "{"ab" * 32}"\n[inputs.prompt]\ndtype = "str"\n'
-    )
-    free = tmp_path / "free"
-    free.mkdir()
-    (free / "manifest.toml").write_text('name = "free"\n')
+    """An operator zoo: "toy" (a copy of tiny-gpt with another root), "free" (no root)."""
+    builtin = Path(str(importlib.resources.files("mesh._zoo")))
+    text = (builtin / "tiny-gpt" / "manifest.toml").read_text()
+    lines = text.splitlines()
+    for name, root in (("toy", "ab" * 32), ("free", None)):
+        entry = tmp_path / name
+        entry.mkdir()
+        out = []
+        for line in lines:
+            if line.startswith("name ="):
+                line = f'name = "{name}"'
+            elif line.startswith("model_root ="):
+                if root is None:
+                    continue
+                line = f'model_root = "{root}"'
+            elif line.startswith("file =") and "model.py" in line:
+                line = 'file = "builtin:gpt2/model.py"'
+            out.append(line)
+        (entry / "manifest.toml").write_text("\n".join(out) + "\n")
     return tmp_path
 
 

@@ -177,28 +177,34 @@ class Node:
 async def run_node(
     config: NodeConfig,
     *,
-    network_factory: NetworkFactory,
-    runner_factory: RunnerFactory,
-    stop: trio.Event,
+    network_factory: NetworkFactory | None = None,
+    runner_factory: RunnerFactory | None = None,
+    stop: trio.Event | None = None,
     task_status: TaskStatus[Node] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run a node until ``stop`` is set, then drain and return.
+    """Run a node until ``stop`` is set (then drain and return) or until cancelled.
 
     Args:
         config: the node's configuration.
-        network_factory: opens the network (e.g. :func:`libp2p_network_factory`).
-        runner_factory: loads the models and returns the runner
-            (e.g. :func:`mesh.node.runtime_runner.load_runtime_runner`).
-        stop: set it to shut the node down gracefully (the CLI does on SIGINT/SIGTERM).
+        network_factory: opens the network; default :func:`libp2p_network_factory`.
+        runner_factory: loads the models and returns the runner; default
+            :func:`mesh.node.runtime_runner.load_runtime_runner` (imports torch).
+        stop: set it to shut the node down gracefully (the CLI does on
+            SIGINT/SIGTERM); None runs until cancelled (no drain).
         task_status: ``nursery.start(run_node, ...)`` returns the ready :class:`Node`.
     """
+    if runner_factory is None:
+        from mesh.node.runtime_runner import load_runtime_runner
+
+        runner_factory = load_runtime_runner
     runner = await runner_factory(config)
+    memory_free_mb = getattr(runner, "memory_free_mb", lambda: 0)
     async with (
-        network_factory(config) as network,
-        Node(config, network=network, runner=runner) as node,
+        (network_factory or libp2p_network_factory)(config) as network,
+        Node(config, network=network, runner=runner, memory_free_mb=memory_free_mb) as node,
     ):
         task_status.started(node)
-        await stop.wait()
+        await (stop or trio.Event()).wait()
         logger.info("node %s stopping", node.peer_id)
 
 

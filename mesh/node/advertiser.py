@@ -22,7 +22,7 @@ from mesh.core.envelope import Signed, open_signed, sign_message
 from mesh.core.identity import Identity, public_key_from_peer_id
 from mesh.core.messages import CapacityRecord
 from mesh.core.signing import verify_capacity
-from mesh.errors import MalformedMessage, MeshError, NetworkError
+from mesh.errors import MalformedMessage, MeshError
 from mesh.net.interface import CAPACITY_NAMESPACE, LOAD_TOPIC, Network, RecordValidator
 from mesh.node.clock import WallClock
 from mesh.node.config import NodeConfig
@@ -118,12 +118,14 @@ class Advertiser:
                 capacity_key(self._network.peer_id), signed.envelope, timeout=timeout
             )
             self.published += 1
-        except NetworkError as exc:
+        except MeshError as exc:
+            # Refused or unreachable (a record superseded by a clock-skewed one,
+            # no DHT peers yet): the next period tries again; never fatal.
             logger.warning("capacity record not stored: %s", exc)
         for root in self._runner.models:
             try:
                 await self._network.provide(root, timeout=timeout)
-            except NetworkError as exc:
+            except MeshError as exc:
                 logger.warning("provider record for %s not stored: %s", root.hex()[:8], exc)
 
     async def gossip_load(self, *, force: bool = False) -> bool:

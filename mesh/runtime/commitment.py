@@ -208,8 +208,7 @@ def _check_sampled_step(
     if params.top_k and int(above.sum()) >= params.top_k:
         raise CommitmentMismatch(f"step {step}: token {token} is outside the top-{params.top_k}")
     # Masses below are normalised over the top-k set (or the whole vocabulary).
-    values, _ = torch.sort(s, descending=True, stable=True)
-    top = values if not params.top_k else values[: params.top_k]
+    top = dist.ranked if not params.top_k else dist.ranked[: params.top_k]
     z = torch.logsumexp(top, dim=0)
     prob = torch.exp(s - z)
     before = float(prob[above].sum())

@@ -70,6 +70,7 @@ class Distribution:
 
     order: torch.Tensor  # int64 [n] token ids, highest scaled logit first
     scaled: torch.Tensor  # float64 [V] logits / temperature, indexed by token id
+    ranked: torch.Tensor  # float64 [V] scaled logits sorted, highest first
     cumulative: torch.Tensor  # float64 [n], cumulative mass of the kept tokens, renormalised
 
 
@@ -88,7 +89,7 @@ def distribution(logits: torch.Tensor, p: SamplingParams) -> Distribution:
         keep = min(keep + 1, probs.numel())
         probs = probs[:keep]
     cumulative = torch.cumsum(probs / probs.sum(), dim=0)
-    return Distribution(order=order[:keep], scaled=scaled, cumulative=cumulative)
+    return Distribution(order=order[:keep], scaled=scaled, ranked=values, cumulative=cumulative)
 
 
 class Sampler:

@@ -176,3 +176,29 @@ def test_invalid_params_are_a_mismatch() -> None:
     prompt, output, commitment = _generate(CASES[0])
     with pytest.raises(CommitmentMismatch, match="params are invalid"):
         _verify(loaded("tiny-gpt"), prompt, output, {"max_tokens": 40, "top_k": -3}, commitment)
+
+
+def test_many_honest_sampled_runs_pass_in_bfloat16() -> None:
+    # The tolerances must not reject honest work: a spread of params, one batch.
+    model = loaded("tiny-gpt")
+    temperatures, top_ks, top_ps = (200, 500, 1000, 2000), (0, 3, 40), (1000, 500, 900)
+    tasks = [
+        (
+            {"prompt": [f"honest run {i}"]},
+            {
+                "seed": i,
+                "max_tokens": 32,
+                "temperature_milli": temperatures[i % 4],
+                "top_k": top_ks[i % 3],
+                "top_p_milli": top_ps[(i // 3) % 3],
+            },
+        )
+        for i in range(12)
+    ]
+    verifier = loaded("tiny-gpt", "bfloat16")
+    for (inputs, params), out in zip(tasks, model.run_batch(tasks), strict=True):
+        ids = out.outputs["token_ids"]
+        assert not isinstance(ids, list)
+        prompt = model.generator().prompt_ids(inputs)
+        output = [int(i) for i in to_torch(ids).tolist()]
+        _verify(verifier, prompt, output, params, out.commitment)

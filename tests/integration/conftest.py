@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from meshproc import TestnetProcess, testnet_running
+from meshproc import TestnetProcess, running_testnet
 
 
 @pytest.fixture(scope="session")
@@ -19,5 +19,5 @@ def shared_testnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testnet
     Tests that kill, freeze or stop nodes start their own.
     """
     work = tmp_path_factory.mktemp("shared-testnet")
-    with testnet_running(work, nodes=3, models="tiny-mlp,tiny-gpt") as net:
+    with running_testnet(work, nodes=3, models="tiny-mlp,tiny-gpt") as net:
         yield net

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -208,7 +209,7 @@ def mesh_cli(
     )  # fmt: skip
 
 
-def run_json_script(code: str, *args: str, timeout: float = 90.0) -> dict[str, object]:
+def run_json_script(code: str, *args: str, timeout: float = 90.0) -> dict[str, Any]:
     """Run a Python script in a new process; its last stdout line is a JSON object."""
     done = subprocess.run(
         [sys.executable, "-c", code, *args],
@@ -230,7 +231,7 @@ def verify_receipt_files(receipt: Path) -> subprocess.CompletedProcess[str]:
 
 
 @contextlib.contextmanager
-def testnet_running(
+def running_testnet(
     work: Path, *, nodes: int, models: str = "tiny-mlp"
 ) -> Iterator[TestnetProcess]:
     """A testnet for the duration of the block; stopped with SIGTERM, killed if stuck."""

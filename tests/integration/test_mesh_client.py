@@ -52,7 +52,7 @@ def test_sdk_client_process_gets_receipts_that_mesh_verify_accepts(
     workers = doc["workers"]
     assert isinstance(workers, list) and len(workers) == 7
     assert set(workers) <= node_ids
-    assert len(set(doc["task_ids"])) == 7  # type: ignore[arg-type]
+    assert len(set(doc["task_ids"])) == 7
     receipts = doc["receipts"]
     assert isinstance(receipts, list)
     for receipt in receipts:

@@ -1,0 +1,111 @@
+"""``discovery``: from "who serves model X" to a live chosen peer, per testnet size.
+
+Each testnet size runs in its own process. After the testnet is ready, the
+node processes' proportional memory (PSS) is read, then a client runs
+``trials`` discoveries. One trial, timed end to end:
+
+1. a DHT provider lookup for tiny-mlp's model_root,
+2. fetching and verifying each candidate's signed capacity record (a fresh
+   :class:`~mesh.client.discovery.Discovery` per trial, so no record is cached),
+3. scoring and choosing a peer (:class:`~mesh.client.selection.PeerBook`),
+4. a liveness check on the chosen peer (``connect``; instant when a connection
+   is already open, a dial otherwise).
+
+The same trials with the client's long-lived record cache are reported as
+``warm_*``: what every ``AsyncClient.run`` pays once records are known.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from benchmarks.scenarios.common import Progress, pss_kb, testnet
+from benchmarks.stats import summary
+from mesh.errors import MeshError
+
+
+def plan(*, quick: bool, wan: str) -> list[dict[str, Any]]:
+    sizes = (5, 10) if quick else (5, 10, 20, 40)
+    return [{"nodes": n, "trials": 20 if quick else 50} for n in sizes]
+
+
+def run(params: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    progress.stage(f"starting {params['nodes']} nodes", 1)
+    with testnet(params["nodes"], ready_timeout_s=240.0) as net:
+        progress.advance()
+        pss = [pss_kb(node.pid) for node in net.nodes]
+        root = net.model_roots()["tiny-mlp"]
+        measured = trio.run(_measure, net.bootstrap_addrs, root, params, progress)
+        measured["pss_kb"] = [p for p in pss if p is not None]
+        measured["ready_s"] = net.ready_s
+    measured["nodes"] = params["nodes"]
+    return measured
+
+
+async def _measure(
+    bootstrap: list[str], root: bytes, params: dict[str, Any], progress: Progress
+) -> dict[str, Any]:
+    from mesh.client.async_client import AsyncClient
+    from mesh.client.discovery import Discovery
+    from mesh.client.selection import PeerBook
+    from mesh.node.clock import trio_wall_clock
+
+    cold: list[float] = []
+    warm: list[float] = []
+    found: list[int] = []
+    failures = 0
+    async with AsyncClient.connect(bootstrap=bootstrap) as client:
+        progress.stage(f"{params['nodes']} nodes: trials", 2 * params["trials"])
+        for trial in range(2 * params["trials"]):
+            fresh = trial % 2 == 0  # alternate cold and warm trials: same network conditions
+            discovery = Discovery(client.network, wall_clock=trio_wall_clock())
+            if not fresh:
+                discovery = client.discovery
+            started = trio.current_time()
+            candidates = await discovery.candidates(root, timeout=5.0)
+            book = client.book if not fresh else PeerBook()
+            choices = [(c.peer.peer_id, c.load) for c in candidates]
+            pick = book.choose(choices, now=trio.current_time())
+            ok = False
+            if pick is not None:
+                peer = next(c.peer for c in candidates if c.peer.peer_id == pick)
+                try:
+                    await client.network.connect(peer, timeout=5.0)
+                    ok = True
+                except MeshError:  # a failed trial is counted, not fatal
+                    ok = False
+            elapsed = (trio.current_time() - started) * 1000
+            if ok:
+                (cold if fresh else warm).append(elapsed)
+                found.append(len(candidates))
+            else:
+                failures += 1
+            progress.advance()
+    return {"cold_ms": cold, "warm_ms": warm, "found": found, "failures": failures}
+
+
+def summarize(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    per_size: dict[str, Any] = {}
+    for part in sorted(parts, key=lambda p: p["nodes"]):
+        cold = summary(part["cold_ms"])
+        warm = summary(part["warm_ms"])
+        pss = part["pss_kb"]
+        per_size[str(part["nodes"])] = {
+            "discovery_p50_ms": cold["p50"],
+            "discovery_p90_ms": cold["p90"],
+            "warm_discovery_p50_ms": warm["p50"],
+            "candidates_found_mean": round(sum(part["found"]) / max(1, len(part["found"])), 1),
+            "failed_trials": part["failures"],
+            "pss_mb_per_node_mean": round(sum(pss) / len(pss) / 1024, 1),
+            "pss_mb_per_node_max": round(max(pss) / 1024, 1),
+            "pss_mb_all_nodes": round(sum(pss) / 1024, 1),
+            "testnet_ready_s": round(part["ready_s"], 1),
+        }
+    largest = max(per_size, key=int)
+    return {
+        "discovery_p50_ms_largest": per_size[largest]["discovery_p50_ms"],
+        "largest_testnet": int(largest),
+        "per_size": per_size,
+    }

@@ -47,7 +47,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from mesh.core.tensors import Tensor
+from mesh.core.values import Values
 from mesh.errors import CommitmentMismatch, InvalidInput
+from mesh.runtime.convert import to_torch
 from mesh.runtime.manifest import Tolerance
 from mesh.runtime.sampling import Sampler, SamplingParams, distribution, slack
 
@@ -274,3 +277,30 @@ def verify_generation(
     start = len(prompt) - 1
     check_activations(decoded, hidden[start:], tolerance=tolerance.hidden_abs)
     check_sampling(logits[start:], output, p, logit_abs=tolerance.logit_abs, eos_id=gen.eos_id)
+
+
+def verify_task_outputs(
+    model: LoadedModel,
+    inputs: Values,
+    params: dict[str, int],
+    outputs: Values,
+    commitment: bytes,
+    *,
+    tolerance: Tolerance,
+) -> None:
+    """:func:`verify_generation` from a task's inputs and a result's outputs.
+
+    Tokenizes the prompt with the verifier's own tokenizer and reads ``token_ids``.
+
+    Raises:
+        CommitmentMismatch: the outputs lack ``token_ids``, or any check fails.
+    """
+    try:
+        prompt = model.generator().prompt_ids(inputs)
+    except InvalidInput as exc:
+        raise CommitmentMismatch(f"the task's inputs are invalid: {exc}") from exc
+    ids = outputs.get("token_ids")
+    if not isinstance(ids, Tensor) or ids.dtype != "int64" or len(ids.shape) != 1:
+        raise CommitmentMismatch("outputs carry no int64 token_ids vector")
+    output = [int(i) for i in to_torch(ids).tolist()]
+    verify_generation(model, prompt, output, params, commitment, tolerance=tolerance)

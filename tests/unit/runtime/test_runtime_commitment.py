@@ -8,8 +8,14 @@ import pytest
 import torch
 from runtime_models import loaded
 
+from mesh.core.values import Values
 from mesh.errors import CommitmentMismatch
-from mesh.runtime.commitment import commit_activations, decode_commitment, verify_generation
+from mesh.runtime.commitment import (
+    commit_activations,
+    decode_commitment,
+    verify_generation,
+    verify_task_outputs,
+)
 from mesh.runtime.convert import to_torch
 from mesh.runtime.registry import LoadedModel, load_model
 from mesh.runtime.sampling import Sampler, SamplingParams
@@ -202,3 +208,17 @@ def test_many_honest_sampled_runs_pass_in_bfloat16() -> None:
         prompt = model.generator().prompt_ids(inputs)
         output = [int(i) for i in to_torch(ids).tolist()]
         _verify(verifier, prompt, output, params, out.commitment)
+
+
+def test_verify_from_task_inputs_and_outputs() -> None:
+    model = loaded("tiny-gpt")
+    inputs: Values = {"prompt": [PROMPT]}
+    (out,) = model.run_batch([(inputs, CASES[1])])
+    tolerance = model.manifest.tolerance("float32")
+    verify_task_outputs(model, inputs, CASES[1], out.outputs, out.commitment, tolerance=tolerance)
+    with pytest.raises(CommitmentMismatch):  # another prompt, same outputs
+        verify_task_outputs(
+            model, {"prompt": ["other"]}, CASES[1], out.outputs, out.commitment, tolerance=tolerance
+        )
+    with pytest.raises(CommitmentMismatch, match="token_ids"):
+        verify_task_outputs(model, inputs, CASES[1], {}, out.commitment, tolerance=tolerance)

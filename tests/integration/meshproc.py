@@ -120,10 +120,22 @@ class TestnetProcess:
     def node_by_peer(self, peer_id: str) -> NodeInfo:
         return next(n for n in self.nodes if n.peer_id == peer_id)
 
-    def stop(self, signum: int = signal.SIGTERM, *, timeout: float = 60.0) -> int:
-        """Send ``signum`` and wait for the exit code (the launcher drains every node)."""
+    def stop(
+        self, signum: int = signal.SIGTERM, *, group: bool = False, timeout: float = 60.0
+    ) -> int:
+        """Send ``signum`` and wait for the exit code (the launcher drains every node).
+
+        Args:
+            signum: the signal.
+            group: send it to the launcher's whole process group, as a terminal's
+                Ctrl-C does (the launcher runs in a session of its own).
+            timeout: how long the drain may take.
+        """
         if self.proc.poll() is None:
-            self.proc.send_signal(signum)
+            if group:
+                os.killpg(self.proc.pid, signum)
+            else:
+                self.proc.send_signal(signum)
         try:
             return self.proc.wait(timeout=timeout)
         finally:
@@ -172,6 +184,7 @@ def start_testnet(
              "--bootstrap-out", str(bootstrap), "--work-dir", str(work / "nodes"),
              "--ready-timeout", str(timeout)],
             stdout=subprocess.PIPE, stderr=err, text=True, env=ENV, cwd=work,
+            start_new_session=True,  # its own process group, like a shell job
         )  # fmt: skip
     net = TestnetProcess(proc, LineReader(proc.stdout, "testnet-stdout"), bootstrap, log)
     try:

@@ -1,0 +1,46 @@
+"""``mesh testnet`` itself: ten nodes become ready (findable), and Ctrl-C stops them all.
+
+The ``ready`` line must mean what it says: right after it, a client in another
+process finds every node with a valid capacity record. SIGINT (what Ctrl-C
+sends) must stop every node process and exit 0. SIGTERM is covered at the end
+of ``test_mesh_faults.py``, on a testnet that lost a node and had one frozen.
+The time to ready is printed (``-s``), never asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+from meshproc import mesh_cli, pid_gone, start_testnet
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_ten_node_testnet_is_findable_when_ready_and_stops_on_sigint(tmp_path: Path) -> None:
+    net = start_testnet(tmp_path, nodes=10)
+    try:
+        print(
+            f"10-node testnet: ready line {net.wall_ready_s:.1f} s after launch "
+            f"(launcher's own count {net.reported_ready_s:.1f} s)"
+        )
+        assert len(net.nodes) == 10
+        assert len({n.pid for n in net.nodes}) == 10
+        assert all(not pid_gone(n.pid) for n in net.nodes)
+
+        peers = mesh_cli("peers", "--bootstrap", str(net.bootstrap), "--json", "--timeout", "20")
+        assert peers.returncode == 0, peers.stderr
+        listed = {row["peer_id"]: row for row in json.loads(peers.stdout)}
+        assert set(listed) == {n.peer_id for n in net.nodes}
+        assert all(row["models"] == ["tiny-mlp"] for row in listed.values())
+
+        code = net.stop(signal.SIGINT, group=True)  # Ctrl-C in its terminal
+        assert code == 0, net.log.read_text()[-3000:]
+        lines = net.out.rest(timeout=10)
+        assert any(line.startswith("signal 2") for line in lines), lines
+        assert lines[-1] == "stopped"
+        assert [n.pid for n in net.nodes if not pid_gone(n.pid)] == []
+    finally:
+        net.kill_everything()

@@ -20,8 +20,8 @@ largest magnitude minus the tolerance, so the worker cannot commit arbitrary
 small activations. Then it checks the *sampling*, which activations alone do not
 prove (:mod:`mesh.runtime.sampling_check`): for each step it recomputes the
 logits, replays the task's seeded uniform stream, and requires the emitted token
-to be one the sampler could have picked: greedy, a token within ``2 *
-logit_abs`` of the maximum; sampled, a token inside the top-k / top-p set (up to
+to be one the sampler could have picked: greedy, a token within
+``2 * logit_abs`` of the maximum; sampled, a token inside the top-k / top-p set (up to
 ties within tolerance) whose inverse-CDF interval contains the replayed uniform,
 widened by a bound on how far the tolerance can move cumulative masses
 (:func:`mesh.runtime.sampling.slack`) plus the mass of tokens whose order the

@@ -134,8 +134,11 @@ def setup_commands(plan: WanPlan, *, netem: bool = True) -> list[list[str]]:
         ns = ["ip", "netns", "exec", site.netns]
         commands += [
             ["ip", "netns", "add", site.netns],
-            ["ip", "link", "add", site.veth, "type", "veth", "peer", "name", "eth0"],
-            ["ip", "link", "set", "eth0", "netns", site.netns],
+            # The namespace end gets a unique name first (the root namespace
+            # may have its own eth0), then is renamed inside the namespace.
+            ["ip", "link", "add", site.veth, "type", "veth", "peer", "name", f"{site.veth}p"],
+            ["ip", "link", "set", f"{site.veth}p", "netns", site.netns],
+            [*ns, "ip", "link", "set", f"{site.veth}p", "name", "eth0"],
             ["ip", "link", "set", site.veth, "master", BRIDGE],
             ["ip", "link", "set", site.veth, "up"],
             [*ns, "ip", "addr", "add", f"{site.ip}/16", "dev", "eth0"],

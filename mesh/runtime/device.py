@@ -97,7 +97,7 @@ def runtime_class(device: str, dtype: str) -> dict[str, str | int | bool]:
     promise.
     """
     invariant = not device.startswith("cuda") and ops.batch_invariant() and ops.self_check()
-    return {
+    claim: dict[str, str | int | bool] = {
         "device": device_name(device),
         "dtype": dtype,
         "torch": str(torch.__version__),
@@ -105,3 +105,7 @@ def runtime_class(device: str, dtype: str) -> dict[str, str | int | bool]:
         "threads": int(torch.get_num_threads()),
         "batch_invariant": invariant,
     }
+    if device.startswith("cuda"):
+        # cuBLAS results are reproducible only within one toolkit (notes/verification.md).
+        claim["cuda"] = str(torch.version.cuda)
+    return claim

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from runtime_models import loaded
@@ -114,3 +117,24 @@ def test_generation_stops_at_end_of_text() -> None:
     tokens, hidden = gen.generate([[256, 65]], [EndAtThird()])  # type: ignore[list-item]
     assert tokens == [[65, 65, 256]]
     assert hidden[0].shape == (3, 64)
+
+
+def test_another_process_in_the_same_runtime_class_gives_the_same_bytes() -> None:
+    task = ({"prompt": ["cross-process"]}, SAMPLED)
+    (here,) = _run(task)
+    code = f"""
+import torch
+from mesh.runtime.device import configure_determinism
+from mesh.runtime.registry import load_model
+from mesh.runtime.zoo import Zoo
+configure_determinism(threads={torch.get_num_threads()})
+model = load_model(Zoo.builtin().manifest("tiny-gpt"), device="cpu")
+(out,) = model.run_batch([({task[0]!r}, {task[1]!r})])
+print(out.outputs["token_ids"].data.hex(), out.commitment.hex())
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=120
+    )
+    ids = here.outputs["token_ids"]
+    assert isinstance(ids, Tensor)
+    assert result.stdout.split() == [ids.data.hex(), here.commitment.hex()]

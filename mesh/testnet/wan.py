@@ -14,6 +14,8 @@ thread) around each fork and makes the node listen on its namespace address.
 
 Needs root, ``ip``/``tc`` (iproute2) and the kernel's ``sch_netem``;
 :func:`check_support` says which is missing before anything is made.
+:class:`DelayedNetwork` is the labelled fallback for machines without them:
+the delay is added by the client, at the application layer.
 
 Round-trip times (:data:`RTT_MS`) are approximations of public inter-region
 latency tables (cloud providers' region-to-region medians, e.g. us-east to
@@ -30,11 +32,14 @@ import logging
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from mesh.errors import ConfigError, MeshError
+import trio
+
+from mesh.errors import ConfigError, DeadlineExceeded, MeshError
+from mesh.net.interface import Network, PeerAddr, RecordValidator, RequestHandler
 from mesh.node.config import NodeConfig
 from mesh.testnet.launcher import NodeProcess, Testnet, TestnetConfig
 
@@ -277,6 +282,90 @@ class WanTestnet(Testnet):
     def _fork_node(self, index: int) -> NodeProcess:
         with in_netns(self.plan.nodes[index].netns):
             return super()._fork_node(index)
+
+
+class DelayedNetwork:
+    """The ``--wan=app`` fallback: a Network that adds a per-peer round trip to requests.
+
+    Where namespaces or netem are missing, a client wrapped in this sees each
+    task request and each dial take the emulated RTT longer (DHT and gossip
+    traffic are not delayed), so latency-aware peer choice can still be seen.
+
+    Args:
+        inner: the real network.
+        delay_ms: the emulated round-trip time to a peer id, in milliseconds.
+    """
+
+    def __init__(self, inner: Network, *, delay_ms: Callable[[str], float]) -> None:
+        self._inner = inner
+        self._delay_ms = delay_ms
+
+    @property
+    def peer_id(self) -> str:
+        return self._inner.peer_id
+
+    def listen_addrs(self) -> list[str]:
+        return self._inner.listen_addrs()
+
+    def set_request_handler(self, protocol: str, handler: RequestHandler) -> None:
+        self._inner.set_request_handler(protocol, handler)
+
+    async def _delay(self, peer_id: str, timeout: float) -> float:  # noqa: ASYNC109
+        """Sleep one emulated round trip; return the time left of ``timeout``."""
+        delay = self._delay_ms(peer_id) / 1000
+        if delay >= timeout:
+            await trio.sleep(timeout)
+            raise DeadlineExceeded(f"emulated round trip to {peer_id} exceeds the deadline")
+        await trio.sleep(delay)
+        return timeout - delay
+
+    async def request(
+        self,
+        peer: PeerAddr,
+        protocol: str,
+        payload: bytes,
+        *,
+        timeout: float,  # noqa: ASYNC109
+    ) -> bytes:
+        left = await self._delay(peer.peer_id, timeout)
+        return await self._inner.request(peer, protocol, payload, timeout=left)
+
+    async def connect(self, peer: PeerAddr, *, timeout: float) -> None:  # noqa: ASYNC109
+        left = await self._delay(peer.peer_id, timeout)
+        await self._inner.connect(peer, timeout=left)
+
+    async def provide(self, key: bytes, *, timeout: float) -> None:  # noqa: ASYNC109
+        await self._inner.provide(key, timeout=timeout)
+
+    async def find_providers(
+        self,
+        key: bytes,
+        *,
+        count: int,
+        timeout: float,  # noqa: ASYNC109
+    ) -> list[PeerAddr]:
+        return await self._inner.find_providers(key, count=count, timeout=timeout)
+
+    async def put_record(self, key: str, value: bytes, *, timeout: float) -> None:  # noqa: ASYNC109
+        await self._inner.put_record(key, value, timeout=timeout)
+
+    async def get_record(self, key: str, *, timeout: float) -> bytes | None:  # noqa: ASYNC109
+        return await self._inner.get_record(key, timeout=timeout)
+
+    def set_record_validator(self, namespace: str, validator: RecordValidator) -> None:
+        self._inner.set_record_validator(namespace, validator)
+
+    async def publish(self, topic: str, data: bytes, *, timeout: float) -> None:  # noqa: ASYNC109
+        await self._inner.publish(topic, data, timeout=timeout)
+
+    async def subscribe(self, topic: str) -> trio.abc.ReceiveChannel[tuple[str, bytes]]:
+        return await self._inner.subscribe(topic)
+
+    def known_peers(self) -> Sequence[PeerAddr]:
+        return self._inner.known_peers()
+
+    def mark_unhealthy(self, peer_id: str) -> None:
+        self._inner.mark_unhealthy(peer_id)
 
 
 def region_of(net: Testnet) -> dict[str, str]:

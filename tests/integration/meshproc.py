@@ -51,12 +51,14 @@ class LineReader:
 
     def __init__(self, stream: object, name: str) -> None:
         self.lines: queue.Queue[str | None] = queue.Queue()
-        self.seen: list[str] = []
+        self.seen: list[str] = []  # lines consumed by wait_for/rest
+        self.all: list[str] = []  # every line read so far (for diagnostics)
         self._thread = threading.Thread(target=self._pump, args=(stream,), name=name, daemon=True)
         self._thread.start()
 
     def _pump(self, stream: object) -> None:
         for line in stream:  # type: ignore[attr-defined]
+            self.all.append(line.rstrip("\n"))
             self.lines.put(line.rstrip("\n"))
         self.lines.put(None)  # end of stream
 
@@ -256,3 +258,54 @@ def running_testnet(
             net.stop(signal.SIGTERM)
         finally:
             net.kill_everything()
+
+
+@dataclass
+class NodeProcess:
+    """A ``mesh node`` started by hand (the operator path) and its ready line."""
+
+    proc: subprocess.Popen[str]
+    out: LineReader
+    err: LineReader
+    peer_id: str = ""
+    addrs: list[str] = field(default_factory=list)
+    models: str = ""
+
+    def stop(self, signum: int, *, timeout: float = 60.0) -> int:
+        """Send ``signum`` (the node drains) and wait for its exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signum)
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            self.kill()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_node_process(
+    command: list[str], *, env: dict[str, str] | None = None, timeout: float = 90.0
+) -> NodeProcess:
+    """Run a command that ends up as ``mesh node``; return once it printed its ready line.
+
+    The ready line is ``node <peer id> listening <addr>... serving <names>``.
+    """
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env or ENV,
+    )  # fmt: skip
+    node = NodeProcess(
+        proc, LineReader(proc.stdout, "node-out"), LineReader(proc.stderr, "node-err")
+    )
+    try:
+        line = node.out.wait_for(lambda line: line.startswith("node "), timeout=timeout)
+    except AssertionError as exc:
+        node.kill()
+        raise AssertionError(f"{exc}\nstderr: {node.err.all[-30:]}") from None
+    words = line.split()
+    assert words[2] == "listening" and words[-2] == "serving", line
+    node.peer_id, node.addrs, node.models = words[1], words[3:-2], words[-1]
+    return node

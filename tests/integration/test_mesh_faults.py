@@ -103,10 +103,7 @@ def run_client_around_fault(
     out = LineReader(proc.stdout, "client-stdout")
     err = LineReader(proc.stderr, "client-stderr")
     try:
-        try:
-            warm = json.loads(out.wait_for(lambda line: line.startswith("{"), timeout=60))["warm"]
-        except AssertionError:
-            raise AssertionError("\n".join(err.seen[-40:])) from None
+        warm = json.loads(out.wait_for(lambda line: line.startswith("{"), timeout=60))["warm"]
         live = [n for n in testnet.nodes if not pid_gone(n.pid) and process_state(n.pid) != "T"]
         counts = Counter(w for w in warm if w in {n.peer_id for n in live})
         assert counts, f"the warm-up used no live node: {warm}"
@@ -117,10 +114,9 @@ def run_client_around_fault(
         line = out.wait_for(lambda line: line.startswith("{"), timeout=TASK_DEADLINE_S + 60)
         assert proc.wait(timeout=30) == 0
         return victim, json.loads(line)
-    except BaseException:
-        if proc.poll() is not None:
-            err.rest(timeout=5)
-        raise AssertionError("client failed:\n" + "\n".join(err.seen[-40:])) from None
+    except AssertionError as exc:
+        stderr = "\n".join(err.all[-40:])
+        raise AssertionError(f"{exc}\nclient stderr:\n{stderr}") from None
     finally:
         if proc.poll() is None:
             proc.kill()

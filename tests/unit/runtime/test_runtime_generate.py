@@ -119,6 +119,7 @@ def test_generation_stops_at_end_of_text() -> None:
     assert hidden[0].shape == (3, 64)
 
 
+@pytest.mark.slow  # loads sentence-transformers / a second torch process
 def test_another_process_in_the_same_runtime_class_gives_the_same_bytes() -> None:
     task = ({"prompt": ["cross-process"]}, SAMPLED)
     (here,) = _run(task)

@@ -35,6 +35,7 @@ def _embed(texts: list[str]) -> torch.Tensor:
     return to_torch(value)
 
 
+@pytest.mark.slow  # loads sentence-transformers / a second torch process
 def test_matches_sentence_transformers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")

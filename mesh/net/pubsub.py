@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 
+import libp2p.pubsub.pubsub as libp2p_pubsub
 import trio
 from libp2p.peer.id import ID
 from libp2p.pubsub.pubsub import Pubsub
@@ -19,6 +20,10 @@ logger = logging.getLogger(__name__)
 
 # Messages buffered per reader before new ones are dropped for that reader.
 CHANNEL_BUFFER = 256
+# py-libp2p 0.8.1 queues 32 messages per subscription and drops the rest (a
+# burst of relayed load updates lost ~60% in our test); its delivery tasks can
+# all run before our forwarder is scheduled, so the queue must hold a burst.
+LIBRARY_QUEUE = 1024
 
 
 class TopicFanout:
@@ -35,6 +40,11 @@ class TopicFanout:
         send, receive = trio.open_memory_channel[tuple[str, bytes]](CHANNEL_BUFFER)
         if topic not in self._senders:
             self._senders[topic] = [send]
+            # Read by Pubsub.subscribe when it creates the queue; our peer is the
+            # only Pubsub user in the process.
+            libp2p_pubsub.SUBSCRIPTION_CHANNEL_SIZE = max(
+                libp2p_pubsub.SUBSCRIPTION_CHANNEL_SIZE, LIBRARY_QUEUE
+            )
             subscription = await self._pubsub.subscribe(topic)
             self._nursery.start_soon(self._forward, topic, subscription)
         else:

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 import trio
 from netsupport import HELPER, addr_of, networks, seed
 
-from mesh.net.interface import CAPACITY_NAMESPACE, TASK_PROTOCOL, PeerAddr
+from mesh.net.interface import CAPACITY_NAMESPACE, LOAD_TOPIC, TASK_PROTOCOL, PeerAddr
 from mesh.net.libp2p_net import open_libp2p_network
 
 
@@ -75,6 +75,34 @@ async def main() -> None:
             for _ in range(300)
         ]
         report("1 KB round trip, reused stream, in-process", rtts)
+
+        # Gossipsub: 256 B from one peer to the 4 others, once the mesh formed.
+        channels = [await net.subscribe(LOAD_TOPIC) for net in nets[1:]]
+        with trio.fail_after(20):
+            while True:  # publish until every subscriber heard one: the mesh is up
+                await nets[0].publish(LOAD_TOPIC, b"warm-up", timeout=2)
+                with trio.move_on_after(0.5):
+                    for channel in channels:
+                        await channel.receive()
+                    break
+        for channel in channels:  # drop stragglers of the warm-up
+            while True:
+                try:
+                    channel.receive_nowait()
+                except trio.WouldBlock:
+                    break
+        latencies = []
+        for i in range(20):
+            await trio.sleep(0.05)  # a gentle rate, like load updates (not a test)
+            data = b"%03d" % i + b"x" * 253
+            start = time.perf_counter()
+            await nets[0].publish(LOAD_TOPIC, data, timeout=2)
+            with trio.fail_after(5):
+                for channel in channels:
+                    while (await channel.receive())[1] != data:
+                        pass
+            latencies.append(time.perf_counter() - start)
+        report("gossipsub 256 B, all 4 receivers, in-process", latencies)
 
     # Separate processes: 4 DHT peers, each with its own event loop, and two
     # peers in this process (a worker that provides and puts, a reader).

@@ -8,6 +8,7 @@ from netsupport import networks
 
 from mesh.errors import BadSignature, DeadlineExceeded, Expired, MeshError, TooLarge
 from mesh.net.interface import CAPACITY_NAMESPACE, LOAD_TOPIC
+from mesh.net.libp2p_net import Libp2pNetwork
 
 pytestmark = pytest.mark.integration
 
@@ -165,3 +166,42 @@ async def test_a_peer_out_of_backoff_goes_back_into_the_routing_table() -> None:
         await boot.provide(ROOT_B, timeout=5)
         found = await client.find_providers(ROOT_B, count=2, timeout=5)
         assert [p.peer_id for p in found] == [boot.peer_id]
+
+
+async def test_a_burst_of_updates_from_many_peers_reaches_a_subscriber() -> None:
+    # Many peers' load updates arriving at once all reach the reader (the
+    # library's per-subscription queue of 32 is enlarged by mesh.net.pubsub;
+    # each publisher stays under the library's outbound queue of 32 RPCs).
+    async with networks(4) as nets:
+        listener, publishers = nets[0], nets[1:]
+        channel = await listener.subscribe(LOAD_TOPIC)
+        for net in publishers:
+            await net.subscribe(LOAD_TOPIC)
+        with trio.fail_after(15):  # wait until every publisher reaches the listener
+            pending = {net.peer_id for net in publishers}
+            while pending:
+                for net in publishers:
+                    if net.peer_id in pending:
+                        await net.publish(LOAD_TOPIC, b"hello", timeout=2)
+                with trio.move_on_after(0.3):
+                    while pending:
+                        sender, _ = await channel.receive()
+                        pending.discard(sender)
+        sent: set[tuple[str, bytes]] = set()
+
+        async def burst(net: Libp2pNetwork) -> None:
+            for i in range(12):
+                data = b"load %d" % i
+                sent.add((net.peer_id, data))
+                await net.publish(LOAD_TOPIC, data, timeout=2)
+
+        async with trio.open_nursery() as nursery:
+            for net in publishers:
+                nursery.start_soon(burst, net)
+        heard: set[tuple[str, bytes]] = set()
+        with trio.fail_after(10):
+            while heard != sent:
+                sender, data = await channel.receive()
+                if data.startswith(b"load "):
+                    heard.add((sender, data))
+        assert len(heard) == 36

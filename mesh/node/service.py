@@ -204,7 +204,7 @@ async def run_node(
         Node(config, network=network, runner=runner, memory_free_mb=memory_free_mb) as node,
     ):
         task_status.started(node)
-        await (stop or trio.Event()).wait()
+        await (stop if stop is not None else trio.Event()).wait()
         logger.info("node %s stopping", node.peer_id)
 
 

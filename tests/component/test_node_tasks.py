@@ -367,3 +367,54 @@ async def test_big_task_is_decoded_off_the_loop_and_answered(
             assert outputs["out_x"] == values["x"]
             assert receipt.message.task_id == task.digest
         nursery.cancel_scope.cancel()
+
+
+async def test_run_node_builds_from_factories_and_drains_on_stop(
+    hub: MemoryHub, tmp_path: Path
+) -> None:
+    # Real clock: run_node's node writes receipts from a worker thread, which
+    # MockClock's autojump would take for idleness.
+    from mesh.node.clock import trio_wall_clock
+    from mesh.node.config import NodeConfig
+    from mesh.node.service import run_node
+
+    runner = FakeRunner(compute_s=0.2)
+
+    async def runner_factory(config: NodeConfig) -> FakeRunner:
+        return runner
+
+    config = NodeConfig(identity=identity(1), data_dir=tmp_path / "data", listen=())
+    stop = trio.Event()
+    done = trio.Event()
+    async with trio.open_nursery() as nursery:
+
+        async def main(*, task_status: trio.TaskStatus[Node]) -> None:
+            await run_node(
+                config,
+                network_factory=lambda c: hub.join(c.identity.peer_id),
+                runner_factory=runner_factory,
+                stop=stop,
+                task_status=task_status,
+            )
+            done.set()
+
+        node: Node = await nursery.start(main)
+        assert (tmp_path / "data" / "receipts.log").exists()
+        net = await nursery.start(_joined, hub, CLIENT)
+        values = inputs()
+        # run_node's node reads the real wall clock (no injected offset).
+        task = signed_task(identity(CLIENT), values, now_ms=trio_wall_clock()())
+        answers: list[bytes] = []
+
+        async def send() -> None:
+            answers.append(await _send(net, node, request_bytes(task, values)))
+
+        nursery.start_soon(send)
+        with trio.fail_after(10):
+            await runner.started.wait()
+        stop.set()
+        with trio.fail_after(10):
+            await done.wait()  # returned only after the in-flight task was answered
+        assert len(answers) == 1
+        check_response(answers[0], task=task, worker=node.peer_id)
+        nursery.cancel_scope.cancel()

@@ -11,6 +11,7 @@ end a client in another process still gets that node to serve it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -218,3 +219,30 @@ def test_nodes_hit_by_bad_messages_still_serve_a_client_process(
     args = (str(shared_testnet.bootstrap), json.dumps(ROW), *targets)
     doc = run_json_script(TARGETED_SCRIPT, *args)
     assert doc["workers"] == targets
+
+
+async def test_frame_declared_over_the_cap_closes_the_stream_and_the_node_keeps_serving(
+    shared_testnet: TestnetProcess,
+) -> None:
+    # Our own request() refuses to send anything over the caps, so this one is
+    # written on a raw stream: a frame header declaring more than the frame cap.
+    # The node must drop the stream on the header alone, without reading (or
+    # buffering) the body it announces.
+    from libp2p.peer.id import ID
+
+    from mesh.core.framing import FLAG_FINAL, HEADER
+    from mesh.core.limits import MAX_FRAME_BYTES
+
+    peer = peer_of(shared_testnet, 0)
+    with trio.fail_after(60):
+        async with joined(shared_testnet) as network:
+            await network.connect(peer, timeout=REQUEST_TIMEOUT_S)
+            host = network._host  # the raw libp2p host: no public way to send a bad frame
+            stream = await host.new_stream(ID.from_base58(peer.peer_id), [TASK_PROTOCOL])
+            await stream.write(HEADER.pack(FLAG_FINAL, MAX_FRAME_BYTES + 1) + b"\x00" * 1024)
+            answer = b""
+            with contextlib.suppress(Exception):  # a reset surfaces as a library error
+                while chunk := await stream.read(65536):
+                    answer += chunk
+            assert answer == b""  # no reply at all: the stream was closed on us
+            await assert_still_serves(network, peer)

@@ -167,7 +167,12 @@ class Discovery:
 
     async def watch_gossip(self) -> None:
         """Take load updates from ``LOAD_TOPIC`` until cancelled."""
-        channel = await self._network.subscribe(LOAD_TOPIC)
+        try:
+            channel = await self._network.subscribe(LOAD_TOPIC)
+        except MeshError as exc:
+            # Gossip only makes load figures fresher; DHT records still work.
+            logger.warning("no load gossip: %s", exc)
+            return
         async with channel:
             async for _sender, data in channel:
                 self.accept(None, data)

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mesh.core import limits
 from mesh.errors import MalformedMessage, TooLarge
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # Wire dtype name -> bytes per element. bfloat16 has no numpy dtype; the runtime
 # maps it through torch.
@@ -46,6 +49,31 @@ class Tensor:
 
     def to_wire(self) -> dict[str, Any]:
         return {"data": self.data, "dtype": self.dtype, "shape": list(self.shape)}
+
+    @classmethod
+    def from_numpy(cls, array: np.ndarray[Any, Any]) -> Tensor:
+        """Copy a numpy array (any layout or byte order) into a wire tensor.
+
+        Raises:
+            MalformedMessage: a dtype the wire does not carry.
+            TooLarge: over the element or byte caps.
+        """
+        import numpy as np
+
+        name = str(array.dtype.name)
+        if name not in DTYPE_SIZES or name == "bfloat16":
+            raise MalformedMessage(f"numpy dtype {array.dtype} has no wire form")
+        little = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+        return cls(name, tuple(int(d) for d in little.shape), little.tobytes())
+
+    def to_numpy(self) -> np.ndarray[Any, Any]:
+        """A read-only numpy view of the data (bfloat16 has no numpy dtype: use torch)."""
+        import numpy as np
+
+        if self.dtype == "bfloat16":
+            raise MalformedMessage("bfloat16 has no numpy dtype; convert with torch")
+        array = np.frombuffer(self.data, dtype=np.dtype(self.dtype).newbyteorder("<"))
+        return array.reshape(self.shape)
 
     @classmethod
     def from_wire(cls, value: Any) -> Tensor:

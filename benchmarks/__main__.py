@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv),
         "started": stamp,
         "scenario_wall_s": {},
+        "load_average_1m_after": {},
     }
     samples: dict[str, Any] = {}
     failed = []
@@ -112,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             samples[name] = figures.pop("samples", {})
             results[name] = figures
             results["run"]["scenario_wall_s"][name] = round(time.monotonic() - started, 1)
+            # Load from other processes skews timings: keep it beside each scenario.
+            results["run"]["load_average_1m_after"][name] = report.load_average()
             _write(out, results, samples)  # after each scenario: a crash keeps what ran
     paths = report.write_all(out, results, samples)
     print(f"results in {out}: {', '.join(p.name for p in paths)}", file=sys.stderr)

@@ -116,7 +116,16 @@ def machine_info() -> dict[str, Any]:
         "libp2p": _version("libp2p"),
         "trio": _version("trio"),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "load_average_1m": load_average(),
     }
+
+
+def load_average() -> float | None:
+    """The 1-minute load average: other work on the machine skews every timing."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
 
 
 def _version(package: str) -> str:
@@ -172,7 +181,10 @@ def render_summary(results: dict[str, Any], plots: list[str]) -> str:
         "",
         f"{machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB, Linux "
         f"{machine['kernel']}; Python {machine['python']}, torch {machine['torch']} (CPU), "
-        f"libp2p {machine['libp2p']}, trio {machine['trio']}; {machine['date']}.",
+        f"libp2p {machine['libp2p']}, trio {machine['trio']}; {machine['date']}. "
+        f"Load average (1 min) at the start: {machine.get('load_average_1m')}; every "
+        "figure below was taken while the machine did whatever else it was doing (a load "
+        "above the core count means the mesh's processes waited for a CPU).",
         "",
         "## Reproduce",
         "",
@@ -188,6 +200,9 @@ def render_summary(results: dict[str, Any], plots: list[str]) -> str:
         if "error" in figures:
             lines += [f"**Failed**: {figures['error']}", ""]
             continue
+        wall = run.get("scenario_wall_s", {}).get(name)
+        load = run.get("load_average_1m_after", {}).get(name)
+        lines += [f"Ran {wall} s; load average (1 min) after it: {load}.", ""]
         status = aim_status(name, figures)
         if status:
             lines += [f"Aim: **{status}**", ""]

@@ -9,8 +9,10 @@ to ``--result`` and progress lines on stdout.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -25,10 +27,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--result", type=Path, required=True, help="write the part's JSON here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    _die_with_parent()
     scenario = load(args.name)
     result = scenario.run(json.loads(args.params), Progress())
     args.result.write_text(json.dumps(result), encoding="utf-8")
     return 0
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when ``python -m benchmarks`` dies.
+
+    The testnet's nodes already die with this process; this closes the chain,
+    so an interrupted benchmark leaves no process behind.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
 
 
 if __name__ == "__main__":

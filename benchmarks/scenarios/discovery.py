@@ -12,7 +12,8 @@ node processes' proportional memory (PSS) is read, then a client runs
    is already open, a dial otherwise).
 
 The same trials with the client's long-lived record cache are reported as
-``warm_*``: what every ``AsyncClient.run`` pays once records are known.
+``warm_*``: what every ``AsyncClient.run`` pays once records are known; and
+the provider lookup alone (step 1) as ``provider_lookup_p50_ms``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from mesh.errors import MeshError
 
 def plan(*, quick: bool, wan: str) -> list[dict[str, Any]]:
     sizes = (5, 10) if quick else (5, 10, 20, 40)
-    return [{"nodes": n, "trials": 20 if quick else 50} for n in sizes]
+    return [{"nodes": n, "trials": 15 if quick else 30} for n in sizes]
 
 
 def run(params: dict[str, Any], progress: Progress) -> dict[str, Any]:
@@ -54,12 +55,20 @@ async def _measure(
 
     cold: list[float] = []
     warm: list[float] = []
+    providers: list[float] = []
     found: list[int] = []
     failures = 0
     async with AsyncClient.connect(bootstrap=bootstrap) as client:
-        progress.stage(f"{params['nodes']} nodes: trials", 2 * params["trials"])
-        for trial in range(2 * params["trials"]):
-            fresh = trial % 2 == 0  # alternate cold and warm trials: same network conditions
+        progress.stage(f"{params['nodes']} nodes: trials", 3 * params["trials"])
+        for trial in range(3 * params["trials"]):
+            if trial % 3 == 2:
+                # The provider lookup alone, to split the trial's time.
+                started = trio.current_time()
+                await client.network.find_providers(root, count=20, timeout=5.0)
+                providers.append((trio.current_time() - started) * 1000)
+                progress.advance()
+                continue
+            fresh = trial % 3 == 0  # interleaved cold and warm trials: same network conditions
             discovery = Discovery(client.network, wall_clock=trio_wall_clock())
             if not fresh:
                 discovery = client.discovery
@@ -83,7 +92,13 @@ async def _measure(
             else:
                 failures += 1
             progress.advance()
-    return {"cold_ms": cold, "warm_ms": warm, "found": found, "failures": failures}
+    return {
+        "cold_ms": cold,
+        "warm_ms": warm,
+        "providers_ms": providers,
+        "found": found,
+        "failures": failures,
+    }
 
 
 def summarize(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -96,6 +111,7 @@ def summarize(parts: list[dict[str, Any]]) -> dict[str, Any]:
             "discovery_p50_ms": cold["p50"],
             "discovery_p90_ms": cold["p90"],
             "warm_discovery_p50_ms": warm["p50"],
+            "provider_lookup_p50_ms": summary(part["providers_ms"])["p50"],
             "candidates_found_mean": round(sum(part["found"]) / max(1, len(part["found"])), 1),
             "failed_trials": part["failures"],
             "pss_mb_per_node_mean": round(sum(pss) / len(pss) / 1024, 1),

@@ -228,6 +228,7 @@ async def test_frame_declared_over_the_cap_closes_the_stream_and_the_node_keeps_
     # written on a raw stream: a frame header declaring more than the frame cap.
     # The node must drop the stream on the header alone, without reading (or
     # buffering) the body it announces.
+    from libp2p.custom_types import TProtocol
     from libp2p.peer.id import ID
 
     from mesh.core.framing import FLAG_FINAL, HEADER
@@ -238,7 +239,7 @@ async def test_frame_declared_over_the_cap_closes_the_stream_and_the_node_keeps_
         async with joined(shared_testnet) as network:
             await network.connect(peer, timeout=REQUEST_TIMEOUT_S)
             host = network._host  # the raw libp2p host: no public way to send a bad frame
-            stream = await host.new_stream(ID.from_base58(peer.peer_id), [TASK_PROTOCOL])
+            stream = await host.new_stream(ID.from_base58(peer.peer_id), [TProtocol(TASK_PROTOCOL)])
             await stream.write(HEADER.pack(FLAG_FINAL, MAX_FRAME_BYTES + 1) + b"\x00" * 1024)
             answer = b""
             with contextlib.suppress(Exception):  # a reset surfaces as a library error

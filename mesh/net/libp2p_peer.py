@@ -13,6 +13,7 @@ import logging
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import trio
 from libp2p.abc import IHost, INetStream
@@ -38,7 +39,7 @@ from mesh.net.addresses import parse_addr, parse_peer_id, strip_p2p
 from mesh.net.deadlines import library_deadline
 from mesh.net.guard import install_guard
 from mesh.net.health import HealthList
-from mesh.net.interface import PeerAddr, RecordValidator, RequestHandler
+from mesh.net.interface import Network, PeerAddr, RecordValidator, RequestHandler
 from mesh.net.pubsub import TopicFanout
 from mesh.net.streams import (
     STREAM_ERRORS,
@@ -536,3 +537,9 @@ class Libp2pNetwork:
             await self._host.disconnect(peer_id)
         except STREAM_ERRORS as exc:
             logger.debug("disconnecting %s at shutdown: %r", peer_id, exc)
+
+
+if TYPE_CHECKING:  # mypy checks that the class implements the Network protocol
+
+    def _implements_network(net: Libp2pNetwork) -> Network:
+        return net

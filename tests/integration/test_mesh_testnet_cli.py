@@ -1,10 +1,11 @@
-"""``mesh testnet`` itself: ten nodes become ready (findable), and Ctrl-C stops them all.
+"""``mesh testnet`` itself (ten nodes ready = findable; Ctrl-C stops them all) and ``mesh demo``.
 
 The ``ready`` line must mean what it says: right after it, a client in another
 process finds every node with a valid capacity record. SIGINT (what Ctrl-C
 sends) must stop every node process and exit 0. SIGTERM is covered at the end
 of ``test_mesh_faults.py``, on a testnet that lost a node and had one frozen.
-The time to ready is printed (``-s``), never asserted.
+The time to ready is printed (``-s``), never asserted. ``mesh demo``, the
+README's main job, must exit 0 with every receipt verified.
 """
 
 from __future__ import annotations
@@ -44,3 +45,15 @@ def test_ten_node_testnet_is_findable_when_ready_and_stops_on_sigint(tmp_path: P
         assert [n.pid for n in net.nodes if not pid_gone(n.pid)] == []
     finally:
         net.kill_everything()
+
+
+def test_mesh_demo_runs_the_main_job_and_verifies_every_receipt(tmp_path: Path) -> None:
+    done = mesh_cli("demo", timeout=180, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[-1] == "done"
+    assert any(line.startswith("tiny-mlp: classes") for line in lines)
+    assert any(line.startswith("tiny-gpt") for line in lines)
+    receipts = [line for line in lines if line.strip().startswith("receipt seq=")]
+    assert len(receipts) == 2 and all(line.endswith(": verified") for line in receipts)
+    assert any(line.startswith("all receipts verified") for line in lines)

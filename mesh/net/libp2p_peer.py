@@ -61,6 +61,10 @@ MAX_PUBSUB_BYTES = 64 * limits.KiB
 ADDR_TTL_S = 3600
 # Closing all connections at shutdown gets this long before services stop anyway.
 CLOSE_S = 2.0
+# Inbound request streams held open at once, per peer and in all: each can
+# buffer up to MAX_MESSAGE_BYTES before any handler runs.
+MAX_INBOUND_PER_PEER = 16
+MAX_INBOUND = 256
 # How often peers whose backoff ran out go back into the routing table.
 TABLE_CHECK_S = 5.0
 # The library asks this many providers; duplicates count against it (bug 4).
@@ -104,6 +108,7 @@ class Libp2pNetwork:
         self._fanout = TopicFanout(pubsub=pubsub, nursery=nursery, own_peer_id=self._peer_id)
         self._validators: dict[str, dht_glue.MeshRecordValidator] = {}
         self._handlers: dict[str, RequestHandler] = {}
+        self._inbound: dict[str, int] = {}  # open inbound request streams per peer
         # Connections being closed after a stall; set when done (tests await it).
         self._evicting: dict[str, trio.Event] = {}
         # Peers taken out of the routing table while unhealthy, and the
@@ -136,13 +141,28 @@ class Libp2pNetwork:
         self._handlers[protocol] = handler
 
         async def on_stream(stream: INetStream) -> None:
-            await serve_stream(
-                stream,
-                self._handlers[protocol],
-                idle_s=self._timeouts.server_idle,
-                write_s=self._timeouts.request,
-                stats=self.stats,
-            )
+            peer = str(stream.muxed_conn.peer_id)
+            held = self._inbound.get(peer, 0)
+            if held >= MAX_INBOUND_PER_PEER or sum(self._inbound.values()) >= MAX_INBOUND:
+                # Each stream may buffer a whole message before the node's own
+                # admission control sees it: bound how many one peer can hold.
+                logger.info("too many streams from %s, resetting a new one", peer)
+                self.stats.rejected_streams += 1
+                await discard(stream)
+                return
+            self._inbound[peer] = held + 1
+            try:
+                await serve_stream(
+                    stream,
+                    self._handlers[protocol],
+                    idle_s=self._timeouts.server_idle,
+                    write_s=self._timeouts.request,
+                    stats=self.stats,
+                )
+            finally:
+                self._inbound[peer] -= 1
+                if not self._inbound[peer]:
+                    del self._inbound[peer]
 
         self._host.set_stream_handler(TProtocol(protocol), on_stream)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 from libp2p.custom_types import TProtocol
+from libp2p.exceptions import BaseLibp2pError
 from libp2p.peer.id import ID
 from netsupport import FAST, PeerProcess, addr_of, networks, seed
 
@@ -134,6 +135,31 @@ async def test_a_silent_client_is_dropped_after_the_idle_deadline() -> None:
         assert client.stats.reused == 1  # tried the dead pooled stream first...
         assert client.stats.opened == 2  # ...then opened a fresh one
         assert client.is_healthy(server.peer_id)
+
+
+async def test_one_peer_cannot_hold_too_many_streams() -> None:
+    from mesh.net.libp2p_peer import MAX_INBOUND_PER_PEER
+
+    async with networks(2) as (server, client):
+        server.set_request_handler(TASK_PROTOCOL, echo)
+        held = [await _raw_stream(client, server) for _ in range(MAX_INBOUND_PER_PEER)]
+        for stream in held:  # each is being served: it answers
+            await stream.write(encode_frames(b"ping"))
+            reader = FrameReader()
+            with trio.fail_after(5):
+                messages: list[bytes] = []
+                while not messages:
+                    messages = reader.feed(await stream.read(65536))
+            assert messages == [b"echo:ping"]
+        try:  # refused: reset at once, sometimes before the opener even sees it open
+            extra = await _raw_stream(client, server)
+        except BaseLibp2pError:
+            pass
+        else:
+            assert await _read_until_closed(extra) == b""
+        assert server.stats.rejected_streams == 1
+        for stream in held:
+            await stream.close()
 
 
 async def test_a_handler_error_resets_only_its_stream() -> None:

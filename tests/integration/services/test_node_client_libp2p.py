@@ -19,8 +19,12 @@ import pytest
 import trio
 
 from mesh.client.async_client import AsyncClient
+from mesh.core import canonical
 from mesh.core.identity import Identity, write_key_file
+from mesh.core.messages import ErrorReply, decode_response, encode_request
 from mesh.core.receipts import verify_receipt
+from mesh.errors import PeerUnavailable
+from mesh.net.interface import TASK_PROTOCOL, PeerAddr
 from mesh.node.config import NodeConfig
 from mesh.node.runtime_runner import load_runtime_runner
 from mesh.node.service import Node, libp2p_network_factory, run_node
@@ -59,6 +63,22 @@ async def test_client_runs_tiny_mlp_on_a_libp2p_node(tmp_path: Path) -> None:
                 result = await client.run("tiny-mlp", x, timeout=20)
                 again = await client.run("tiny-mlp", x, timeout=20)
                 views = await client.peers(timeout=5)
+                # Hostile messages straight to /mesh/task/1.0.0 over libp2p.
+                target = PeerAddr(node.peer_id, tuple(addrs))
+                task = client.build_task(result.task.message.model_root, x)
+                good = encode_request(task, x)
+                forged = canonical.decode(good)
+                forged["task"]["sig"] = bytes(64)
+                codes = []
+                for payload in (canonical.encode(forged), good, good):
+                    reply = await client.network.request(target, TASK_PROTOCOL, payload, timeout=10)
+                    decoded = decode_response(reply)
+                    codes.append(decoded.code if isinstance(decoded, ErrorReply) else "ok")
+                assert codes == ["bad-signature", "ok", "replayed"]
+                with pytest.raises(PeerUnavailable):
+                    await client.network.request(target, TASK_PROTOCOL, b"\xc1", timeout=10)
+                after = await client.run("tiny-mlp", x, timeout=20)
+                assert after.worker == node.peer_id
             verify_receipt(result.receipt, task=result.task, outputs=result.outputs)
             assert result.worker == node.peer_id
             assert again.receipt.message.seq == result.receipt.message.seq + 1

@@ -44,7 +44,9 @@ from mesh.node.runner import ExecutionLike, TaskRunner
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-BlockingCaller = Callable[[Callable[[], T]], Awaitable[T]]
+# How the handler calls the blocking receipt-log append (fsync): a worker thread
+# by default; component tests on MockClock pass an inline caller.
+BlockingCall = Callable[[Callable[[], Signed[Receipt]]], Awaitable[Signed[Receipt]]]
 
 
 async def run_in_thread(fn: Callable[[], T]) -> T:
@@ -83,8 +85,7 @@ class TaskHandler:
         replay: ReplayCache,
         admission: Admission,
         wall_clock: WallClock,
-        blocking: Callable[[Callable[[], Signed[Receipt]]], Awaitable[Signed[Receipt]]]
-        | None = None,
+        blocking: BlockingCall | None = None,
     ) -> None:
         self._identity = identity
         self._runner = runner

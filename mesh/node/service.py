@@ -21,8 +21,6 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from mesh.core.envelope import Signed
-from mesh.core.messages import Receipt
 from mesh.core.receipt_log import ReceiptLog
 from mesh.core.replay import ReplayCache
 from mesh.errors import ConfigError
@@ -32,7 +30,7 @@ from mesh.node.advertiser import Advertiser, capacity_validator
 from mesh.node.clock import WallClock, trio_wall_clock
 from mesh.node.config import NodeConfig
 from mesh.node.groups import unwrap_single_error
-from mesh.node.handler import TaskHandler
+from mesh.node.handler import BlockingCall, TaskHandler
 from mesh.node.runner import TaskRunner
 
 if TYPE_CHECKING:
@@ -44,7 +42,6 @@ logger = logging.getLogger(__name__)
 
 NetworkFactory = Callable[[NodeConfig], AbstractAsyncContextManager[Network]]
 RunnerFactory = Callable[[NodeConfig], Awaitable[TaskRunner]]
-BlockingCall = Callable[[Callable[[], Signed[Receipt]]], Awaitable[Signed[Receipt]]]
 
 
 class Node:

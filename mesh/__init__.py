@@ -46,7 +46,9 @@ from mesh.errors import (
 )
 
 if TYPE_CHECKING:
-    from mesh.client.async_client import AsyncClient, ClientConfig, PeerView, RunResult
+    from mesh.client.async_client import AsyncClient
+    from mesh.client.config import ClientConfig
+    from mesh.client.results import PeerView, RunResult
     from mesh.client.retry import RetryPolicy
     from mesh.client.sync_client import Client
     from mesh.core.envelope import Signed
@@ -63,9 +65,9 @@ __version__ = "0.1.0"
 # name -> module it lives in (imported on first access).
 _LAZY: dict[str, str] = {
     "AsyncClient": "mesh.client.async_client",
-    "ClientConfig": "mesh.client.async_client",
-    "PeerView": "mesh.client.async_client",
-    "RunResult": "mesh.client.async_client",
+    "ClientConfig": "mesh.client.config",
+    "PeerView": "mesh.client.results",
+    "RunResult": "mesh.client.results",
     "RetryPolicy": "mesh.client.retry",
     "Client": "mesh.client.sync_client",
     "Signed": "mesh.core.envelope",

@@ -17,28 +17,27 @@ import os
 import random
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
 import trio
 
+from mesh.client.config import ClientConfig, load_bootstrap, load_identity
 from mesh.client.discovery import Candidate, Discovery
 from mesh.client.models import resolve_model
-from mesh.client.retry import RetryPolicy, failure_weight, is_retryable
+from mesh.client.results import PeerView, RunResult
+from mesh.client.retry import failure_weight, is_retryable
 from mesh.client.selection import Load, PeerBook
+from mesh.client.verify import check_response
 from mesh.core import limits
 from mesh.core.envelope import Signed, sign_message
 from mesh.core.identity import Identity, public_key_from_peer_id
 from mesh.core.messages import (
     CapacityRecord,
-    ErrorReply,
     Receipt,
     Task,
-    decode_response,
     encode_request,
 )
-from mesh.core.receipts import verify_receipt
 from mesh.core.tensors import Tensor
 from mesh.core.values import Values, values_hash
 from mesh.errors import (
@@ -47,7 +46,6 @@ from mesh.errors import (
     MeshError,
     NoPeersAvailable,
     PeerUnavailable,
-    ProtocolError,
     VerificationError,
 )
 from mesh.net.interface import CAPACITY_NAMESPACE, TASK_PROTOCOL, Network, PeerAddr
@@ -57,60 +55,20 @@ from mesh.node.groups import unwrap_single_error
 
 logger = logging.getLogger(__name__)
 
+__all__ = [
+    "AsyncClient",
+    "ClientConfig",
+    "Inputs",
+    "PeerView",
+    "RunResult",
+    "check_response",
+    "load_bootstrap",
+    "load_identity",
+]
+
 Inputs = Mapping[str, Tensor | Sequence[str]]
 _NONCE_BYTES = 16
 _REDISCOVER_S = 0.25  # first wait before asking the DHT again when nobody serves yet
-
-
-@dataclass(frozen=True, kw_only=True)
-class ClientConfig:
-    """Client settings (keyword-only).
-
-    Attributes:
-        timeout_s: default deadline of one ``run`` (seconds), all attempts included.
-        task_window_s: a task's validity window; at least the deadline is used.
-        discovery_timeout_s: deadline of one provider search (plus record fetches).
-        retry: attempt bounds.
-        zoo_dirs: extra zoo folders for name resolution.
-        map_concurrency: default tasks in flight in ``map``.
-    """
-
-    timeout_s: float = 30.0
-    task_window_s: float = 120.0
-    discovery_timeout_s: float = 5.0
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    zoo_dirs: tuple[Path, ...] = ()
-    map_concurrency: int = 8
-
-
-@dataclass(frozen=True, slots=True)
-class RunResult:
-    """A verified result.
-
-    Attributes:
-        outputs: the model's outputs (their hash is the receipt's ``output_hash``).
-        receipt: the worker's signed receipt (verified against ``task`` and ``outputs``).
-        task: the signed task that was run.
-        worker: the PeerID of the worker that ran it (the receipt's signer).
-        latency_ms: client-observed time of the successful attempt.
-        attempts: requests sent for this task (1 when the first peer answered).
-    """
-
-    outputs: Values
-    receipt: Signed[Receipt]
-    task: Signed[Task]
-    worker: str
-    latency_ms: float
-    attempts: int
-
-
-@dataclass(frozen=True, slots=True)
-class PeerView:
-    """One live peer as ``peers()`` lists it."""
-
-    peer_id: str
-    record: CapacityRecord
-    latency_ms: float | None
 
 
 class AsyncClient:
@@ -480,62 +438,3 @@ class AsyncClient:
         except MeshError:
             return None
         return (trio.current_time() - started) * 1000
-
-
-def check_response(
-    response: bytes, *, task: Signed[Task], worker: str
-) -> tuple[Values, Signed[Receipt]]:
-    """Decode a worker's response and verify its receipt.
-
-    Returns:
-        The outputs and the verified receipt.
-
-    Raises:
-        ProtocolError: the worker answered with an ErrorReply (its code's class).
-        VerificationError: the answer is not a valid, verifying result of ``task``
-            signed by ``worker``.
-    """
-    try:
-        decoded = decode_response(response)
-    except ProtocolError as exc:
-        raise VerificationError(f"unreadable or forged response from {worker}: {exc}") from exc
-    if isinstance(decoded, ErrorReply):
-        raise decoded.to_exception()
-    receipt = decoded.receipt
-    try:
-        verify_receipt(receipt, task=task, outputs=decoded.outputs)
-    except VerificationError:
-        raise
-    except ProtocolError as exc:
-        raise VerificationError(f"inconsistent receipt from {worker}: {exc}") from exc
-    if receipt.message.worker != public_key_from_peer_id(worker):
-        raise VerificationError(f"receipt from {worker} is signed by another key")
-    return decoded.outputs, receipt
-
-
-def load_identity(key: Identity | Path | str | None) -> Identity:
-    """An Identity from an Identity, a key file path, or None (a throwaway key)."""
-    if key is None:
-        return Identity.generate()
-    if isinstance(key, Identity):
-        return key
-    from mesh.core.identity import load_key_file
-
-    return load_key_file(Path(key))
-
-
-def load_bootstrap(bootstrap: Sequence[str] | str | Path) -> list[str]:
-    """Multiaddrs from a bootstrap file path, one multiaddr, or a list of multiaddrs.
-
-    Raises:
-        ConfigError: a bad line or address (file and line named).
-    """
-    from mesh.net.bootstrap import load_bootstrap_file, parse_bootstrap_lines
-
-    if isinstance(bootstrap, Path):
-        return load_bootstrap_file(bootstrap)
-    if isinstance(bootstrap, str):
-        if bootstrap.startswith("/") and not Path(bootstrap).is_file():
-            return parse_bootstrap_lines([bootstrap], source="--bootstrap")
-        return load_bootstrap_file(bootstrap)
-    return parse_bootstrap_lines(bootstrap, source="--bootstrap")

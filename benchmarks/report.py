@@ -47,7 +47,8 @@ EXPLAIN: dict[str, str] = {
         "Tasks per second through the mesh (one node, max_batch=16, one client keeping 16 tasks in "
         "flight: the node's per-client cap and one full batch) divided by tasks per second through "
         "the same Executor (same max_batch and 5 ms window) called in-process in the benchmark "
-        "process, measured before and after the mesh run (their mean is the reference)."
+        "process. The two alternate for three rounds (same background load for both) and the "
+        "best round of each counts: background load only ever slows a run down."
     ),
     "discovery": (
         'For each testnet size, a fresh client asks "who serves tiny-mlp" (DHT provider lookup), '
@@ -339,3 +340,18 @@ def _plot_wan(path: Path, figures: dict[str, Any], samples: dict[str, Any]) -> P
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+def rerender(out: Path) -> list[Path]:
+    """Write summary.md and the plots again from ``out``'s results.json and samples.json."""
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    samples = json.loads((out / "samples.json").read_text(encoding="utf-8"))
+    return write_all(out, results, samples)
+
+
+if __name__ == "__main__":
+    # python -m benchmarks.report DIR: re-render a finished run (after editing this module).
+    import sys
+
+    for folder in sys.argv[1:]:
+        print("\n".join(str(p) for p in rerender(Path(folder))))

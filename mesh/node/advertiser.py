@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable
 
@@ -29,6 +30,9 @@ from mesh.node.config import NodeConfig
 from mesh.node.runner import TaskRunner
 
 logger = logging.getLogger(__name__)
+
+# Delays of the first re-announcements after start (seconds), then every period.
+EARLY_REFRESH_S = (2.0, 5.0, 15.0)
 
 
 def capacity_key(peer_id: str) -> str:
@@ -151,9 +155,13 @@ class Advertiser:
             nursery.start_soon(self._gossip_loop)
 
     async def _refresh_loop(self) -> None:
-        # The node advertised once before starting this loop.
-        while True:
-            await trio.sleep(self._config.capacity_refresh_s)
+        # The node advertised once before starting this loop, possibly before it
+        # knew any DHT peer (then its records stayed local). Re-announce soon a
+        # few times so a node joining a mesh is findable in seconds, not a period.
+        period = self._config.capacity_refresh_s
+        early = (d for d in EARLY_REFRESH_S if d < period)
+        for delay in itertools.chain(early, itertools.repeat(period)):
+            await trio.sleep(delay)
             await self.advertise_once()
 
     async def _gossip_loop(self) -> None:

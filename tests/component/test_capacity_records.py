@@ -164,3 +164,20 @@ async def test_node_gossips_load_changes_to_clients(
         assert held is not None and held.queue_depth == 3  # from gossip, not the DHT
         gate.set()
         nursery.cancel_scope.cancel()
+
+
+async def test_adverts_are_repeated_early_then_every_period(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hub = MemoryHub()
+    async with trio.open_nursery() as nursery:
+        node = await start_node(nursery, hub, 1, FakeRunner(), tmp_path, capacity_refresh_s=60)
+        start = trio.current_time()
+        counts = []
+        for at in (0.5, 2.5, 7.5, 22.5, 82.5, 142.5):
+            await trio.sleep_until(start + at)
+            counts.append(node.advertiser.published)
+        # Once at start, then after 2, 5 and 15 s (a lone first node's records reach
+        # peers that joined meanwhile), then every 60 s.
+        assert counts == [1, 2, 3, 4, 5, 6]
+        nursery.cancel_scope.cancel()

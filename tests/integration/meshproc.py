@@ -198,9 +198,12 @@ def start_testnet(
             assert match is not None
             index, pid, addr, peer_id = match.groups()
             net.nodes.append(NodeInfo(int(index), int(pid), addr, peer_id))
+    except AssertionError as exc:
+        net.kill_everything()
+        raise AssertionError(f"testnet did not start: {exc}\n{log.read_text()[-3000:]}") from None
     except BaseException:
         net.kill_everything()
-        raise AssertionError(f"testnet did not start: {log.read_text()[-3000:]}") from None
+        raise
     return net
 
 

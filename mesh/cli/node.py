@@ -16,6 +16,7 @@ import functools
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -24,7 +25,7 @@ import trio
 from mesh.errors import ConfigError
 from mesh.node.config import NodeConfig
 from mesh.node.groups import unwrap_single_error
-from mesh.node.service import NetworkFactory, RunnerFactory, run_node
+from mesh.node.service import NetworkFactory, Node, RunnerFactory, run_node
 
 logger = logging.getLogger(__name__)
 
@@ -166,8 +167,13 @@ async def serve(
     network_factory: NetworkFactory,
     runner_factory: RunnerFactory,
     out: TextIO = sys.stdout,
+    on_ready: Callable[[Node], None] | None = None,
 ) -> None:
-    """Run a node until SIGINT/SIGTERM, printing the ready line; then drain."""
+    """Run a node until SIGINT/SIGTERM, printing the ready line; then drain.
+
+    ``on_ready`` replaces the ready line (a testnet's forked node reports to its
+    launcher instead).
+    """
     stop = trio.Event()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
@@ -184,6 +190,9 @@ async def serve(
 
             nursery.start_soon(_on_signals, signals, stop, nursery.cancel_scope)
             node = await nursery.start(node_then_stop)
+            if on_ready is not None:
+                on_ready(node)
+                return
             names = ",".join(node.runner.models.values())
             addrs = " ".join(node.network.listen_addrs())
             print(f"node {node.peer_id} listening {addrs} serving {names}", file=out, flush=True)

@@ -14,6 +14,7 @@ libp2p threads do not survive a fork.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -245,50 +246,32 @@ class Testnet:
 def _node_main(
     config: NodeConfig, models: Sequence[LoadedModel]
 ) -> Callable[[Callable[[dict[str, Any]], None]], int]:
-    """The body of one forked node process."""
+    """The body of one forked node process: the CLI's ``serve``, reporting to the launcher."""
 
     def main(report: Callable[[dict[str, Any]], None]) -> int:
-        from mesh.node.service import libp2p_network_factory
+        from mesh.cli.node import serve
+        from mesh.node.service import Node, libp2p_network_factory
 
         async def runner_factory(_config: NodeConfig) -> RuntimeRunner:
+            # The models were loaded before the fork; only the executor is per node.
             from mesh.node.runtime_runner import RuntimeRunner
             from mesh.runtime.executor import Executor
 
             executor = Executor(models, max_batch=config.max_batch, max_queue=config.max_queue)
             return RuntimeRunner(executor, models, device="cpu")
 
-        async def serve() -> None:
-            stop = trio.Event()
-            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async with trio.open_nursery() as nursery:
-                    node = await nursery.start(
-                        _run_until_stopped, config, runner_factory, stop, libp2p_network_factory
-                    )
-                    report({"peer_id": node.peer_id, "addrs": node.network.listen_addrs()})
-                    async for _signum in signals:
-                        stop.set()
-                        break
+        def on_ready(node: Node) -> None:
+            report({"peer_id": node.peer_id, "addrs": node.network.listen_addrs()})
 
-        trio.run(serve)
+        trio.run(
+            functools.partial(
+                serve,
+                config,
+                network_factory=libp2p_network_factory,
+                runner_factory=runner_factory,
+                on_ready=on_ready,
+            )
+        )
         return 0
 
     return main
-
-
-async def _run_until_stopped(
-    config: NodeConfig,
-    runner_factory: Any,
-    stop: trio.Event,
-    network_factory: Any,
-    *,
-    task_status: Any = trio.TASK_STATUS_IGNORED,
-) -> None:
-    from mesh.node.service import run_node
-
-    await run_node(
-        config,
-        network_factory=network_factory,
-        runner_factory=runner_factory,
-        stop=stop,
-        task_status=task_status,
-    )

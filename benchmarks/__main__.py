@@ -10,7 +10,9 @@ process that starts its own testnet (a process that has run trio must not fork
 a testnet). ``--out DIR`` (default ``bench-out/<UTC timestamp>``) receives
 ``results.json`` (scenario -> named figures, plus ``machine``), ``samples.json``
 (raw series behind the plots), ``summary.md``, PNG plots and ``logs/``.
-``--quick`` uses small counts (CI smoke runs, under 3 minutes).
+``--quick`` uses small counts (CI smoke runs, under 3 minutes). Scenario
+processes get ``OMP_NUM_THREADS=1`` unless the caller sets it (see
+:data:`DEFAULT_OMP_THREADS` for why).
 
 ``--wan`` (or ``--wan=netns``) puts nodes in network namespaces joined by veth
 pairs with netem delays per region pair; it needs root, ``ip netns`` and the
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -37,6 +40,14 @@ from benchmarks.scenarios import DEFAULT_SCENARIOS, SCENARIOS, load
 from benchmarks.scenarios.common import PROGRESS_PREFIX
 
 WAN_MODES = ("netns", "app")
+
+# Torch threads per node process. The launcher sets torch.set_num_threads(1)
+# before forking, but OpenMP keeps that per thread: in a forked node, a torch
+# call from a worker thread (where the executor runs every forward pass) then
+# builds a 2-thread team each time and a 64x32 linear takes ~5.5 ms instead of
+# ~0.013 ms (measured here with py-spy and a fork test). OMP_NUM_THREADS fixes
+# it for every thread; the value is recorded in results.json.
+DEFAULT_OMP_THREADS = "1"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -88,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         "scenarios": args.scenarios,
         "command": "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv),
         "started": stamp,
+        "omp_num_threads": omp_threads(),
         "scenario_wall_s": {},
         "load_average_1m_after": {},
     }
@@ -133,11 +145,12 @@ def _run_part(name: str, index: int, params: dict[str, Any], out: Path) -> dict[
     log_path = out / "logs" / f"{name}-{index}.log"
     command = [sys.executable, "-m", "benchmarks.scenarios", name]
     command += ["--params", json.dumps(params), "--result", str(result_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": omp_threads()}
     label = f"{name}" + (f" {index + 1}" if index else "")
     with (
         open(log_path, "w", encoding="utf-8") as log,
         tqdm(desc=label, position=1, leave=False, file=sys.stderr) as bar,
-        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True) as proc,
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, env=env) as proc,
     ):
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -154,6 +167,11 @@ def _run_part(name: str, index: int, params: dict[str, Any], out: Path) -> dict[
         raise PartFailed(f"{name} part {index} exited with code {code}; see {log_path}")
     result: dict[str, Any] = json.loads(result_path.read_text(encoding="utf-8"))
     return result
+
+
+def omp_threads() -> str:
+    """OMP_NUM_THREADS for the scenario processes: the caller's, or one thread."""
+    return os.environ.get("OMP_NUM_THREADS", DEFAULT_OMP_THREADS)
 
 
 def _write(out: Path, results: dict[str, Any], samples: dict[str, Any]) -> None:

@@ -55,7 +55,9 @@ EXPLAIN: dict[str, str] = {
         "fetches and verifies the candidates' signed capacity records, scores them, picks one and "
         "checks it is live (connects). Each trial uses an empty record cache, so it includes the "
         "record fetches. `pss_mb_per_node` is the proportional set size of each node process "
-        "(`/proc/<pid>/smaps_rollup`), shared copy-on-write pages split between sharers."
+        "(`/proc/<pid>/smaps_rollup`), shared copy-on-write pages split between sharers; "
+        "`node_cpu_percent_mean` the CPU each node used (of one core) while the trials ran, "
+        "nearly all of it background work (DHT upkeep, gossip heartbeats, adverts)."
     ),
     "cold_start": (
         "A brand-new client process (`python -m mesh run tiny-mlp --bootstrap FILE --json`) "

@@ -8,6 +8,7 @@ each testnet size needs a process that has not run trio yet.
 from __future__ import annotations
 
 import json
+import os
 import struct
 import sys
 import time
@@ -73,6 +74,17 @@ def pss_kb(pid: int) -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time a process has used so far (``/proc/<pid>/stat``), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            # Fields after the command name (which may hold spaces), from ")" on.
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextmanager

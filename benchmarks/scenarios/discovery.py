@@ -13,23 +13,26 @@ node processes' proportional memory (PSS) is read, then a client runs
 
 The same trials with the client's long-lived record cache are reported as
 ``warm_*``: what every ``AsyncClient.run`` pays once records are known; and
-the provider lookup alone (step 1) as ``provider_lookup_p50_ms``.
+the provider lookup alone (step 1) as ``provider_lookup_p50_ms``. Each node's
+CPU use over the trials (``/proc/<pid>/stat``) shows what a mostly idle node
+costs: on a 2-core machine, 20 or 40 of them compete with the client.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import trio
 
-from benchmarks.scenarios.common import Progress, pss_kb, testnet
+from benchmarks.scenarios.common import Progress, cpu_seconds, pss_kb, testnet
 from benchmarks.stats import summary
 from mesh.errors import MeshError
 
 
 def plan(*, quick: bool, wan: str) -> list[dict[str, Any]]:
     sizes = (5, 10) if quick else (5, 10, 20, 40)
-    return [{"nodes": n, "trials": 15 if quick else 30} for n in sizes]
+    return [{"nodes": n, "trials": 15 if quick else 20} for n in sizes]
 
 
 def run(params: dict[str, Any], progress: Progress) -> dict[str, Any]:
@@ -38,7 +41,14 @@ def run(params: dict[str, Any], progress: Progress) -> dict[str, Any]:
         progress.advance()
         pss = [pss_kb(node.pid) for node in net.nodes]
         root = net.model_roots()["tiny-mlp"]
+        cpu_before = [cpu_seconds(node.pid) or 0.0 for node in net.nodes]
+        started = time.monotonic()
         measured = trio.run(_measure, net.bootstrap_addrs, root, params, progress)
+        elapsed = time.monotonic() - started
+        cpu_after = [cpu_seconds(node.pid) or 0.0 for node in net.nodes]
+        measured["node_cpu_percent"] = [
+            100 * (a - b) / elapsed for a, b in zip(cpu_after, cpu_before, strict=True)
+        ]
         measured["pss_kb"] = [p for p in pss if p is not None]
         measured["ready_s"] = net.ready_s
     measured["nodes"] = params["nodes"]
@@ -118,6 +128,9 @@ def summarize(parts: list[dict[str, Any]]) -> dict[str, Any]:
             "pss_mb_per_node_max": round(max(pss) / 1024, 1),
             "pss_mb_all_nodes": round(sum(pss) / 1024, 1),
             "testnet_ready_s": round(part["ready_s"], 1),
+            "node_cpu_percent_mean": round(
+                sum(part["node_cpu_percent"]) / len(part["node_cpu_percent"]), 1
+            ),
         }
     largest = max(per_size, key=int)
     return {

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from mesh.core import canonical
-from mesh.core.envelope import open_signed
+from mesh.core.envelope import M, Signed, open_signed
 from mesh.core.identity import peer_id_from_public_key
 from mesh.core.messages import CapacityRecord, Receipt, Task, Verdict
 from mesh.core.model_root import format_root, model_root_of_files
@@ -82,20 +82,8 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> str:
-    try:
-        receipt = open_signed(_read(args.receipt), Receipt)
-    except BadSignature as exc:
-        raise _Fail(f"bad signature: {exc}") from exc
-    except (MalformedMessage, TooLarge) as exc:
-        raise _Fail(f"malformed receipt: {exc}") from exc
-    task = None
-    if args.task is not None:
-        try:
-            task = open_signed(_read(args.task), Task)
-        except BadSignature as exc:
-            raise _Fail(f"bad task signature: {exc}") from exc
-        except (MalformedMessage, TooLarge) as exc:
-            raise _Fail(f"malformed task: {exc}") from exc
+    receipt = _open(args.receipt, Receipt, "receipt")
+    task = None if args.task is None else _open(args.task, Task, "task")
     outputs = None
     if args.output is not None:
         try:
@@ -116,6 +104,16 @@ def _check(args: argparse.Namespace) -> str:
         f" task={r.task_id.hex()[:8]} model={r.model_root.hex()[:8]}"
         f" output={r.output_hash.hex()[:8]}"
     )
+
+
+def _open(path: str, kind: type[M], what: str) -> Signed[M]:
+    """Open a signed envelope file, failing with the reason ``mesh verify`` prints."""
+    try:
+        return open_signed(_read(path), kind)
+    except BadSignature as exc:
+        raise _Fail(f"bad signature on the {what}: {exc}") from exc
+    except (MalformedMessage, TooLarge) as exc:
+        raise _Fail(f"malformed {what}: {exc}") from exc
 
 
 def _model_root(args: argparse.Namespace) -> int:

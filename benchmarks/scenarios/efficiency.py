@@ -19,17 +19,38 @@ from typing import Any
 import trio
 
 from benchmarks.scenarios.common import Progress, mlp_input, testnet
+from mesh.core.values import Values
 
 MAX_BATCH = 16  # the node's default (NodeConfig.max_batch)
 
 
+# tiny-gpt generates this many tokens per task: enough compute per task to show
+# how the ratio moves once compute, not per-task protocol cost, dominates.
+GPT_TOKENS = 16
+
+
 def plan(*, quick: bool, wan: str) -> list[dict[str, Any]]:
-    return [{"tasks": 400 if quick else 2000, "concurrency": 16, "warmup": 50, "rounds": 3}]
+    mlp: dict[str, Any] = {"model": "tiny-mlp", "tasks": 400 if quick else 2000}
+    parts = [{**mlp, "concurrency": 16, "warmup": 50, "rounds": 3}]
+    if not quick:
+        gpt: dict[str, Any] = {"model": "tiny-gpt", "tasks": 96, "concurrency": 16}
+        gpt.update(warmup=16, rounds=2)
+        parts.append(gpt)
+    return parts
 
 
 def run(params: dict[str, Any], progress: Progress) -> dict[str, Any]:
-    with testnet(1, max_batch=MAX_BATCH) as net:
+    model = params.get("model", "tiny-mlp")
+    with testnet(1, models=(model,), max_batch=MAX_BATCH) as net:
         return trio.run(_measure, net.bootstrap_addrs, params, progress)
+
+
+def task_input(model: str, index: int) -> tuple[Values, dict[str, int]]:
+    """Inputs and integer parameters of task ``index`` for ``model``."""
+    if model == "tiny-gpt":
+        params = {"seed": index, "max_tokens": GPT_TOKENS, "temperature_milli": 800, "top_k": 40}
+        return {"prompt": [f"Task number {index}: the mesh says"]}, params
+    return mlp_input(index), {}
 
 
 async def _measure(
@@ -38,13 +59,15 @@ async def _measure(
     from mesh.client.async_client import AsyncClient, ClientConfig
 
     tasks, concurrency = params["tasks"], params["concurrency"]
+    model = params.get("model", "tiny-mlp")
     mesh_s: list[float] = []
     inprocess_s: list[float] = []
     config = ClientConfig(map_concurrency=concurrency)
     async with AsyncClient.connect(bootstrap=bootstrap, config=config) as client:
 
         async def one(i: int) -> None:
-            await client.run("tiny-mlp", mlp_input(i), timeout=60)
+            inputs, task_params = task_input(model, i)
+            await client.run(model, inputs, timeout=120, params=task_params)
             progress.advance()
 
         progress.stage("mesh warm-up", params["warmup"])
@@ -52,11 +75,12 @@ async def _measure(
         # Alternate the two, so both see the same background load on average.
         for round_ in range(params["rounds"]):
             inprocess_s.append(
-                await _inprocess(tasks, concurrency, progress, warmup=params["warmup"])
+                await _inprocess(model, tasks, concurrency, progress, warmup=params["warmup"])
             )
             progress.stage(f"mesh {round_ + 1}/{params['rounds']}", tasks)
             mesh_s.append(await _saturate(one, tasks, concurrency))
     return {
+        "model": model,
         "tasks": tasks,
         "concurrency": concurrency,
         "mesh_s": mesh_s,
@@ -79,16 +103,19 @@ async def _saturate(one: Any, count: int, concurrency: int) -> float:
     return trio.current_time() - started
 
 
-async def _inprocess(tasks: int, concurrency: int, progress: Progress, *, warmup: int) -> float:
+async def _inprocess(
+    model_name: str, tasks: int, concurrency: int, progress: Progress, *, warmup: int
+) -> float:
     from mesh.runtime.executor import Executor
     from mesh.runtime.registry import load_model
     from mesh.runtime.zoo import Zoo
 
-    model = load_model(Zoo.builtin().manifest("tiny-mlp"), device="cpu")
+    model = load_model(Zoo.builtin().manifest(model_name), device="cpu")
     executor = Executor([model], max_batch=MAX_BATCH, max_queue=64)
 
     async def one(i: int) -> None:
-        await executor.run(model.model_root, mlp_input(i), {})
+        inputs, task_params = task_input(model_name, i)
+        await executor.run(model.model_root, inputs, task_params)
         progress.advance()
 
     async with executor.running():
@@ -99,7 +126,15 @@ async def _inprocess(tasks: int, concurrency: int, progress: Progress, *, warmup
 
 
 def summarize(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    part = parts[0]
+    by_model = {part.get("model", "tiny-mlp"): _ratio(part) for part in parts}
+    figures = dict(by_model["tiny-mlp"])
+    others = {m: r for m, r in by_model.items() if m != "tiny-mlp"}
+    if others:
+        figures["other_models"] = others
+    return figures
+
+
+def _ratio(part: dict[str, Any]) -> dict[str, Any]:
     mesh = [part["tasks"] / s for s in part["mesh_s"]]
     inproc = [part["tasks"] / s for s in part["inprocess_s"]]
     # Best of each: background load only ever slows a run down, so the fastest

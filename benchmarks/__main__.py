@@ -67,6 +67,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=WAN_MODES,
         help="emulated WAN: netns (namespaces + netem, needs root) or app (client-side delay)",
     )
+    parser.add_argument(
+        "--resummarize",
+        type=Path,
+        metavar="DIR",
+        help="recompute figures, summary and plots of a finished run from DIR/logs",
+    )
     args = parser.parse_args(argv)
     for name in args.scenarios:
         if name not in SCENARIOS:
@@ -81,6 +87,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.resummarize is not None:
+        return resummarize(args.resummarize)
     if args.wan == "netns" and "wan" in args.scenarios:
         from mesh.testnet.wan import check_support
 
@@ -113,15 +121,16 @@ def main(argv: list[str] | None = None) -> int:
         for name, parts_params in plans.items():
             started = time.monotonic()
             parts = []
-            try:
-                for index, params in enumerate(parts_params):
+            errors = []
+            for index, params in enumerate(parts_params):
+                try:
                     parts.append(_run_part(name, index, params, out))
-                    outer.update(1)
-                figures = load(name).summarize(parts)
-            except PartFailed as exc:
+                except PartFailed as exc:
+                    errors.append(str(exc))  # the other parts still count
+                outer.update(1)
+            if errors:
                 failed.append(name)
-                figures = {"error": str(exc)}
-                outer.update(len(parts_params) - len(parts))
+            figures = summarize(name, parts, errors)
             samples[name] = figures.pop("samples", {})
             results[name] = figures
             results["run"]["scenario_wall_s"][name] = round(time.monotonic() - started, 1)
@@ -133,6 +142,35 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print(f"failed scenarios: {', '.join(failed)} (see {out / 'logs'})", file=sys.stderr)
         return 1
+    return 0
+
+
+def summarize(name: str, parts: list[dict[str, Any]], errors: list[str]) -> dict[str, Any]:
+    """A scenario's figures from the parts that ran; failed parts are listed, not hidden."""
+    if not parts:
+        return {"error": "; ".join(errors)}
+    figures = load(name).summarize(parts)
+    if errors:
+        figures["failed_parts"] = errors
+    return figures
+
+
+def resummarize(out: Path) -> int:
+    """Figures again from ``out/logs/<scenario>-<i>.json`` (after editing a summarize)."""
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    samples: dict[str, Any] = {}
+    for name in results["run"]["scenarios"]:
+        paths = sorted((out / "logs").glob(f"{name}-*.json"))
+        parts = [json.loads(p.read_text(encoding="utf-8")) for p in paths]
+        previous = results.get(name, {})
+        errors = list(previous.get("failed_parts", []))
+        if "error" in previous:
+            errors.append(previous["error"])
+        figures = summarize(name, parts, errors)
+        samples[name] = figures.pop("samples", {})
+        results[name] = figures
+    report.write_all(out, results, samples)
+    print(f"re-summarized {out}", file=sys.stderr)
     return 0
 
 

@@ -305,7 +305,7 @@ def _plot_churn(path: Path, figures: dict[str, Any], samples: dict[str, Any]) ->
             alpha=0.5,
             label="node " + figures.get("fault", "fault") if i == 0 else None,
         )
-    ax.set_xlabel("seconds since the first task")
+    ax.set_xlabel("seconds since the tasks were started")
     ax.set_ylabel("tasks completed")
     ax.set_title(
         f"{path.stem}: {figures.get('nodes', '?')} nodes, {figures.get('faulted', '?')} faulted"

@@ -1,8 +1,12 @@
 """The executor: per-model dynamic batching on trio, torch in a worker thread.
 
-Each served model has a lane: a queue of tasks and a loop that waits for the
-oldest task to have waited ``max_wait_ms`` (or for ``max_batch`` tasks), then
-runs them as one batch with ``trio.to_thread.run_sync``. One forward pass runs
+Each served model has a lane: a queue of tasks and a loop that takes up to
+``max_batch`` of them and runs them as one batch with ``trio.to_thread.run_sync``.
+Waiting for company is adaptive: when the lane's previous batch held more than
+one task (there is concurrent load), the oldest task may wait up to
+``max_wait_ms`` for more; when it held one (a lone client), the task runs at
+once instead of paying the wait for nothing. Tasks arriving while a batch runs
+queue up and form the next batch either way. One forward pass runs
 at a time in the process (a shared limiter): the device is one resource, and
 torch's thread count stays what the runtime claim says.
 
@@ -24,6 +28,7 @@ import trio
 from mesh.core.model_root import format_root
 from mesh.core.values import Values
 from mesh.errors import InternalError, MeshError, UnknownModel
+from mesh.runtime.device import apply_thread_count
 from mesh.runtime.output import ModelOutput
 from mesh.runtime.registry import LoadedModel
 
@@ -65,6 +70,7 @@ class _Lane:
         self.model = model
         self.queue: deque[_Job] = deque()
         self.arrived = trio.Event()
+        self.last_batch = 0  # size of the previous batch: >1 means concurrent load
 
 
 class Executor:
@@ -157,8 +163,9 @@ class Executor:
             while not lane.queue:
                 lane.arrived = trio.Event()
                 await lane.arrived.wait()
+            linger = self._max_wait if lane.last_batch > 1 else 0.0
             oldest = lane.queue[0].enqueued
-            with trio.move_on_at(oldest + self._max_wait):
+            with trio.move_on_at(oldest + linger):
                 while sum(not j.cancelled for j in lane.queue) < self._max_batch:
                     lane.arrived = trio.Event()
                     await lane.arrived.wait()
@@ -168,6 +175,7 @@ class Executor:
                 if not job.cancelled:
                     batch.append(job)
             if batch:
+                lane.last_batch = len(batch)
                 await self._run_batch(lane.model, batch)
 
     async def _run_batch(self, model: LoadedModel, batch: list[_Job]) -> None:
@@ -198,6 +206,7 @@ class Executor:
 def _timed_run(
     model: LoadedModel, items: list[tuple[Values, dict[str, int]]]
 ) -> tuple[list[ModelOutput], float]:
+    apply_thread_count()
     start = time.perf_counter()
     outputs = model.run_batch(items)
     return outputs, (time.perf_counter() - start) * 1000.0

@@ -73,13 +73,31 @@ async def test_batches_are_capped_at_max_batch(autojump_clock: Any) -> None:
     assert sorted(r.batch_size for r in results) == [4] * 4 + [8] * 16
 
 
-async def test_a_lone_task_waits_max_wait_then_runs(autojump_clock: Any) -> None:
+async def test_a_lone_client_does_not_wait_for_company(autojump_clock: Any) -> None:
     model = mlp()
     executor = Executor([model], max_batch=16, max_wait_ms=7)
     async with executor.running():
+        for i in range(3):  # one task at a time, as a sequential client sends them
+            start = trio.current_time()
+            result = await executor.run(model.model_root, {"x": x(i)}, {})
+            assert trio.current_time() - start == 0.0
+            assert result.batch_size == 1
+
+
+async def test_under_concurrent_load_a_task_waits_max_wait_for_company(
+    autojump_clock: Any,
+) -> None:
+    model = mlp()
+    executor = Executor([model], max_batch=16, max_wait_ms=7)
+    async with executor.running():
+        assert {r.batch_size for r in await _run_all(executor, model.model_root, 5)} == {5}
         start = trio.current_time()
-        result = await executor.run(model.model_root, {"x": x(0)}, {})
+        result = await executor.run(model.model_root, {"x": x(9)}, {})
         assert trio.current_time() - start == pytest.approx(0.007)
+        # It waited alone, so the lane is back to running lone tasks at once.
+        start = trio.current_time()
+        await executor.run(model.model_root, {"x": x(10)}, {})
+        assert trio.current_time() - start == 0.0
     assert result.batch_size == 1
 
 
@@ -167,11 +185,13 @@ async def test_a_cancelled_queued_task_is_dropped(autojump_clock: Any) -> None:
     model.handler = _Scripted(model.handler, lambda items: ran.append(len(items)))  # type: ignore[assignment]
     executor = Executor([model], max_batch=8, max_wait_ms=50)
     async with executor.running():
+        # Concurrent load first, so the next lone task lingers in the queue.
+        await _run_all(executor, model.model_root, 2)
         with trio.move_on_after(0.01):
             await executor.run(model.model_root, {"x": x(0)}, {})
         assert executor.queue_depth() == 0
         result = await executor.run(model.model_root, {"x": x(1)}, {})
-    assert result.batch_size == 1 and ran == [1]
+    assert result.batch_size == 1 and ran == [2, 1]
 
 
 async def test_generation_is_the_same_alone_and_batched(autojump_clock: Any) -> None:

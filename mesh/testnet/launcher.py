@@ -2,9 +2,9 @@
 
 The parent imports torch, libp2p and the runtime once and loads the models
 (on CPU) before forking, so every node shares those pages copy-on-write and is
-up in about a second (see :mod:`mesh.testnet.processes`). The first
-``BOOTSTRAP_NODES`` nodes start one after another, each bootstrapping from the
-ones before; the rest start together, bootstrapping from those. The testnet is
+up in about a second (see :mod:`mesh.testnet.processes`). Node 0 starts first;
+the rest start together, joining through it. Clients get the first
+``BOOTSTRAP_NODES`` live nodes as their bootstrap list. The testnet is
 *ready* when, from a fresh client on the DHT, every node is found as a provider
 of every model and its signed capacity record validates.
 
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-BOOTSTRAP_NODES = 3  # started first; every later node (and client) bootstraps from them
+BOOTSTRAP_NODES = 3  # how many live nodes a bootstrap list names
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -138,11 +138,11 @@ class Testnet:
         self._preload_models()
         deadline = t0 + self.config.ready_timeout_s
         try:
-            first = min(BOOTSTRAP_NODES, self.config.nodes)
-            for index in range(first):
-                node = self._fork_node(index)
-                wait_for_reports([node.child], timeout=max(0.1, deadline - time.monotonic()))
-            rest = [self._fork_node(i) for i in range(first, self.config.nodes)]
+            # Node 0 first (the others need an address to join through), then
+            # every other node at once.
+            first = self._fork_node(0)
+            wait_for_reports([first.child], timeout=max(0.1, deadline - time.monotonic()))
+            rest = [self._fork_node(i) for i in range(1, self.config.nodes)]
             wait_for_reports([n.child for n in rest], timeout=max(0.1, deadline - time.monotonic()))
             self.started_s = time.monotonic() - t0
             trio.run(self._wait_findable, deadline)

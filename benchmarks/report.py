@@ -155,7 +155,8 @@ def aim_status(name: str, figures: dict[str, Any]) -> str | None:
     key, op, bound, words = AIMS[name]
     value = float(figures[key])
     ok = value <= bound if op == "<=" else value >= bound
-    return f"{'met' if ok else 'missed'} ({key} = {value:g}; aim: {words})"
+    measured = f" on {figures['largest_testnet']} nodes" if "largest_testnet" in figures else ""
+    return f"{'met' if ok else 'missed'} ({key} = {value:g}{measured}; aim: {words})"
 
 
 def write_all(out: Path, results: dict[str, Any], samples: dict[str, Any]) -> list[Path]:

@@ -60,10 +60,11 @@ EXPLAIN: dict[str, str] = {
         "nearly all of it background work (DHT upkeep, gossip heartbeats, adverts)."
     ),
     "cold_start": (
-        "A brand-new client process (`python -m mesh run tiny-mlp --bootstrap FILE --json`) "
-        "started against a running testnet, timed from process start to its first verified "
-        "result printed (imports, libp2p start-up, bootstrap, provider lookup, task, receipt "
-        "verification)."
+        "A brand-new client process (`python -c` with the SDK) started against a running "
+        "3-node testnet, timed from just before it is spawned until it prints its first "
+        "verified result (imports, libp2p start-up, bootstrap, provider lookup, task, receipt "
+        "verification); `child_*_s` are the child's own clock at each step. "
+        "`mesh_run_command_s` times the `mesh run` command to its exit (which adds shutdown)."
     ),
     "churn": (
         "A client runs the tasks (several in flight) while 30% of the nodes are killed (SIGKILL) "
@@ -220,6 +221,9 @@ def render_summary(results: dict[str, Any], plots: list[str]) -> str:
 
 def _cell(value: Any) -> str:
     if isinstance(value, dict):
+        if any(isinstance(v, dict) for v in value.values()):
+            # One level down is a group per key (a testnet size, a client region).
+            return "; ".join(f"**{k}**: ({_cell(v)})" for k, v in value.items())
         return ", ".join(f"{k} {_cell(v)}" for k, v in value.items())
     if isinstance(value, float):
         return f"{value:g}"

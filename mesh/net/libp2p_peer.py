@@ -15,12 +15,14 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import multiaddr
 import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.kad_dht.kad_dht import KadDHT
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
+from libp2p.peer.peerstore import PeerStoreError
 from libp2p.pubsub.pubsub import Pubsub
 
 from mesh.core import limits
@@ -477,7 +479,7 @@ class Libp2pNetwork:
                 continue
             self._benched.discard(peer_id)
             pid = ID.from_base58(peer_id)
-            addrs = self._host.get_peerstore().addrs(pid)
+            addrs = self._known_addrs(pid)
             if not addrs:
                 continue
             with trio.move_on_after(self._timeouts.dht):
@@ -488,6 +490,22 @@ class Libp2pNetwork:
         if restored:
             logger.debug("routing table: put back %s", restored)
         return restored
+
+    def _known_addrs(self, pid: ID) -> list[multiaddr.Multiaddr]:
+        """The peerstore's addresses of a peer, else its bootstrap addresses, else none.
+
+        py-libp2p 0.8.1's ``peerstore.addrs`` raises ``PeerStoreError`` for a peer it
+        has forgotten (rather than answering empty); uncaught here, that took down
+        whole testnet nodes under load (found by the discovery benchmark).
+        """
+        try:
+            addrs: list[multiaddr.Multiaddr] = self._host.get_peerstore().addrs(pid)
+        except PeerStoreError:
+            addrs = []
+        if addrs:
+            return addrs
+        wanted = pid.to_base58()
+        return [parse_addr(a) for p in self._bootstrap if p.peer_id == wanted for a in p.addrs]
 
     async def _maintain(self) -> None:
         """Every TABLE_CHECK_S, put recovered peers back in the routing table."""

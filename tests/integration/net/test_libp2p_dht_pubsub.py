@@ -6,6 +6,7 @@ import pytest
 import trio
 from netsupport import networks
 
+from mesh.core.identity import Identity
 from mesh.errors import BadSignature, DeadlineExceeded, Expired, MeshError, TooLarge
 from mesh.net.interface import CAPACITY_NAMESPACE, LOAD_TOPIC
 from mesh.net.libp2p_net import Libp2pNetwork
@@ -166,6 +167,17 @@ async def test_a_peer_out_of_backoff_goes_back_into_the_routing_table() -> None:
         await boot.provide(ROOT_B, timeout=5)
         found = await client.find_providers(ROOT_B, count=2, timeout=5)
         assert [p.peer_id for p in found] == [boot.peer_id]
+
+
+async def test_restoring_a_peer_the_peerstore_forgot_does_not_crash() -> None:
+    # py-libp2p raises PeerStoreError for a forgotten peer; a benched peer that
+    # is gone from the peerstore must be skipped, not take the node down.
+    async with networks(1) as (net,):
+        stranger = Identity.generate().peer_id
+        net.mark_unhealthy(stranger)
+        net._health.record_success(stranger)  # its backoff is over
+        assert await net.restore_peers() == []
+        assert stranger not in {p.peer_id for p in net.known_peers()}
 
 
 async def test_a_burst_of_updates_from_many_peers_reaches_a_subscriber() -> None:

@@ -233,7 +233,9 @@ class Testnet:
                 while True:
                     missing: set[str] = set()
                     for root in roots:
-                        found = await client.discovery.candidates(root, timeout=3.0)
+                        found = await client.discovery.candidates(
+                            root, timeout=3.0, max_fetches=None
+                        )
                         seen = {c.peer.peer_id for c in found if c.record is not None}
                         missing |= want - seen
                     if not missing:

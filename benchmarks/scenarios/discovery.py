@@ -37,7 +37,11 @@ def plan(*, quick: bool, wan: str) -> list[dict[str, Any]]:
 
 def run(params: dict[str, Any], progress: Progress) -> dict[str, Any]:
     progress.stage(f"starting {params['nodes']} nodes", 1)
-    with testnet(params["nodes"], ready_timeout_s=240.0) as net:
+    # "node": NodeConfig overrides, e.g. {"net_timeout_s": 10} so adverts of a
+    # big testnet on few cores get stored before their deadline.
+    overrides = params.get("node", {})
+    ready_s = params.get("ready_timeout_s", 240.0)
+    with testnet(params["nodes"], ready_timeout_s=ready_s, **overrides) as net:
         progress.advance()
         pss = [pss_kb(node.pid) for node in net.nodes]
         root = net.model_roots()["tiny-mlp"]

@@ -159,6 +159,8 @@ def quiet_network_logs(verbosity: int) -> None:
     level = logging.DEBUG if verbosity >= 2 else logging.CRITICAL
     for name in _LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(level)
+    if verbosity >= 2:  # libp2p cut its logger off from ours; reconnect it
+        logging.getLogger("libp2p").propagate = True
 
 
 async def serve(

@@ -10,6 +10,7 @@ cancel scopes corrupt trio's scope stack). The running peer is a
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
@@ -29,6 +30,22 @@ from mesh.net.addresses import bootstrap_info, parse_addr
 from mesh.net.host import build_host
 from mesh.net.interface import PeerAddr
 from mesh.net.libp2p_peer import Libp2pNetwork, NetTimeouts
+
+
+def _make_library_silence_real() -> None:
+    """Without ``LIBP2P_DEBUG``, py-libp2p 0.8.1 means to disable its logging: it
+    clears its logger's handlers and propagation. That sends its WARNINGs ("Failed
+    to read DHT message from stream" on every normal close, ...) to Python's
+    last-resort handler, i.e. an SDK user's stderr. A NullHandler makes the
+    intended silence real; ``mesh -vv`` turns propagation back on to see them.
+    """
+    if not os.environ.get("LIBP2P_DEBUG"):
+        library = logging.getLogger("libp2p")
+        if not library.handlers:
+            library.addHandler(logging.NullHandler())
+
+
+_make_library_silence_real()
 
 __all__ = ["Libp2pNetwork", "NetTimeouts", "open_libp2p_network"]
 

@@ -5,7 +5,8 @@ node processes' proportional memory (PSS) is read, then a client runs
 ``trials`` discoveries. One trial, timed end to end:
 
 1. a DHT provider lookup for tiny-mlp's model_root,
-2. fetching and verifying each candidate's signed capacity record (a fresh
+2. fetching and verifying candidates' signed capacity records (at most
+   ``MAX_RECORD_FETCHES`` per lookup; a fresh
    :class:`~mesh.client.discovery.Discovery` per trial, so no record is cached),
 3. scoring and choosing a peer (:class:`~mesh.client.selection.PeerBook`),
 4. a liveness check on the chosen peer (``connect``; instant when a connection

@@ -330,7 +330,7 @@ class Libp2pNetwork:
             if pid in seen or pid == self._peer_id or self._health.is_dead(pid, now=now):
                 continue
             seen.add(pid)
-            addrs = list(info.addrs) or self._host.get_peerstore().addrs(info.peer_id)
+            addrs = list(info.addrs) or self._known_addrs(info.peer_id)
             result.append(PeerAddr(pid, tuple(dict.fromkeys(strip_p2p(a) for a in addrs))))
             if len(result) >= count:
                 break

@@ -33,12 +33,16 @@ from mesh.node.config import NodeConfig
 from mesh.testnet.processes import Child, fork_child, stop_children, wait_for_reports
 
 if TYPE_CHECKING:
+    from mesh.client.async_client import AsyncClient
     from mesh.node.runtime_runner import RuntimeRunner
     from mesh.runtime.registry import LoadedModel
 
 logger = logging.getLogger(__name__)
 
 BOOTSTRAP_NODES = 3  # how many live nodes a bootstrap list names
+# Kademlia hands out at most k = 20 providers per key (py-libp2p 0.8.1 included),
+# so with more nodes than that not every node can appear in one provider answer.
+PROVIDER_ANSWER_CAP = 20
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -224,25 +228,63 @@ class Testnet:
         return node
 
     async def _wait_findable(self, deadline: float) -> None:
+        """Poll the DHT from a fresh client until every advert is findable.
+
+        Findable means: each node's signed capacity record is returned (and
+        validated) under its key and names every model; and a provider lookup of
+        each model returns testnet nodes only, as many as the DHT hands out
+        (min(N, PROVIDER_ANSWER_CAP): Kademlia answers at most k=20 providers).
+        """
         from mesh.client.async_client import AsyncClient
 
         want = {n.peer_id for n in self.nodes}
-        roots = [m.model_root for m in self._models]
+        roots = {m.model_root for m in self._models}
+        confirmed: set[str] = set()
         with trio.move_on_at(trio.current_time() + max(0.1, deadline - time.monotonic())):
             async with AsyncClient.connect(bootstrap=self.bootstrap_addrs) as client:
                 while True:
-                    missing: set[str] = set()
-                    for root in roots:
-                        found = await client.discovery.candidates(
-                            root, timeout=3.0, max_fetches=None
-                        )
-                        seen = {c.peer.peer_id for c in found if c.record is not None}
-                        missing |= want - seen
-                    if not missing:
+                    confirmed |= await self._records_found(client, want - confirmed, roots)
+                    short = [
+                        root
+                        for root in roots
+                        if not await self._providers_found(client, root, want)
+                    ]
+                    if confirmed == want and not short:
                         return
-                    logger.info("waiting for %d node(s) to be findable", len(missing))
+                    logger.info(
+                        "waiting: %d record(s) and %d provider list(s) not yet findable",
+                        len(want - confirmed),
+                        len(short),
+                    )
                     await trio.sleep(0.2)  # poll the DHT again; adverts are being republished
         raise DeadlineExceeded(f"testnet not findable within {self.config.ready_timeout_s:.0f} s")
+
+    @staticmethod
+    async def _records_found(client: AsyncClient, peers: set[str], roots: set[bytes]) -> set[str]:
+        found: set[str] = set()
+        # A few walks at a time: py-libp2p resets DHT streams past 12 concurrent
+        # per peer (notes, bug 8), so 40 parallel lookups mostly fail.
+        limiter = trio.CapacityLimiter(4)
+
+        async def one(peer_id: str) -> None:
+            async with limiter:
+                record = await client.discovery.fetch_record(peer_id, timeout=3.0)
+            if record is not None and roots <= set(record.models):
+                found.add(peer_id)
+
+        async with trio.open_nursery() as nursery:
+            for peer_id in peers:
+                nursery.start_soon(one, peer_id)
+        return found
+
+    @staticmethod
+    async def _providers_found(client: AsyncClient, root: bytes, want: set[str]) -> bool:
+        try:
+            providers = await client.network.find_providers(root, count=len(want), timeout=3.0)
+        except MeshError:
+            return False
+        seen = {p.peer_id for p in providers}
+        return seen <= want and len(seen) >= min(len(want), PROVIDER_ANSWER_CAP)
 
 
 def _node_main(

@@ -123,10 +123,12 @@ async def serve_node(
     runner: FakeRunner,
     data_dir: Path,
     *,
+    stop: trio.Event | None = None,
     task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED,
     **config: Any,
 ) -> None:
-    """Run node number ``n`` on ``hub`` until cancelled (use with ``nursery.start``)."""
+    """Run node number ``n`` on ``hub`` (use with ``nursery.start``) until cancelled,
+    or, given ``stop``, until it is set: then the node leaves normally, which drains."""
     ident = identity(n)
     async with hub.join(ident.peer_id) as net:
         cfg = NodeConfig(identity=ident, data_dir=data_dir / f"node{n}", listen=(), **config)
@@ -135,7 +137,10 @@ async def serve_node(
             cfg, network=net, runner=runner, wall_clock=wall(), blocking=inline
         ) as node:
             task_status.started(node)
-            await trio.sleep_forever()
+            if stop is None:
+                await trio.sleep_forever()
+            else:
+                await stop.wait()
 
 
 async def start_node(
@@ -195,24 +200,3 @@ def request_bytes(task: Signed[Task], values: Values) -> bytes:
 
 
 Sender = Callable[[bytes], Awaitable[bytes]]
-
-
-async def serve_node_until(
-    hub: MemoryHub,
-    n: int,
-    runner: FakeRunner,
-    data_dir: Path,
-    stop: trio.Event,
-    ready: list[Node],
-    **config: Any,
-) -> None:
-    """Run node ``n`` until ``stop`` is set, then leave normally (which drains)."""
-    ident = identity(n)
-    async with hub.join(ident.peer_id) as net:
-        cfg = NodeConfig(identity=ident, data_dir=data_dir / f"node{n}", listen=(), **config)
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        async with Node(
-            cfg, network=net, runner=runner, wall_clock=wall(), blocking=inline
-        ) as node:
-            ready.append(node)
-            await stop.wait()

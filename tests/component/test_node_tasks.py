@@ -7,6 +7,7 @@ valid tasks from others right after.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from meshfakes import (
     identity,
     inputs,
     request_bytes,
-    serve_node_until,
+    serve_node,
     signed_task,
     start_node,
     wall,
@@ -283,13 +284,10 @@ async def test_drain_finishes_in_flight_and_refuses_new(
     answered = trio.Event()
     async with trio.open_nursery() as nursery:
         net = await nursery.start(_joined, hub, CLIENT)
-        node_ready: list[Node] = []
         stop = trio.Event()
-
-        nursery.start_soon(serve_node_until, hub, 1, runner, tmp_path, stop, node_ready)
-        while not node_ready:
-            await trio.testing.wait_all_tasks_blocked()
-        node = node_ready[0]
+        node = await nursery.start(
+            functools.partial(serve_node, hub, 1, runner, tmp_path, stop=stop)
+        )
         values = inputs()
         task = signed_task(identity(CLIENT), values, now_ms=now(), nonce=b"\x0a" * 16)
 

@@ -6,6 +6,7 @@ when a node actually starts.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -88,26 +89,45 @@ async def load_runtime_runner(config: NodeConfig) -> RuntimeRunner:
         raise ConfigError("a node needs at least one model (--models NAMES)")
     from mesh.runtime.device import configure_determinism, resolve_device
     from mesh.runtime.executor import Executor
-    from mesh.runtime.registry import load_model
-    from mesh.runtime.zoo import Zoo
 
     configure_determinism(threads=config.threads)
     device = resolve_device(config.device)
-    zoos = [Zoo(path) for path in config.zoo_dirs] + [Zoo.builtin()]
-    weights: dict[str, Path] = dict(config.weights)
-
-    def load_all() -> list[LoadedModel]:
-        loaded = []
-        for name in config.model_names:
-            zoo = next((z for z in zoos if name in z.names()), None)
-            if zoo is None:
-                known = sorted({n for z in zoos for n in z.names()})
-                raise ModelError(f"unknown model {name!r} (zoo has: {', '.join(known)})")
-            loaded.append(
-                load_model(zoo.manifest(name), device=device, weights_dir=weights.get(name))
-            )
-        return loaded
-
-    models = await trio.to_thread.run_sync(load_all)
+    models = await trio.to_thread.run_sync(
+        functools.partial(
+            load_zoo_models,
+            config.model_names,
+            device=device,
+            zoo_dirs=config.zoo_dirs,
+            weights=dict(config.weights),
+        )
+    )
     executor = Executor(models, max_batch=config.max_batch, max_queue=config.max_queue)
     return RuntimeRunner(executor, models, device=device)
+
+
+def load_zoo_models(
+    names: Sequence[str],
+    *,
+    device: str,
+    zoo_dirs: Sequence[Path] = (),
+    weights: Mapping[str, Path] | None = None,
+) -> list[LoadedModel]:
+    """Load zoo models by name (blocking: call off the event loop).
+
+    Operator zoo folders come first, then the built-in zoo; ``weights`` maps a
+    model name to its weights folder. Raises ModelError for an unknown name, missing
+    weights or a model_root mismatch.
+    """
+    from mesh.runtime.registry import load_model
+    from mesh.runtime.zoo import Zoo
+
+    zoos = [Zoo(path) for path in zoo_dirs] + [Zoo.builtin()]
+    loaded = []
+    for name in names:
+        zoo = next((z for z in zoos if name in z.names()), None)
+        if zoo is None:
+            known = sorted({n for z in zoos for n in z.names()})
+            raise ModelError(f"unknown model {name!r} (zoo has: {', '.join(known)})")
+        weights_dir = (weights or {}).get(name)
+        loaded.append(load_model(zoo.manifest(name), device=device, weights_dir=weights_dir))
+    return loaded

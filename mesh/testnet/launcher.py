@@ -187,13 +187,11 @@ class Testnet:
     def _preload_models(self) -> None:
         # One torch thread in the parent before any op runs: an OpenMP pool made
         # here would be unusable in the forked children.
+        from mesh.node.runtime_runner import load_zoo_models
         from mesh.runtime.device import configure_determinism
-        from mesh.runtime.registry import load_model
-        from mesh.runtime.zoo import Zoo
 
         configure_determinism(threads=self.config.threads)
-        zoo = Zoo.builtin()
-        self._models = [load_model(zoo.manifest(n), device="cpu") for n in self.config.model_names]
+        self._models = load_zoo_models(self.config.model_names, device="cpu")
         import mesh.net.libp2p_net  # noqa: F401  (imported once, shared by every child)
 
     def _node_config(self, index: int) -> NodeConfig:

@@ -75,10 +75,10 @@ def run(params: dict[str, Any], progress: Progress) -> dict[str, Any]:
 async def _measure(
     bootstrap: list[str], root: bytes, params: dict[str, Any], progress: Progress
 ) -> dict[str, Any]:
+    from mesh.aio.clock import trio_wall_clock
     from mesh.client.async_client import AsyncClient
     from mesh.client.discovery import Discovery
     from mesh.client.selection import PeerBook
-    from mesh.node.clock import trio_wall_clock
 
     cold: list[float] = []
     warm: list[float] = []

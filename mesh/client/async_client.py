@@ -22,6 +22,8 @@ from types import TracebackType
 
 import trio
 
+from mesh.aio.clock import WallClock, trio_wall_clock
+from mesh.aio.groups import unwrap_single_error
 from mesh.client.config import ClientConfig, load_bootstrap, load_identity
 from mesh.client.discovery import Candidate, Discovery
 from mesh.client.models import resolve_model
@@ -30,6 +32,7 @@ from mesh.client.retry import failure_weight, is_retryable
 from mesh.client.selection import Load, PeerBook
 from mesh.client.verify import check_response
 from mesh.core import limits
+from mesh.core.capacity import CAPACITY_NAMESPACE, capacity_validator
 from mesh.core.envelope import Signed, sign_message
 from mesh.core.identity import Identity, public_key_from_peer_id
 from mesh.core.messages import (
@@ -48,10 +51,7 @@ from mesh.errors import (
     PeerUnavailable,
     VerificationError,
 )
-from mesh.net.interface import CAPACITY_NAMESPACE, TASK_PROTOCOL, Network, PeerAddr
-from mesh.node.advertiser import capacity_validator
-from mesh.node.clock import WallClock, trio_wall_clock
-from mesh.node.groups import unwrap_single_error
+from mesh.net.interface import TASK_PROTOCOL, Network, PeerAddr
 
 logger = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ def load_identity(key: Identity | Path | str | None) -> Identity:
         return Identity.generate()
     if isinstance(key, Identity):
         return key
-    from mesh.core.identity import load_key_file
+    from mesh.files.keyfile import load_key_file
 
     return load_key_file(Path(key))
 

@@ -16,15 +16,15 @@ from dataclasses import dataclass
 
 import trio
 
+from mesh.aio.clock import WallClock
 from mesh.client.selection import Load
+from mesh.core.capacity import capacity_key, open_capacity
 from mesh.core.envelope import Signed, open_signed
 from mesh.core.identity import peer_id_from_public_key
 from mesh.core.messages import CapacityRecord
 from mesh.core.signing import verify_capacity
 from mesh.errors import MeshError
 from mesh.net.interface import LOAD_TOPIC, Network, PeerAddr
-from mesh.node.advertiser import capacity_key, open_capacity
-from mesh.node.clock import WallClock
 
 logger = logging.getLogger(__name__)
 

@@ -22,9 +22,10 @@ from typing import Protocol
 
 import trio
 
+from mesh.core.capacity import RecordValidator
+
 TASK_PROTOCOL = "/mesh/task/1.0.0"
 LOAD_TOPIC = "/mesh/load/1"
-CAPACITY_NAMESPACE = "mesh-cap"  # DHT value records: /mesh-cap/<peer id>
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,10 +39,6 @@ class PeerAddr:
 # A request handler gets the remote peer id and one request message, and returns
 # the response message. Raising closes the stream without an answer (garbage).
 RequestHandler = Callable[[str, bytes], Awaitable[bytes]]
-
-# A record validator for the capacity namespace: raises mesh.errors.MeshError
-# for a record that must not be stored or returned (forged, expired, wrong key).
-RecordValidator = Callable[[str, bytes], None]
 
 
 class Network(Protocol):

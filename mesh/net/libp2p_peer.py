@@ -26,6 +26,7 @@ from libp2p.peer.peerstore import PeerStoreError
 from libp2p.pubsub.pubsub import Pubsub
 
 from mesh.core import limits
+from mesh.core.capacity import RecordValidator, split_record_key
 from mesh.core.framing import FrameReader
 from mesh.errors import (
     ConfigError,
@@ -41,7 +42,7 @@ from mesh.net.addresses import parse_addr, parse_peer_id, strip_p2p
 from mesh.net.deadlines import library_deadline
 from mesh.net.guard import install_guard
 from mesh.net.health import HealthList
-from mesh.net.interface import Network, PeerAddr, RecordValidator, RequestHandler
+from mesh.net.interface import Network, PeerAddr, RequestHandler
 from mesh.net.pubsub import TopicFanout
 from mesh.net.streams import (
     STREAM_ERRORS,
@@ -403,10 +404,10 @@ class Libp2pNetwork:
         return best
 
     def _validator_for(self, key: str) -> dht_glue.MeshRecordValidator:
-        parts = key.split("/")
-        if len(parts) < 3 or parts[0] != "" or parts[1] not in self._validators:
+        namespace, _ = split_record_key(key)
+        if namespace not in self._validators:
             raise ConfigError(f"no record validator for key {key!r}")
-        return self._validators[parts[1]]
+        return self._validators[namespace]
 
     # -- pubsub ------------------------------------------------------------------
 

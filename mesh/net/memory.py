@@ -32,9 +32,10 @@ from dataclasses import dataclass, field
 import trio
 
 from mesh.core import limits
+from mesh.core.capacity import RecordValidator, split_record_key
 from mesh.core.framing import FrameReader, encode_frames
-from mesh.errors import DeadlineExceeded, MeshError, PeerUnavailable, TooLarge
-from mesh.net.interface import PeerAddr, RecordValidator, RequestHandler
+from mesh.errors import ConfigError, DeadlineExceeded, MeshError, PeerUnavailable, TooLarge
+from mesh.net.interface import PeerAddr, RequestHandler
 
 logger = logging.getLogger(__name__)
 
@@ -239,6 +240,7 @@ class MemoryNetwork:
         await trio.lowlevel.checkpoint()
 
     async def get_record(self, key: str, *, timeout: float) -> bytes | None:  # noqa: ASYNC109 (the Network interface takes timeouts)
+        self._validator_for(key)  # like the libp2p adapter: no validator, no lookup
         await trio.lowlevel.checkpoint()
         candidates: list[tuple[int, bytes]] = []
         for state in self._hub._peers.values():
@@ -297,10 +299,14 @@ class MemoryNetwork:
         until = self._unhealthy_until.get(peer_id)
         return until is not None and trio.current_time() < until
 
+    def _validator_for(self, key: str) -> RecordValidator:
+        namespace, _ = split_record_key(key)
+        if namespace not in self._validators:
+            raise ConfigError(f"no record validator for key {key!r}")
+        return self._validators[namespace]
+
     def _validate(self, key: str, value: bytes) -> None:
-        validator = self._validators.get(_namespace(key))
-        if validator is not None:
-            validator(key, value)
+        self._validator_for(key)(key, value)
 
     def _store(self, key: str, value: bytes) -> None:
         self._validate(key, value)
@@ -309,12 +315,6 @@ class MemoryNetwork:
     def _hub_clock(self) -> int:
         # A hub-wide insertion order, so get_record prefers the newest value.
         return next(self._hub._record_order)
-
-
-def _namespace(key: str) -> str:
-    # "/mesh-cap/<peer id>" -> "mesh-cap"
-    parts = key.split("/")
-    return parts[1] if len(parts) > 2 and parts[0] == "" else ""
 
 
 def _through_frames(payload: bytes) -> bytes | None:

@@ -26,19 +26,19 @@ from typing import Any, TypeVar
 
 import trio
 
+from mesh.aio.clock import WallClock
 from mesh.core import canonical
 from mesh.core.envelope import Signed
 from mesh.core.identity import Identity
 from mesh.core.messages import ErrorReply, Receipt, Task, decode_request, encode_result
-from mesh.core.receipt_log import ReceiptLog
 from mesh.core.replay import ReplayCache
 from mesh.core.signing import verify_task
 from mesh.core.tensors import Tensor
 from mesh.core.values import Values, values_hash
 from mesh.errors import InternalError, MalformedMessage, MeshError, ProtocolError, UnknownModel
 from mesh.node.admission import Admission
-from mesh.node.clock import WallClock
 from mesh.node.lifecycle import TaskState, TaskTable
+from mesh.node.receipt_log import ReceiptLog
 from mesh.node.runner import ExecutionLike, TaskRunner
 
 logger = logging.getLogger(__name__)

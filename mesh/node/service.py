@@ -21,16 +21,17 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from mesh.core.receipt_log import ReceiptLog
+from mesh.aio.clock import WallClock, trio_wall_clock
+from mesh.aio.groups import unwrap_single_error
+from mesh.core.capacity import CAPACITY_NAMESPACE, capacity_validator
 from mesh.core.replay import ReplayCache
 from mesh.errors import ConfigError
-from mesh.net.interface import CAPACITY_NAMESPACE, TASK_PROTOCOL, Network
+from mesh.net.interface import TASK_PROTOCOL, Network
 from mesh.node.admission import Admission, ThroughputMeter
-from mesh.node.advertiser import Advertiser, capacity_validator
-from mesh.node.clock import WallClock, trio_wall_clock
+from mesh.node.advertiser import Advertiser
 from mesh.node.config import NodeConfig
-from mesh.node.groups import unwrap_single_error
 from mesh.node.handler import BlockingCall, TaskHandler
+from mesh.node.receipt_log import ReceiptLog
 from mesh.node.runner import TaskRunner
 
 if TYPE_CHECKING:
@@ -113,6 +114,15 @@ class Node:
     @property
     def peer_id(self) -> str:
         return self.network.peer_id
+
+    @property
+    def model_names(self) -> list[str]:
+        """Names of the models this node serves."""
+        return list(self.runner.models.values())
+
+    def listen_addrs(self) -> list[str]:
+        """Full multiaddrs (with ``/p2p/<peer id>``) others dial this node on."""
+        return self.network.listen_addrs()
 
     def _throughput_milli(self) -> int:
         rate = self.meter.rate(trio.current_time())

@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from mesh.core.identity import Identity, write_key_file
+from mesh.core.identity import Identity
 from mesh.errors import DeadlineExceeded, MeshError
+from mesh.files.keyfile import write_key_file
 from mesh.node.config import NodeConfig
 from mesh.testnet.processes import Child, fork_child, stop_children, wait_for_reports
 
@@ -288,10 +289,10 @@ class Testnet:
 def _node_main(
     config: NodeConfig, models: Sequence[LoadedModel]
 ) -> Callable[[Callable[[dict[str, Any]], None]], int]:
-    """The body of one forked node process: the CLI's ``serve``, reporting to the launcher."""
+    """The body of one forked node process: ``mesh node``'s lifecycle, reporting to the launcher."""
 
     def main(report: Callable[[dict[str, Any]], None]) -> int:
-        from mesh.cli.node import serve
+        from mesh.node.serve import serve_until_signal
         from mesh.node.service import Node, libp2p_network_factory
 
         async def runner_factory(_config: NodeConfig) -> RuntimeRunner:
@@ -303,11 +304,11 @@ def _node_main(
             return RuntimeRunner(executor, models, device="cpu")
 
         def on_ready(node: Node) -> None:
-            report({"peer_id": node.peer_id, "addrs": node.network.listen_addrs()})
+            report({"peer_id": node.peer_id, "addrs": node.listen_addrs()})
 
         trio.run(
             functools.partial(
-                serve,
+                serve_until_signal,
                 config,
                 network_factory=libp2p_network_factory,
                 runner_factory=runner_factory,

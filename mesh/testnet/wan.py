@@ -38,8 +38,9 @@ from typing import Any
 
 import trio
 
+from mesh.core.capacity import RecordValidator
 from mesh.errors import ConfigError, DeadlineExceeded, MeshError
-from mesh.net.interface import Network, PeerAddr, RecordValidator, RequestHandler
+from mesh.net.interface import Network, PeerAddr, RequestHandler
 from mesh.node.config import NodeConfig
 from mesh.testnet.launcher import NodeProcess, Testnet, TestnetConfig
 

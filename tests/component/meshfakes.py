@@ -15,6 +15,7 @@ from typing import Any
 
 import trio
 
+from mesh.aio.clock import WallClock, trio_wall_clock
 from mesh.client.async_client import AsyncClient, ClientConfig
 from mesh.core.envelope import Signed, sign_message
 from mesh.core.identity import Identity
@@ -23,7 +24,6 @@ from mesh.core.tensors import Tensor
 from mesh.core.values import Values, values_hash
 from mesh.errors import InvalidInput
 from mesh.net.memory import MemoryHub
-from mesh.node.clock import WallClock, trio_wall_clock
 from mesh.node.config import NodeConfig
 from mesh.node.service import Node
 

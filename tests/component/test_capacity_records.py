@@ -11,12 +11,12 @@ import trio
 from meshfakes import MODELS, ROOT_A, FakeRunner, identity, open_client, start_node, wall
 
 from mesh.core import canonical
+from mesh.core.capacity import CAPACITY_NAMESPACE, capacity_key, capacity_validator
 from mesh.core.envelope import sign_message
 from mesh.core.messages import CapacityRecord
 from mesh.errors import BadSignature, Expired
-from mesh.net.interface import CAPACITY_NAMESPACE, LOAD_TOPIC
+from mesh.net.interface import LOAD_TOPIC
 from mesh.net.memory import MemoryHub
-from mesh.node.advertiser import capacity_key, capacity_validator
 
 pytestmark = pytest.mark.component
 

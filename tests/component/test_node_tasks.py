@@ -28,10 +28,10 @@ from meshfakes import (
 from mesh.client.async_client import check_response
 from mesh.core import canonical, limits
 from mesh.core.messages import ErrorReply, decode_response
-from mesh.core.receipt_log import read_receipts
 from mesh.errors import PeerUnavailable
 from mesh.net.interface import TASK_PROTOCOL, PeerAddr
 from mesh.net.memory import MemoryHub, MemoryNetwork
+from mesh.node.receipt_log import read_receipts
 from mesh.node.service import Node
 
 pytestmark = pytest.mark.component
@@ -372,7 +372,7 @@ async def test_run_node_builds_from_factories_and_drains_on_stop(
 ) -> None:
     # Real clock: run_node's node writes receipts from a worker thread, which
     # MockClock's autojump would take for idleness.
-    from mesh.node.clock import trio_wall_clock
+    from mesh.aio.clock import trio_wall_clock
     from mesh.node.config import NodeConfig
     from mesh.node.service import run_node
 

@@ -20,10 +20,11 @@ import trio
 
 from mesh.client.async_client import AsyncClient
 from mesh.core import canonical
-from mesh.core.identity import Identity, write_key_file
+from mesh.core.identity import Identity
 from mesh.core.messages import ErrorReply, decode_response, encode_request
 from mesh.core.receipts import verify_receipt
 from mesh.errors import PeerUnavailable
+from mesh.files.keyfile import write_key_file
 from mesh.net.interface import TASK_PROTOCOL, PeerAddr
 from mesh.node.config import NodeConfig
 from mesh.node.runtime_runner import load_runtime_runner

@@ -9,8 +9,9 @@ import pytest
 from mesh.cli import build_parser
 from mesh.cli.node import DEFAULT_LISTEN, build_config
 from mesh.core import limits
-from mesh.core.identity import Identity, write_key_file
+from mesh.core.identity import Identity
 from mesh.errors import ConfigError
+from mesh.files.keyfile import write_key_file
 from mesh.node.config import NodeConfig
 
 pytestmark = pytest.mark.unit

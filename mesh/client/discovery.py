@@ -72,6 +72,14 @@ class Discovery:
             return None
         return signed.message
 
+    def forget_provider(self, model_root: bytes, peer_id: str) -> None:
+        """Drop ``peer_id`` from the cached providers of ``model_root`` (it said it does
+        not serve the model: its provider record was stale)."""
+        cached = self._providers.get(model_root)
+        if cached is not None:
+            expiry, peers = cached
+            self._providers[model_root] = (expiry, [p for p in peers if p.peer_id != peer_id])
+
     def accept(self, peer_id: str | None, data: bytes) -> CapacityRecord | None:
         """Check a capacity record; cache it if newer than the one held. None if bad.
 

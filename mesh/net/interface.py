@@ -91,9 +91,22 @@ class Network(Protocol):
         ...
 
     def known_peers(self) -> Sequence[PeerAddr]:
-        """Peers in the routing table that the health list does not mark dead."""
+        """Peers in the routing table that the health list does not mark dead.
+
+        Both implementations keep one :class:`mesh.net.health.HealthList`: a peer
+        that fails is avoided for a backoff that doubles with each consecutive
+        failure; an answer resets it.
+        """
         ...
 
     def mark_unhealthy(self, peer_id: str) -> None:
-        """Tell the health list a peer failed (dial, timeout, bad answer)."""
+        """Tell the health list a peer failed (dial, timeout, a failed answer)."""
+        ...
+
+    def is_healthy(self, peer_id: str) -> bool:
+        """False while ``peer_id`` is inside its backoff after a failure."""
+        ...
+
+    def consecutive_failures(self, peer_id: str) -> int:
+        """Failures of ``peer_id`` since it last answered (0 when healthy)."""
         ...

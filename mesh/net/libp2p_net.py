@@ -25,11 +25,12 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from mesh.errors import ConfigError, NetworkError, PeerUnavailable
 from mesh.net import dht as dht_glue
-from mesh.net.addresses import bootstrap_info, parse_addr
+from mesh.net.addresses import bootstrap_info
 from mesh.net.host import build_host
 from mesh.net.interface import PeerAddr
 from mesh.net.libp2p_peer import Libp2pNetwork, NetTimeouts
 from mesh.net.logs import apply_library_log_policy
+from mesh.net.multiaddrs import parse_listen_addr
 
 __all__ = ["Libp2pNetwork", "NetTimeouts", "open_libp2p_network"]
 
@@ -68,7 +69,7 @@ async def open_libp2p_network(
     """
     apply_library_log_policy()
     host = build_host(identity_seed=identity_seed, listen=listen)
-    listen_addrs = [parse_addr(a) for a in listen]
+    listen_addrs = [parse_listen_addr(a) for a in listen]
     boot_infos = [bootstrap_info(a) for a in bootstrap]
     gossipsub = GossipSub(
         # v1.2 then v1.1: the pair measured in the notes (41 ms median delivery).

@@ -38,11 +38,12 @@ from mesh.errors import (
     TooLarge,
 )
 from mesh.net import dht as dht_glue
-from mesh.net.addresses import parse_addr, parse_peer_id, strip_p2p
+from mesh.net.addresses import parse_peer_id, strip_p2p
 from mesh.net.deadlines import library_deadline
 from mesh.net.guard import install_guard
 from mesh.net.health import HealthList
 from mesh.net.interface import Network, PeerAddr, RequestHandler
+from mesh.net.multiaddrs import parse_multiaddr
 from mesh.net.pubsub import TopicFanout
 from mesh.net.streams import (
     STREAM_ERRORS,
@@ -266,7 +267,7 @@ class Libp2pNetwork:
             PeerUnavailable: the dial failed. DeadlineExceeded: it took too long.
         """
         peer_id = parse_peer_id(peer.peer_id)
-        info = PeerInfo(peer_id, [parse_addr(a) for a in peer.addrs])
+        info = PeerInfo(peer_id, [parse_multiaddr(a) for a in peer.addrs])
         try:
             with trio.fail_after(min(timeout, self._timeouts.dial)):
                 await self._host.connect(info)
@@ -285,7 +286,7 @@ class Libp2pNetwork:
     def _remember_addrs(self, peer_id: ID, addrs: Sequence[str]) -> None:
         if addrs:
             self._host.get_peerstore().add_addrs(
-                peer_id, [parse_addr(a) for a in addrs], ADDR_TTL_S
+                peer_id, [parse_multiaddr(a) for a in addrs], ADDR_TTL_S
             )
 
     # -- DHT: providers ----------------------------------------------------------
@@ -506,7 +507,7 @@ class Libp2pNetwork:
         if addrs:
             return addrs
         wanted = pid.to_base58()
-        return [parse_addr(a) for p in self._bootstrap if p.peer_id == wanted for a in p.addrs]
+        return [parse_multiaddr(a) for p in self._bootstrap if p.peer_id == wanted for a in p.addrs]
 
     async def _maintain(self) -> None:
         """Every TABLE_CHECK_S, put recovered peers back in the routing table."""
@@ -547,6 +548,10 @@ class Libp2pNetwork:
     def is_healthy(self, peer_id: str) -> bool:
         """False while ``peer_id`` is in its backoff window."""
         return not self._health.is_dead(peer_id, now=trio.current_time())
+
+    def consecutive_failures(self, peer_id: str) -> int:
+        """Failures of ``peer_id`` since it last answered (0 when healthy)."""
+        return self._health.failures(peer_id)
 
     # -- internals ---------------------------------------------------------------
 

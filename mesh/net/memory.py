@@ -35,6 +35,7 @@ from mesh.core import limits
 from mesh.core.capacity import RecordValidator, split_record_key
 from mesh.core.framing import FrameReader, encode_frames
 from mesh.errors import ConfigError, DeadlineExceeded, MeshError, PeerUnavailable, TooLarge
+from mesh.net.health import HealthList
 from mesh.net.interface import PeerAddr, RequestHandler
 
 logger = logging.getLogger(__name__)
@@ -45,8 +46,6 @@ MAX_PUBSUB_BYTES = 64 * limits.KiB
 # A subscriber that does not keep up loses messages instead of blocking the
 # publisher (gossip is lossy anyway).
 _SUBSCRIPTION_BUFFER = 256
-# How long a peer marked unhealthy is skipped by find_providers/known_peers.
-UNHEALTHY_BACKOFF_S = 30.0
 
 
 _Sub = trio.MemorySendChannel[tuple[str, bytes]]
@@ -141,7 +140,7 @@ class MemoryNetwork:
         self._handlers: dict[str, RequestHandler] = {}
         self._validators: dict[str, RecordValidator] = {}
         self._records: dict[str, tuple[int, bytes]] = {}
-        self._unhealthy_until: dict[str, float] = {}
+        self._health = HealthList()
         self.requests_sent = 0
 
     @property
@@ -167,9 +166,15 @@ class MemoryNetwork:
         timeout: float,  # noqa: ASYNC109 (the Network interface takes timeouts)
     ) -> bytes:
         self.requests_sent += 1
-        with trio.move_on_after(timeout) as scope:
-            return await self._deliver(peer.peer_id, protocol, payload)
+        try:
+            with trio.move_on_after(timeout) as scope:
+                return await self._deliver(peer.peer_id, protocol, payload)
+        except PeerUnavailable:
+            # As the libp2p adapter does: transport failures feed the health list.
+            self.mark_unhealthy(peer.peer_id)
+            raise
         assert scope.cancelled_caught
+        self.mark_unhealthy(peer.peer_id)
         raise DeadlineExceeded(f"request to {peer.peer_id} timed out after {timeout} s")
 
     async def _deliver(self, peer_id: str, protocol: str, payload: bytes) -> bytes:
@@ -201,6 +206,7 @@ class MemoryNetwork:
             raise PeerUnavailable(f"peer {peer_id} sent a reply over the caps")
         if self._hub._peers.get(peer_id) is not state or state.killed:
             raise PeerUnavailable(f"peer {peer_id} went away mid-request")
+        self._health.record_success(peer_id)
         return reply
 
     async def connect(self, peer: PeerAddr, *, timeout: float) -> None:  # noqa: ASYNC109 (the Network interface takes timeouts)
@@ -292,12 +298,17 @@ class MemoryNetwork:
         ]
 
     def mark_unhealthy(self, peer_id: str) -> None:
-        self._unhealthy_until[peer_id] = trio.current_time() + UNHEALTHY_BACKOFF_S
+        self._health.record_failure(peer_id, now=trio.current_time())
+
+    def is_healthy(self, peer_id: str) -> bool:
+        return not self._health.is_dead(peer_id, now=trio.current_time())
+
+    def consecutive_failures(self, peer_id: str) -> int:
+        return self._health.failures(peer_id)
 
     # -- internals -------------------------------------------------------------------
     def _is_unhealthy(self, peer_id: str) -> bool:
-        until = self._unhealthy_until.get(peer_id)
-        return until is not None and trio.current_time() < until
+        return self._health.is_dead(peer_id, now=trio.current_time())
 
     def _validator_for(self, key: str) -> RecordValidator:
         namespace, _ = split_record_key(key)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from mesh.core.values import Values
-from mesh.errors import ConfigError, ModelError
+from mesh.errors import ConfigError
 from mesh.node.config import NodeConfig
 from mesh.node.runner import ExecutionLike
 
@@ -119,15 +119,11 @@ def load_zoo_models(
     weights or a model_root mismatch.
     """
     from mesh.runtime.registry import load_model
-    from mesh.runtime.zoo import Zoo
+    from mesh.runtime.zoo import find_manifest
 
-    zoos = [Zoo(path) for path in zoo_dirs] + [Zoo.builtin()]
-    loaded = []
-    for name in names:
-        zoo = next((z for z in zoos if name in z.names()), None)
-        if zoo is None:
-            known = sorted({n for z in zoos for n in z.names()})
-            raise ModelError(f"unknown model {name!r} (zoo has: {', '.join(known)})")
-        weights_dir = (weights or {}).get(name)
-        loaded.append(load_model(zoo.manifest(name), device=device, weights_dir=weights_dir))
-    return loaded
+    return [
+        load_model(
+            find_manifest(name, zoo_dirs), device=device, weights_dir=(weights or {}).get(name)
+        )
+        for name in names
+    ]

@@ -267,7 +267,7 @@ class Testnet:
 
         async def one(peer_id: str) -> None:
             async with limiter:
-                record = await client.discovery.fetch_record(peer_id, timeout=3.0)
+                record = await client.record(peer_id, timeout=3.0)
             if record is not None and roots <= set(record.models):
                 found.add(peer_id)
 
@@ -278,11 +278,7 @@ class Testnet:
 
     @staticmethod
     async def _providers_found(client: AsyncClient, root: bytes, want: set[str]) -> bool:
-        try:
-            providers = await client.network.find_providers(root, count=len(want), timeout=3.0)
-        except MeshError:
-            return False
-        seen = {p.peer_id for p in providers}
+        seen = set(await client.providers(root, timeout=3.0))
         return seen <= want and len(seen) >= min(len(want), PROVIDER_ANSWER_CAP)
 
 

@@ -368,6 +368,12 @@ class DelayedNetwork:
     def mark_unhealthy(self, peer_id: str) -> None:
         self._inner.mark_unhealthy(peer_id)
 
+    def is_healthy(self, peer_id: str) -> bool:
+        return self._inner.is_healthy(peer_id)
+
+    def consecutive_failures(self, peer_id: str) -> int:
+        return self._inner.consecutive_failures(peer_id)
+
 
 def region_of(net: Testnet) -> dict[str, str]:
     """PeerID -> region label of every node of ``net``."""

@@ -52,7 +52,7 @@ async def test_node_publishes_a_record_that_clients_accept(
         # Records are refreshed each period and stay valid in between.
         await trio.sleep(node.config.capacity_refresh_s * 2.5)
         assert node.advertiser.published >= 3
-        assert await client.discovery.fetch_record(node.peer_id, timeout=1) is not None
+        assert await client._discovery.fetch_record(node.peer_id, timeout=1) is not None
         nursery.cancel_scope.cancel()
 
 
@@ -125,18 +125,18 @@ async def test_load_gossip_updates_clients_and_forged_gossip_is_dropped(
             for bad in (b"garbage", forged, expired.envelope):
                 await evil.publish(LOAD_TOPIC, bad, timeout=1)
             await trio.testing.wait_all_tasks_blocked()
-            assert client.discovery.record(identity(1).peer_id) is None
-            assert client.discovery.rejected == 3
+            assert client._discovery.record(identity(1).peer_id) is None
+            assert client._discovery.rejected == 3
             # A genuine record is accepted whoever relays it.
             honest = sign_message(identity(2), _record(2, now(), queue_depth=3))
             await evil.publish(LOAD_TOPIC, honest.envelope, timeout=1)
             await trio.testing.wait_all_tasks_blocked()
-            held = client.discovery.record(identity(2).peer_id)
+            held = client._discovery.record(identity(2).peer_id)
             assert held is not None and held.queue_depth == 3
             stale = replace(_record(2, now() - 1000), queue_depth=7)
             await evil.publish(LOAD_TOPIC, sign_message(identity(2), stale).envelope, timeout=1)
             await trio.testing.wait_all_tasks_blocked()
-            held = client.discovery.record(identity(2).peer_id)
+            held = client._discovery.record(identity(2).peer_id)
             assert held is not None and held.queue_depth == 3  # older record ignored
         nursery.cancel_scope.cancel()
 
@@ -149,8 +149,8 @@ async def test_node_gossips_load_changes_to_clients(
     async with trio.open_nursery() as nursery:
         client = await nursery.start(open_client, hub, 40)
         node = await start_node(nursery, hub, 1, FakeRunner(gate=gate), tmp_path)
-        assert await client.discovery.fetch_record(node.peer_id, timeout=1) is not None
-        held = client.discovery.record(node.peer_id)
+        assert await client._discovery.fetch_record(node.peer_id, timeout=1) is not None
+        held = client._discovery.record(node.peer_id)
         assert held is not None and held.queue_depth == 0
         for _ in range(3):
             task = client.build_task(ROOT_A, {"t": ["x"]})
@@ -160,7 +160,7 @@ async def test_node_gossips_load_changes_to_clients(
         await trio.testing.wait_all_tasks_blocked()
         assert node.admission.in_flight == 3
         await trio.sleep(node.config.load_gossip_s + 0.1)
-        held = client.discovery.record(node.peer_id)
+        held = client._discovery.record(node.peer_id)
         assert held is not None and held.queue_depth == 3  # from gossip, not the DHT
         gate.set()
         nursery.cancel_scope.cancel()

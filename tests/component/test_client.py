@@ -71,8 +71,8 @@ async def test_busy_peer_is_retried_on_another(
         await trio.testing.wait_all_tasks_blocked()
         assert busy.admission.in_flight == 1
         # Make the busy node look best so the client tries it first.
-        client.book.success(busy.peer_id, 1.0)
-        client.book.success(free.peer_id, 500.0)
+        client._book.success(busy.peer_id, 1.0)
+        client._book.success(free.peer_id, 500.0)
         result = await client.run(ROOT_A, inputs(), timeout=10)
         assert result.worker == free.peer_id and result.attempts == 2
         assert busy.handler.answered.get("busy") == 1
@@ -89,8 +89,8 @@ async def test_failed_peer_is_retried_elsewhere_within_deadline(
         bad = await start_node(nursery, hub, 1, runner, tmp_path)
         good = await start_node(nursery, hub, 2, FakeRunner(), tmp_path)
         client: AsyncClient = await nursery.start(open_client, hub, CLIENT)
-        client.book.success(bad.peer_id, 1.0)  # bad looks best: it is tried first
-        client.book.success(good.peer_id, 500.0)
+        client._book.success(bad.peer_id, 1.0)  # bad looks best: it is tried first
+        client._book.success(good.peer_id, 500.0)
         if fault == "killed":
             hub.kill(bad.peer_id)
         elif fault == "frozen":
@@ -107,10 +107,12 @@ async def test_failed_peer_is_retried_elsewhere_within_deadline(
         if fault in ("frozen", "dropping", "slow"):
             # The hung attempt got half the remaining time, no more.
             assert elapsed == pytest.approx(10.0 + 0.01, abs=0.02)
-        stats = client.book.stats(bad.peer_id)
-        assert stats.failure_weight == (50 if fault == "lying" else 1)
-        if fault != "lying":
-            assert bad.peer_id not in [p.peer_id for p in client.network.known_peers()]
+        if fault == "lying":
+            # Caught: left out by this client's reputation; its health is not the issue.
+            assert client._reputation.excluded(bad.peer_id)
+        else:
+            assert client._network.consecutive_failures(bad.peer_id) == 1
+            assert bad.peer_id not in [p.peer_id for p in client._network.known_peers()]
         # Next time the bad peer is not chosen first.
         again = await client.run(ROOT_A, inputs(), timeout=20)
         assert again.attempts == 1 and again.worker == good.peer_id
@@ -191,7 +193,7 @@ async def test_retry_budget_is_bounded(
         )
         with pytest.raises(Exception) as info:
             await client.run(ROOT_A, inputs(), timeout=10)
-        assert client.network.requests_sent == 2  # type: ignore[attr-defined]
+        assert client._network.requests_sent == 2  # type: ignore[attr-defined]
         assert "unreachable" in str(info.value) or "not reachable" in str(info.value)
         nursery.cancel_scope.cancel()
 

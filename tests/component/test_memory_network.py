@@ -6,8 +6,9 @@ import pytest
 import trio
 
 from mesh.errors import DeadlineExceeded, MalformedMessage, PeerUnavailable, TooLarge
+from mesh.net.health import DEFAULT_BASE_BACKOFF_S
 from mesh.net.interface import PeerAddr
-from mesh.net.memory import MAX_PUBSUB_BYTES, UNHEALTHY_BACKOFF_S, MemoryHub
+from mesh.net.memory import MAX_PUBSUB_BYTES, MemoryHub
 
 pytestmark = pytest.mark.component
 
@@ -69,10 +70,10 @@ async def test_killed_peer_keeps_stale_provider_records(
         assert [p.peer_id for p in found] == ["server"]
         with pytest.raises(PeerUnavailable):
             await client.request(found[0], "/p", b"hi", timeout=1)
-        # ...until the caller marks it unhealthy, for a backoff.
-        client.mark_unhealthy("server")
+        # ...until a request to it fails: the health list then skips it for a backoff.
+        assert not client.is_healthy("server") and client.consecutive_failures("server") == 1
         assert await client.find_providers(b"k" * 32, count=5, timeout=1) == []
-        await trio.sleep(UNHEALTHY_BACKOFF_S + 1)
+        await trio.sleep(DEFAULT_BASE_BACKOFF_S)
         assert len(await client.find_providers(b"k" * 32, count=5, timeout=1)) == 1
 
 

@@ -93,10 +93,13 @@ def _io_uses(tree: ast.AST) -> list[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             if node.module.split(".")[0] in FORBIDDEN_IO:
                 found.append(node.module)
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-            if node.func.id == "open":
-                found.append("open()")
+        elif _calls_open(node):
+            found.append("open()")
     return found
+
+
+def _calls_open(node: ast.AST) -> bool:
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "open"
 
 
 @pytest.mark.parametrize("path", _core_sources(), ids=lambda p: p.name)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,8 +42,15 @@ class RuntimeRunner:
     def device(self) -> str:
         return self._device
 
-    async def run(self, model_root: bytes, inputs: Values, params: dict[str, int]) -> ExecutionLike:
-        return await self._executor.run(model_root, inputs, params)
+    async def run(
+        self,
+        model_root: bytes,
+        inputs: Values,
+        params: dict[str, int],
+        *,
+        on_start: Callable[[], None] | None = None,
+    ) -> ExecutionLike:
+        return await self._executor.run(model_root, inputs, params, on_start=on_start)
 
     def queue_depth(self) -> int:
         return self._executor.queue_depth()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -59,6 +59,7 @@ class _Job:
     inputs: Values
     params: dict[str, int]
     enqueued: float
+    on_start: Callable[[], None] | None = None
     done: trio.Event = field(default_factory=trio.Event)
     result: Execution | None = None
     error: MeshError | None = None
@@ -114,8 +115,17 @@ class Executor:
             raise UnknownModel(f"this node does not serve model {format_root(model_root)}")
         return lane.model
 
-    async def run(self, model_root: bytes, inputs: Values, params: dict[str, int]) -> Execution:
+    async def run(
+        self,
+        model_root: bytes,
+        inputs: Values,
+        params: dict[str, int],
+        *,
+        on_start: Callable[[], None] | None = None,
+    ) -> Execution:
         """Run one task, batched with concurrent callers of the same model.
+
+        ``on_start`` is called on the trio thread when the task's batch starts.
 
         Raises:
             UnknownModel: the root is not served here.
@@ -126,7 +136,7 @@ class Executor:
         if lane is None:
             raise UnknownModel(f"this node does not serve model {format_root(model_root)}")
         lane.model.validate(inputs, params)
-        job = _Job(inputs, params, trio.current_time())
+        job = _Job(inputs, params, trio.current_time(), on_start)
         lane.queue.append(job)
         lane.arrived.set()
         self._depth += 1
@@ -181,6 +191,9 @@ class Executor:
     async def _run_batch(self, model: LoadedModel, batch: list[_Job]) -> None:
         items = [(job.inputs, job.params) for job in batch]
         async with self._device:
+            for job in batch:
+                if job.on_start is not None:
+                    job.on_start()
             try:
                 outputs, compute_ms = await trio.to_thread.run_sync(_timed_run, model, items)
                 if len(outputs) != len(batch):

@@ -85,7 +85,14 @@ class FakeRunner:
     def device(self) -> str:
         return self.device_name
 
-    async def run(self, model_root: bytes, inputs: Values, params: dict[str, int]) -> FakeExecution:
+    async def run(
+        self,
+        model_root: bytes,
+        inputs: Values,
+        params: dict[str, int],
+        *,
+        on_start: Callable[[], None] | None = None,
+    ) -> FakeExecution:
         if "bad" in inputs:
             raise InvalidInput("input 'bad' is not accepted by this model")
         if "crash" in inputs:
@@ -95,6 +102,8 @@ class FakeRunner:
         try:
             if self.gate is not None:
                 await self.gate.wait()
+            if on_start is not None:
+                on_start()
             await trio.sleep(self.compute_s)
         finally:
             self.depth -= 1

@@ -51,7 +51,7 @@ async def test_node_publishes_a_record_that_clients_accept(
         assert views[0].record.models == (ROOT_A,) and views[0].record.region == "eu"
         # Records are refreshed each period and stay valid in between.
         await trio.sleep(node.config.capacity_refresh_s * 2.5)
-        assert node.advertiser.published >= 3
+        assert node.status().adverts_published >= 3
         assert await client._discovery.fetch_record(node.peer_id, timeout=1) is not None
         nursery.cancel_scope.cancel()
 
@@ -158,7 +158,7 @@ async def test_node_gossips_load_changes_to_clients(
                 functools.partial(client.run_task, task, {"t": ["x"]}, deadline=1000.0)
             )
         await trio.testing.wait_all_tasks_blocked()
-        assert node.admission.in_flight == 3
+        assert node.status().in_flight == 3
         await trio.sleep(node.config.load_gossip_s + 0.1)
         held = client._discovery.record(node.peer_id)
         assert held is not None and held.queue_depth == 3  # from gossip, not the DHT
@@ -176,7 +176,7 @@ async def test_adverts_are_repeated_early_then_every_period(
         counts = []
         for at in (0.5, 2.5, 7.5, 22.5, 82.5, 142.5):
             await trio.sleep_until(start + at)
-            counts.append(node.advertiser.published)
+            counts.append(node.status().adverts_published)
         # Once at start, then after 2, 5 and 15 s (a lone first node's records reach
         # peers that joined meanwhile), then every 60 s.
         assert counts == [1, 2, 3, 4, 5, 6]

@@ -25,7 +25,7 @@ CLIENT = 40
 
 def _tamper_outputs(node: Node) -> None:
     """Make ``node`` answer with outputs that differ from what its receipt signs."""
-    honest = node.handler.handle
+    honest = node._handler.handle
 
     async def lying(peer: str, message: bytes) -> bytes:
         answer = canonical.decode(await honest(peer, message))
@@ -33,7 +33,7 @@ def _tamper_outputs(node: Node) -> None:
             answer["outputs"] = {"out_x": ["forged"]}
         return canonical.encode(answer)
 
-    node.network.set_request_handler(TASK_PROTOCOL, lying)
+    node._network.set_request_handler(TASK_PROTOCOL, lying)
 
 
 async def test_run_returns_verified_result(
@@ -69,13 +69,13 @@ async def test_busy_peer_is_retried_on_another(
             functools.partial(other.run_task, task, inputs(), deadline=100.0, target=busy.peer_id)
         )
         await trio.testing.wait_all_tasks_blocked()
-        assert busy.admission.in_flight == 1
+        assert busy.status().in_flight == 1
         # Make the busy node look best so the client tries it first.
         client._book.success(busy.peer_id, 1.0)
         client._book.success(free.peer_id, 500.0)
         result = await client.run(ROOT_A, inputs(), timeout=10)
         assert result.worker == free.peer_id and result.attempts == 2
-        assert busy.handler.answered.get("busy") == 1
+        assert busy.status().answered.get("busy") == 1
         nursery.cancel_scope.cancel()
 
 
@@ -208,11 +208,11 @@ async def test_a_lone_busy_peer_is_retried_after_its_retry_after(
         other: AsyncClient = await nursery.start(open_client, hub, CLIENT + 1)
         nursery.start_soon(functools.partial(other.run, ROOT_A, inputs(), timeout=30))
         await trio.testing.wait_all_tasks_blocked()
-        assert node.admission.in_flight == 1
+        assert node.status().in_flight == 1
         start = trio.current_time()
         result = await client.run(ROOT_A, inputs(), timeout=30)
         assert result.worker == node.peer_id and result.attempts >= 2
-        assert node.handler.answered["busy"] == result.attempts - 1
+        assert node.status().answered["busy"] == result.attempts - 1
         # It came back no sooner than the busy answers asked (500 ms each, no rate yet).
         assert trio.current_time() - start >= 0.5 * (result.attempts - 1)
         nursery.cancel_scope.cancel()

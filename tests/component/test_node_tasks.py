@@ -170,7 +170,7 @@ async def test_bad_task_gets_typed_error_then_node_serves_others(
             assert reply.code == expected, reply.message
         async with hub.join(identity(OTHER).peer_id) as other:
             await _valid_task_succeeds(other, node, OTHER, b"\x07" * 16)
-        assert node.handler.answered.get(expected) == 1
+        assert node.status().answered.get(expected) == 1
         nursery.cancel_scope.cancel()
 
 
@@ -241,12 +241,17 @@ async def test_full_queue_answers_busy_with_retry_after(
             inner.start_soon(send, CLIENT, nets[0])
             inner.start_soon(send, OTHER, nets[1])
             await trio.testing.wait_all_tasks_blocked()
-            assert node.admission.in_flight == 2
+            # Admitted and queued behind the gate: in flight, none running yet.
+            assert (node.status().in_flight, node.status().running) == (2, 0)
             await send(52, nets[2])
             busy = decode_response(answers[-1])
             assert isinstance(busy, ErrorReply) and busy.code == "busy"
             assert busy.retry_after_ms > 0
             gate.set()
+            await trio.testing.wait_all_tasks_blocked()
+            # The runner reported both started: they compute now.
+            assert (node.status().in_flight, node.status().running) == (2, 2)
+        assert node.status().in_flight == 0
         assert sum(not isinstance(decode_response(a), ErrorReply) for a in answers) == 2
         nursery.cancel_scope.cancel()
 

@@ -58,7 +58,7 @@ async def test_client_runs_tiny_mlp_on_a_libp2p_node(tmp_path: Path) -> None:
                     stop=stop,
                 )
             )
-            addrs = node.network.listen_addrs()
+            addrs = node.listen_addrs()
             async with AsyncClient.connect(bootstrap=addrs) as client:
                 x = {"x": tensor_from_nested(X)}
                 result = await client.run("tiny-mlp", x, timeout=20)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from mesh.errors import (
     BadSignature,
     Busy,
+    Closed,
     CommitmentMismatch,
     ConfigError,
     DeadlineExceeded,
@@ -93,6 +94,7 @@ __all__ = [
     "CapacityRecord",
     "Client",
     "ClientConfig",
+    "Closed",
     "CommitmentMismatch",
     "ConfigError",
     "DeadlineExceeded",

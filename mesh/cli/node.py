@@ -95,25 +95,22 @@ def build_config(args: argparse.Namespace) -> NodeConfig:
             raise ConfigError(f"--weights takes NAME=PATH, not {item!r}")
         weights.append((name, Path(path)))
     data_dir = args.data_dir or args.key.parent / f"{args.key.name}.data"
-    try:
-        return NodeConfig(
-            identity=identity,
-            data_dir=data_dir,
-            model_names=names,
-            listen=tuple(args.listen or [DEFAULT_LISTEN]),
-            bootstrap=tuple(load_bootstrap_file(args.bootstrap)) if args.bootstrap else (),
-            device=args.device,
-            zoo_dirs=tuple(args.zoo),
-            weights=tuple(weights),
-            region=args.region,
-            price_micro=args.price_micro,
-            max_batch=args.max_batch,
-            max_queue=args.max_queue,
-            threads=args.threads,
-            drain_timeout_s=args.drain_timeout,
-        )
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+    return NodeConfig(
+        identity=identity,
+        data_dir=data_dir,
+        model_names=names,
+        listen=tuple(args.listen or [DEFAULT_LISTEN]),
+        bootstrap=tuple(load_bootstrap_file(args.bootstrap)) if args.bootstrap else (),
+        device=args.device,
+        zoo_dirs=tuple(args.zoo),
+        weights=tuple(weights),
+        region=args.region,
+        price_micro=args.price_micro,
+        max_batch=args.max_batch,
+        max_queue=args.max_queue,
+        threads=args.threads,
+        drain_timeout_s=args.drain_timeout,
+    )
 
 
 def node_command(args: argparse.Namespace) -> int:

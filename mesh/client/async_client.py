@@ -45,7 +45,7 @@ from mesh.core.messages import (
 )
 from mesh.core.tensors import Tensor
 from mesh.core.values import Values, values_hash
-from mesh.errors import MeshError, NoPeersAvailable, UnknownModel
+from mesh.errors import Closed, MeshError, NoPeersAvailable, UnknownModel
 from mesh.net.interface import TASK_PROTOCOL, Network, PeerAddr
 
 logger = logging.getLogger(__name__)
@@ -96,6 +96,7 @@ class AsyncClient:
         self._discovery = Discovery(network, wall_clock=self._now_ms)
         self._stack: AsyncExitStack | None = None
         self._nursery: trio.Nursery | None = None
+        self._closed = False
 
     @property
     def identity(self) -> Identity:
@@ -159,6 +160,7 @@ class AsyncClient:
         tb: TracebackType | None,
     ) -> bool | None:
         assert self._stack is not None and self._nursery is not None
+        self._closed = True
         self._nursery.cancel_scope.cancel()
         with unwrap_single_error():
             return await self._stack.__aexit__(exc_type, exc, tb)
@@ -218,6 +220,7 @@ class AsyncClient:
             NoPeersAvailable: nobody serves the model.
             ProtocolError: the task itself was refused (invalid input, ...).
         """
+        self._check_open()
         merged = {**(params or {}), **more_params}
         return await self._run(
             model, inputs, timeout=timeout, target=target, verify=verify, params=merged
@@ -262,6 +265,7 @@ class AsyncClient:
         Tasks spread over live peers (our own in-flight tasks count as load).
         The first failure cancels the rest and is raised.
         """
+        self._check_open()
         items = list(many_inputs)
         results: list[RunResult | None] = [None] * len(items)
         errors: list[MeshError] = []
@@ -291,6 +295,7 @@ class AsyncClient:
 
     async def peers(self, *, timeout: float | None = None) -> list[PeerView]:  # noqa: ASYNC109
         """Live peers with valid capacity records, with their measured latency."""
+        self._check_open()
         limit = self._config.discovery_timeout_s if timeout is None else timeout
         found = await self._discovery.live_records(timeout=limit)
         views: list[PeerView] = []
@@ -379,6 +384,10 @@ class AsyncClient:
                     self._learn(step.peer, root, kind, exc)
                     continue
                 return RunResult(outputs, receipt, task, step.peer, latency_ms, plan.attempts)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise Closed("the client is closed")
 
     def _learn(self, peer: str, root: bytes, kind: Failure, exc: MeshError) -> None:
         """What a failed attempt teaches this client about ``peer`` (see mesh.client.retry)."""

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from mesh.client.retry import RetryPolicy
 from mesh.core.identity import Identity
+from mesh.errors import ConfigError
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,6 +30,12 @@ class ClientConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     zoo_dirs: tuple[Path, ...] = ()
     map_concurrency: int = 8
+
+    def __post_init__(self) -> None:
+        if self.timeout_s <= 0 or self.task_window_s <= 0 or self.discovery_timeout_s <= 0:
+            raise ConfigError("timeout_s, task_window_s and discovery_timeout_s must be > 0")
+        if self.map_concurrency < 1:
+            raise ConfigError("map_concurrency must be at least 1")
 
 
 def load_identity(key: Identity | Path | str | None) -> Identity:

@@ -29,6 +29,7 @@ from mesh.core import limits
 from mesh.core.capacity import RecordValidator, split_record_key
 from mesh.core.framing import FrameReader
 from mesh.errors import (
+    Closed,
     ConfigError,
     DeadlineExceeded,
     Expired,
@@ -39,7 +40,7 @@ from mesh.errors import (
 )
 from mesh.net import dht as dht_glue
 from mesh.net.addresses import parse_peer_id, strip_p2p
-from mesh.net.deadlines import library_deadline
+from mesh.net.deadlines import library_deadline, library_errors
 from mesh.net.guard import install_guard
 from mesh.net.health import HealthList
 from mesh.net.interface import Network, PeerAddr, RequestHandler
@@ -85,7 +86,8 @@ class NetTimeouts:
     request: float = 5.0
     dht: float = 5.0
     pubsub: float = 2.0
-    # An inbound stream with no new request for this long is dropped.
+    # An inbound stream with no new request for this long is dropped, so a dead or
+    # silent client cannot pin a stream forever; longer than the pool's POOL_IDLE_S.
     server_idle: float = 60.0
 
 
@@ -120,6 +122,7 @@ class Libp2pNetwork:
         self._benched: set[str] = set()
         self._bootstrap: tuple[PeerAddr, ...] = ()
         self.stats = StreamStats()
+        self._closed = False
         self._unguarded = install_guard(
             host,
             is_dead=lambda pid: self._health.is_dead(pid, now=trio.current_time()),
@@ -187,6 +190,7 @@ class Libp2pNetwork:
             PeerUnavailable: dial or stream failed (the peer is marked unhealthy).
             DeadlineExceeded: no answer within ``timeout`` (the peer is marked unhealthy).
         """
+        self._check_open()
         if len(payload) > limits.MAX_MESSAGE_BYTES:
             raise TooLarge(f"request of {len(payload)} bytes over {limits.MAX_MESSAGE_BYTES}")
         try:
@@ -266,6 +270,7 @@ class Libp2pNetwork:
         Raises:
             PeerUnavailable: the dial failed. DeadlineExceeded: it took too long.
         """
+        self._check_open()
         peer_id = parse_peer_id(peer.peer_id)
         info = PeerInfo(peer_id, [parse_multiaddr(a) for a in peer.addrs])
         try:
@@ -279,9 +284,13 @@ class Libp2pNetwork:
             raise PeerUnavailable(f"cannot dial {peer.peer_id}: {exc!r}") from exc
         self._remember_addrs(peer_id, peer.addrs)
         self._health.record_success(peer.peer_id)
-        # bug 9: a dial never reaches the routing table by itself.
-        with trio.move_on_after(self._timeouts.dht):
-            await self._dht.add_peer(peer_id, skip_server_mode_check=True)
+        # bug 9: a dial never reaches the routing table by itself. Best effort: the
+        # dial succeeded, and the table is refilled by restore_peers() anyway.
+        try:
+            with trio.move_on_after(self._timeouts.dht), library_errors("routing-table add"):
+                await self._dht.add_peer(peer_id, skip_server_mode_check=True)
+        except NetworkError as exc:
+            logger.debug("could not add %s to the routing table: %s", peer.peer_id, exc)
 
     def _remember_addrs(self, peer_id: ID, addrs: Sequence[str]) -> None:
         if addrs:
@@ -297,6 +306,7 @@ class Libp2pNetwork:
         Raises:
             DeadlineExceeded: the announcement did not finish in time.
         """
+        self._check_open()
         with self._dht_deadline(timeout, "provide"):
             # The raw key goes straight to the provider store: KadDHT.provide(str)
             # would first try to read a string as a CID or hex.
@@ -310,6 +320,7 @@ class Libp2pNetwork:
         Asks the network each time (the library would answer from a 48 h cache),
         merged with the records this peer holds.
         """
+        self._check_open()
         raw = bytes(key)
         found: list[PeerInfo] = list(dht_glue.local_providers(self._dht, raw))
         try:
@@ -366,6 +377,7 @@ class Libp2pNetwork:
             ConfigError: no validator for the key's namespace.
             DeadlineExceeded: the store did not finish in time.
         """
+        self._check_open()
         self._validator_for(key).check(key, value)
         try:
             with self._dht_deadline(timeout, "put_record"):
@@ -382,6 +394,7 @@ class Libp2pNetwork:
         that answer and the copy held here. When the network is too slow, a valid
         local copy is the answer.
         """
+        self._check_open()
         validator = self._validator_for(key)
         key_bytes = key.encode("utf-8")
         held = dht_glue.local_value(self._dht, key_bytes)
@@ -418,26 +431,24 @@ class Libp2pNetwork:
         Raises:
             TooLarge: over 64 KiB (gossipsub silently drops big messages).
             DeadlineExceeded: publishing took too long.
+            NetworkError: the library failed to publish. Closed: the peer is closed.
         """
         if len(data) > MAX_PUBSUB_BYTES:
             raise TooLarge(f"pubsub message of {len(data)} bytes over {MAX_PUBSUB_BYTES}")
-        try:
-            with trio.fail_after(min(timeout, self._timeouts.pubsub)):
-                await self._pubsub.publish(topic, data)
-        except trio.TooSlowError as exc:
-            raise DeadlineExceeded(f"publish on {topic} timed out") from exc
+        self._check_open()
+        with library_deadline(min(timeout, self._timeouts.pubsub), f"publish on {topic}"):
+            await self._pubsub.publish(topic, data)
 
     async def subscribe(self, topic: str) -> trio.abc.ReceiveChannel[tuple[str, bytes]]:
         """Messages on ``topic`` from other peers, as (sender peer id, data).
 
         Raises:
             DeadlineExceeded: announcing the subscription to peers took too long.
+            NetworkError: the library failed to subscribe. Closed: the peer is closed.
         """
-        try:
-            with trio.fail_after(self._timeouts.pubsub):
-                return await self._fanout.subscribe(topic)
-        except trio.TooSlowError as exc:
-            raise DeadlineExceeded(f"subscribing to {topic} timed out") from exc
+        self._check_open()
+        with library_deadline(self._timeouts.pubsub, f"subscribing to {topic}"):
+            return await self._fanout.subscribe(topic)
 
     # -- health ------------------------------------------------------------------
 
@@ -484,11 +495,14 @@ class Libp2pNetwork:
             addrs = self._known_addrs(pid)
             if not addrs:
                 continue
-            with trio.move_on_after(self._timeouts.dht):
-                if await self._dht.routing_table.add_peer(
-                    PeerInfo(pid, addrs), skip_server_mode_check=True
-                ):
-                    restored.append(peer_id)
+            try:
+                with trio.move_on_after(self._timeouts.dht), library_errors("routing-table add"):
+                    if await self._dht.routing_table.add_peer(
+                        PeerInfo(pid, addrs), skip_server_mode_check=True
+                    ):
+                        restored.append(peer_id)
+            except NetworkError as exc:
+                logger.debug("could not put %s back in the routing table: %s", peer_id, exc)
         if restored:
             logger.debug("routing table: put back %s", restored)
         return restored
@@ -558,6 +572,10 @@ class Libp2pNetwork:
     def _dht_deadline(self, timeout: float, what: str) -> AbstractContextManager[None]:
         return library_deadline(min(timeout, self._timeouts.dht), what)
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise Closed(f"the network of peer {self._peer_id} is closed")
+
     async def _aclose(self) -> None:
         """Close streams and connections before the services stop.
 
@@ -565,6 +583,7 @@ class Libp2pNetwork:
         makes the library spawn into a closed nursery ("Nursery is closed to new
         arrivals") and the traceback escapes through the host.
         """
+        self._closed = True
         await self._fanout.aclose()
         for stream in self._pool.drain():
             await close_quietly(stream)

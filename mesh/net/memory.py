@@ -34,7 +34,7 @@ import trio
 from mesh.core import limits
 from mesh.core.capacity import RecordValidator, split_record_key
 from mesh.core.framing import FrameReader, encode_frames
-from mesh.errors import ConfigError, DeadlineExceeded, MeshError, PeerUnavailable, TooLarge
+from mesh.errors import Closed, ConfigError, DeadlineExceeded, MeshError, PeerUnavailable, TooLarge
 from mesh.net.health import HealthList
 from mesh.net.interface import PeerAddr, RequestHandler
 
@@ -75,7 +75,7 @@ class MemoryHub:
     async def join(self, peer_id: str) -> AsyncIterator[MemoryNetwork]:
         """Add a peer for the duration of the block; it leaves (like a clean exit) after."""
         if peer_id in self._peers:
-            raise ValueError(f"peer {peer_id} already joined")
+            raise ConfigError(f"peer {peer_id} already joined")
         async with trio.open_nursery() as nursery:
             net = MemoryNetwork(self, peer_id, nursery)
             self._peers[peer_id] = _PeerState(net)
@@ -83,6 +83,7 @@ class MemoryHub:
                 yield net
             finally:
                 # Leaving: new requests fail at once; handlers still running are cancelled.
+                net._closed = True
                 self._peers.pop(peer_id, None)
                 for subs in self._subscribers.values():
                     subs[:] = [(p, ch) for p, ch in subs if p != peer_id]
@@ -141,6 +142,7 @@ class MemoryNetwork:
         self._validators: dict[str, RecordValidator] = {}
         self._records: dict[str, tuple[int, bytes]] = {}
         self._health = HealthList()
+        self._closed = False
         self.requests_sent = 0
 
     @property
@@ -165,6 +167,7 @@ class MemoryNetwork:
         *,
         timeout: float,  # noqa: ASYNC109 (the Network interface takes timeouts)
     ) -> bytes:
+        self._check_open()
         self.requests_sent += 1
         try:
             with trio.move_on_after(timeout) as scope:
@@ -210,17 +213,20 @@ class MemoryNetwork:
         return reply
 
     async def connect(self, peer: PeerAddr, *, timeout: float) -> None:  # noqa: ASYNC109 (the Network interface takes timeouts)
+        self._check_open()
         with trio.move_on_after(timeout):
             await self._hub._wait_reachable(peer.peer_id)
             return
         raise DeadlineExceeded(f"connect to {peer.peer_id} timed out after {timeout} s")
 
     async def provide(self, key: bytes, *, timeout: float) -> None:  # noqa: ASYNC109 (the Network interface takes timeouts)
+        self._check_open()
         self._hub._state(self._peer_id)
         self._hub._providers.setdefault(bytes(key), {})[self._peer_id] = None
         await trio.lowlevel.checkpoint()
 
     async def find_providers(self, key: bytes, *, count: int, timeout: float) -> list[PeerAddr]:  # noqa: ASYNC109 (the Network interface takes timeouts)
+        self._check_open()
         await trio.lowlevel.checkpoint()
         # Like libp2p, stale records of dead or frozen peers are returned; only
         # peers this network has seen fail are left out.
@@ -232,6 +238,7 @@ class MemoryNetwork:
         return found[:count]
 
     async def put_record(self, key: str, value: bytes, *, timeout: float) -> None:  # noqa: ASYNC109 (the Network interface takes timeouts)
+        self._check_open()
         self._hub._state(self._peer_id)
         # The storing peer's own validator runs first and its error propagates,
         # as KadDHT.put_value does; every other peer validates what it stores.
@@ -246,6 +253,7 @@ class MemoryNetwork:
         await trio.lowlevel.checkpoint()
 
     async def get_record(self, key: str, *, timeout: float) -> bytes | None:  # noqa: ASYNC109 (the Network interface takes timeouts)
+        self._check_open()
         self._validator_for(key)  # like the libp2p adapter: no validator, no lookup
         await trio.lowlevel.checkpoint()
         candidates: list[tuple[int, bytes]] = []
@@ -272,6 +280,7 @@ class MemoryNetwork:
         self._records[key] = (self._hub_clock(), value)
 
     async def publish(self, topic: str, data: bytes, *, timeout: float) -> None:  # noqa: ASYNC109 (the Network interface takes timeouts)
+        self._check_open()
         if len(data) > MAX_PUBSUB_BYTES:
             raise TooLarge(f"pubsub message of {len(data)} bytes exceeds {MAX_PUBSUB_BYTES}")
         self._hub._state(self._peer_id)
@@ -285,6 +294,7 @@ class MemoryNetwork:
         await trio.lowlevel.checkpoint()
 
     async def subscribe(self, topic: str) -> trio.abc.ReceiveChannel[tuple[str, bytes]]:
+        self._check_open()
         send, receive = trio.open_memory_channel[tuple[str, bytes]](_SUBSCRIPTION_BUFFER)
         self._hub._subscribers.setdefault(topic, []).append((self._peer_id, send))
         await trio.lowlevel.checkpoint()
@@ -307,6 +317,10 @@ class MemoryNetwork:
         return self._health.failures(peer_id)
 
     # -- internals -------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise Closed(f"memory network of {self._peer_id} is closed")
+
     def _is_unhealthy(self, peer_id: str) -> bool:
         return self._health.is_dead(peer_id, now=trio.current_time())
 

@@ -31,11 +31,8 @@ READ_CHUNK_BYTES = 256 * 1024
 # Idle streams kept per (peer, protocol): enough for a few concurrent requests.
 MAX_IDLE_STREAMS_PER_KEY = 4
 # How long an idle pooled stream is trusted; shorter than the server's idle
-# deadline (DEFAULT_SERVER_IDLE_S) so we do not reuse one the server dropped.
+# deadline (NetTimeouts.server_idle) so we do not reuse one the server dropped.
 POOL_IDLE_S = 30.0
-# A server drops a stream on which no new request starts within this time, so a
-# dead or silent client cannot pin a stream (and its task) forever.
-DEFAULT_SERVER_IDLE_S = 60.0
 # Cleanup of a stream (reset/close) gets this long before we give up on it.
 CLEANUP_S = 1.0
 
@@ -45,10 +42,6 @@ STREAM_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     trio.BrokenResourceError,
 )
-
-
-class StreamClosedByPeer(PeerUnavailable):
-    """The peer closed the stream cleanly between messages (not exported)."""
 
 
 async def read_message(stream: INetStream, reader: FrameReader) -> bytes | None:

@@ -79,10 +79,9 @@ class Node:
         config: the node's configuration.
         network: the network to serve on (already running).
         runner: runs the tasks (the runtime executor, or a fake in tests).
-        receipt_log: the chained receipt log; opened from ``config.data_dir`` if None.
         wall_clock: epoch milliseconds; defaults to trio's clock plus the real offset.
         blocking: how to call blocking receipt-log appends (default: a worker
-            thread; component tests on a fake clock call inline).
+            thread; tests on a fake clock pass :func:`mesh.testing.inline_blocking`).
         memory_free_mb: free memory to advertise (the runtime's figure).
     """
 
@@ -92,7 +91,6 @@ class Node:
         *,
         network: Network,
         runner: TaskRunner,
-        receipt_log: ReceiptLog | None = None,
         wall_clock: WallClock | None = None,
         blocking: BlockingCall | None = None,
         memory_free_mb: Callable[[], int] = lambda: 0,
@@ -101,14 +99,11 @@ class Node:
         self._network = network
         self._runner = runner
         self._wall_clock = wall_clock or trio_wall_clock()
-        self._owns_log = receipt_log is None
-        if receipt_log is None:
-            try:
-                config.data_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise ConfigError(f"cannot create data dir {config.data_dir}: {exc}") from exc
-            receipt_log = ReceiptLog.open(config.receipt_log_path, config.identity)
-        self._log = receipt_log
+        try:
+            config.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create data dir {config.data_dir}: {exc}") from exc
+        self._log = ReceiptLog.open(config.receipt_log_path, config.identity)
         self._meter = ThroughputMeter()
         self._table = TaskTable()
         capacity = min(config.max_queue, runner.queue_capacity())
@@ -202,8 +197,7 @@ class Node:
                 with unwrap_single_error():
                     result = await self._stack.__aexit__(exc_type, exc, tb)
             finally:
-                if self._owns_log:
-                    self._log.close()
+                self._log.close()
         return result
 
     async def drain(self, *, timeout: float | None = None) -> bool:  # noqa: ASYNC109 (a drain bound, not a call deadline)

@@ -27,7 +27,7 @@ import trio
 
 from mesh.core.model_root import format_root
 from mesh.core.values import Values
-from mesh.errors import InternalError, MeshError, UnknownModel
+from mesh.errors import ConfigError, InternalError, MeshError, UnknownModel
 from mesh.runtime.device import apply_thread_count
 from mesh.runtime.output import ModelOutput
 from mesh.runtime.registry import LoadedModel
@@ -92,7 +92,7 @@ class Executor:
         max_queue: the queue capacity the node admits against.
         """
         if max_batch < 1 or max_wait_ms < 0 or max_queue < 1:
-            raise ValueError("max_batch and max_queue must be >= 1, max_wait_ms >= 0")
+            raise ConfigError("max_batch and max_queue must be >= 1, max_wait_ms >= 0")
         self._lanes = {m.model_root: _Lane(m) for m in models}
         self._max_batch = max_batch
         self._max_wait = max_wait_ms / 1000.0

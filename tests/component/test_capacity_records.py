@@ -16,7 +16,7 @@ from mesh.core.envelope import sign_message
 from mesh.core.messages import CapacityRecord
 from mesh.errors import BadSignature, Expired
 from mesh.net.interface import LOAD_TOPIC
-from mesh.net.memory import MemoryHub
+from mesh.testing import MemoryHub
 
 pytestmark = pytest.mark.component
 

@@ -15,8 +15,8 @@ from mesh.core import canonical
 from mesh.core.receipts import verify_receipt
 from mesh.errors import DeadlineExceeded, NoPeersAvailable, VerificationError
 from mesh.net.interface import TASK_PROTOCOL
-from mesh.net.memory import MemoryHub
 from mesh.node.service import Node
+from mesh.testing import MemoryHub
 
 pytestmark = pytest.mark.component
 

@@ -8,7 +8,7 @@ import trio.testing
 
 from mesh.errors import DeadlineExceeded
 from mesh.net.interface import PeerAddr
-from mesh.net.memory import MemoryHub
+from mesh.testing import MemoryHub
 from mesh.testnet.wan import DelayedNetwork, rtt_ms
 
 pytestmark = pytest.mark.component

@@ -11,7 +11,7 @@ from meshfakes import ROOT_A, FakeRunner, open_client, start_node
 
 from mesh.client.async_client import AsyncClient
 from mesh.client.discovery import MAX_RECORD_FETCHES
-from mesh.net.memory import MemoryHub
+from mesh.testing import MemoryHub
 
 pytestmark = pytest.mark.component
 

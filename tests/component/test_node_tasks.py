@@ -30,9 +30,9 @@ from mesh.core import canonical, limits
 from mesh.core.messages import ErrorReply, decode_response
 from mesh.errors import PeerUnavailable
 from mesh.net.interface import TASK_PROTOCOL, PeerAddr
-from mesh.net.memory import MemoryHub, MemoryNetwork
 from mesh.node.receipt_log import read_receipts
 from mesh.node.service import Node
+from mesh.testing import MemoryHub, MemoryNetwork
 
 pytestmark = pytest.mark.component
 

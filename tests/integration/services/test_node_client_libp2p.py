@@ -72,12 +72,13 @@ async def test_client_runs_tiny_mlp_on_a_libp2p_node(tmp_path: Path) -> None:
                 forged["task"]["sig"] = bytes(64)
                 codes = []
                 for payload in (canonical.encode(forged), good, good):
-                    reply = await client.network.request(target, TASK_PROTOCOL, payload, timeout=10)
+                    net = client._network
+                    reply = await net.request(target, TASK_PROTOCOL, payload, timeout=10)
                     decoded = decode_response(reply)
                     codes.append(decoded.code if isinstance(decoded, ErrorReply) else "ok")
                 assert codes == ["bad-signature", "ok", "replayed"]
                 with pytest.raises(PeerUnavailable):
-                    await client.network.request(target, TASK_PROTOCOL, b"\xc1", timeout=10)
+                    await client._network.request(target, TASK_PROTOCOL, b"\xc1", timeout=10)
                 after = await client.run("tiny-mlp", x, timeout=20)
                 assert after.worker == node.peer_id
             verify_receipt(result.receipt, task=result.task, outputs=result.outputs)

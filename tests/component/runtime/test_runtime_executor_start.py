@@ -44,14 +44,21 @@ def _mlp() -> tuple[LoadedModel, _Gated]:
     return model, gated
 
 
-async def test_on_start_is_called_when_the_batch_starts_not_when_queued() -> None:
-    model, gated = _mlp()
-    executor = Executor([model], max_batch=1, max_wait_ms=0)
-    started: list[str] = []
+def _runner(model: LoadedModel, executor: Executor, started: list[str]) -> Any:
+    """A task submitter that records, by name, when each task's batch starts."""
     x = from_torch(torch.zeros(1, 32))
 
     async def one(name: str) -> None:
         await executor.run(model.model_root, {"x": x}, {}, on_start=lambda: started.append(name))
+
+    return one
+
+
+async def test_on_start_is_called_when_the_batch_starts_not_when_queued() -> None:
+    model, gated = _mlp()
+    executor = Executor([model], max_batch=1, max_wait_ms=0)
+    started: list[str] = []
+    one = _runner(model, executor, started)
 
     async with executor.running(), trio.open_nursery() as nursery:
         nursery.start_soon(one, "first")
@@ -68,10 +75,7 @@ async def test_a_task_cancelled_while_queued_never_starts() -> None:
     model, gated = _mlp()
     executor = Executor([model], max_batch=1, max_wait_ms=0)
     started: list[str] = []
-    x = from_torch(torch.zeros(1, 32))
-
-    async def one(name: str) -> None:
-        await executor.run(model.model_root, {"x": x}, {}, on_start=lambda: started.append(name))
+    one = _runner(model, executor, started)
 
     async with executor.running(), trio.open_nursery() as nursery:
         nursery.start_soon(one, "first")

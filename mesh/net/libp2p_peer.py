@@ -27,7 +27,6 @@ from libp2p.pubsub.pubsub import Pubsub
 
 from mesh.core import limits
 from mesh.core.capacity import RecordValidator, split_record_key
-from mesh.core.framing import FrameReader
 from mesh.errors import (
     Closed,
     ConfigError,
@@ -43,16 +42,16 @@ from mesh.net.addresses import parse_peer_id, strip_p2p
 from mesh.net.deadlines import library_deadline, library_errors
 from mesh.net.guard import install_guard
 from mesh.net.health import HealthList
-from mesh.net.interface import Network, PeerAddr, RequestHandler
+from mesh.net.interface import Network, OnPartial, PeerAddr, RequestHandler
 from mesh.net.multiaddrs import parse_multiaddr
 from mesh.net.pubsub import TopicFanout
 from mesh.net.streams import (
     STREAM_ERRORS,
+    MessageReader,
     StreamPool,
     StreamStats,
     close_quietly,
     discard,
-    read_message,
     serve_stream,
     write_message,
 )
@@ -182,12 +181,16 @@ class Libp2pNetwork:
         payload: bytes,
         *,
         timeout: float,  # noqa: ASYNC109
+        on_partial: OnPartial | None = None,
     ) -> bytes:
-        """Send one message and return the answer, on a pooled stream when one is idle.
+        """Send one message and return the final answer, on a pooled stream when one is idle.
+
+        Partial answers before the final one go to ``on_partial``.
 
         Raises:
             TooLarge: ``payload`` over the message cap.
-            PeerUnavailable: dial or stream failed (the peer is marked unhealthy).
+            PeerUnavailable: dial or stream failed, or the answer is broken (a partial
+                answer nobody asked for, garbage frames): the peer is marked unhealthy.
             DeadlineExceeded: no answer within ``timeout`` (the peer is marked unhealthy).
         """
         self._check_open()
@@ -195,7 +198,7 @@ class Libp2pNetwork:
             raise TooLarge(f"request of {len(payload)} bytes over {limits.MAX_MESSAGE_BYTES}")
         try:
             with trio.fail_after(timeout):
-                response = await self._request_once(peer, protocol, payload)
+                response = await self._request_once(peer, protocol, payload, on_partial)
         except trio.TooSlowError as exc:
             self.mark_unhealthy(peer.peer_id)
             raise DeadlineExceeded(f"no answer from {peer.peer_id} in {timeout} s") from exc
@@ -205,38 +208,55 @@ class Libp2pNetwork:
         self._health.record_success(peer.peer_id)
         return response
 
-    async def _request_once(self, peer: PeerAddr, protocol: str, payload: bytes) -> bytes:
+    async def _request_once(
+        self, peer: PeerAddr, protocol: str, payload: bytes, on_partial: OnPartial | None
+    ) -> bytes:
         now = trio.current_time()
         for old in self._pool.stale(now=now):
             await close_quietly(old)
         stream = self._pool.take(peer.peer_id, protocol, now=now)
+        partials = _PartialCounter(on_partial)
         if stream is not None:
             self.stats.reused += 1
             try:
-                return await self._exchange(peer, protocol, stream, payload)
+                return await self._exchange(peer, protocol, stream, payload, partials)
             except PeerUnavailable as exc:
+                if partials.delivered:
+                    raise  # a retry would deliver those partials twice
                 # A pooled stream may have been dropped by the server while idle:
                 # that says nothing about the peer, so try once on a fresh stream.
                 logger.debug(
                     "pooled stream to %s failed (%s), opening a new one", peer.peer_id, exc
                 )
         stream = await self._open_stream(peer, protocol)
-        return await self._exchange(peer, protocol, stream, payload)
+        return await self._exchange(peer, protocol, stream, payload, partials)
 
     async def _exchange(
-        self, peer: PeerAddr, protocol: str, stream: INetStream, payload: bytes
+        self,
+        peer: PeerAddr,
+        protocol: str,
+        stream: INetStream,
+        payload: bytes,
+        partials: _PartialCounter,
     ) -> bytes:
         done = False
         try:
             await write_message(stream, payload)
-            try:
-                response = await read_message(stream, FrameReader())
-            except ProtocolError as exc:  # garbage or oversized frames from the peer
-                raise PeerUnavailable(f"bad answer from {peer.peer_id}: {exc}") from exc
-            if response is None:
-                raise PeerUnavailable(f"{peer.peer_id} closed the stream without answering")
+            reader = MessageReader(stream)
+            while True:
+                try:
+                    message = await reader.next()
+                except ProtocolError as exc:  # garbage or oversized frames from the peer
+                    raise PeerUnavailable(f"bad answer from {peer.peer_id}: {exc}") from exc
+                if message is None:
+                    raise PeerUnavailable(f"{peer.peer_id} closed the stream without answering")
+                if not message.partial:
+                    break
+                await partials.deliver(peer.peer_id, message.data)
+            if not reader.idle:
+                raise PeerUnavailable(f"{peer.peer_id} sent more after its final answer")
             done = True
-            return response
+            return message.data
         finally:
             if done:
                 if not self._pool.give_back(
@@ -600,6 +620,20 @@ class Libp2pNetwork:
             await self._host.disconnect(peer_id)
         except STREAM_ERRORS as exc:
             logger.debug("disconnecting %s at shutdown: %r", peer_id, exc)
+
+
+class _PartialCounter:
+    """Hands partial answers to the requester's callback and counts them."""
+
+    def __init__(self, on_partial: OnPartial | None) -> None:
+        self._on_partial = on_partial
+        self.delivered = 0
+
+    async def deliver(self, peer_id: str, data: bytes) -> None:
+        if self._on_partial is None:
+            raise PeerUnavailable(f"{peer_id} sent a partial answer nobody asked for")
+        self.delivered += 1
+        await self._on_partial(data)
 
 
 if TYPE_CHECKING:  # mypy checks that the class implements the Network protocol

@@ -36,7 +36,7 @@ from mesh.core.capacity import RecordValidator, split_record_key
 from mesh.core.framing import FrameReader, encode_frames
 from mesh.errors import Closed, ConfigError, DeadlineExceeded, MeshError, PeerUnavailable, TooLarge
 from mesh.net.health import HealthList
-from mesh.net.interface import PeerAddr, RequestHandler
+from mesh.net.interface import Inbound, OnPartial, PeerAddr, RequestHandler, SendPartial
 
 logger = logging.getLogger(__name__)
 
@@ -166,12 +166,13 @@ class MemoryNetwork:
         payload: bytes,
         *,
         timeout: float,  # noqa: ASYNC109 (the Network interface takes timeouts)
+        on_partial: OnPartial | None = None,
     ) -> bytes:
         self._check_open()
         self.requests_sent += 1
         try:
             with trio.move_on_after(timeout) as scope:
-                return await self._deliver(peer.peer_id, protocol, payload)
+                return await self._deliver(peer.peer_id, protocol, payload, on_partial)
         except PeerUnavailable:
             # As the libp2p adapter does: transport failures feed the health list.
             self.mark_unhealthy(peer.peer_id)
@@ -180,7 +181,9 @@ class MemoryNetwork:
         self.mark_unhealthy(peer.peer_id)
         raise DeadlineExceeded(f"request to {peer.peer_id} timed out after {timeout} s")
 
-    async def _deliver(self, peer_id: str, protocol: str, payload: bytes) -> bytes:
+    async def _deliver(
+        self, peer_id: str, protocol: str, payload: bytes, on_partial: OnPartial | None
+    ) -> bytes:
         self._hub._state(self._peer_id)  # a killed peer cannot send either
         state = await self._hub._wait_reachable(peer_id)
         callee = state.network
@@ -192,19 +195,26 @@ class MemoryNetwork:
             raise PeerUnavailable(f"peer {peer_id} closed the stream: message over the caps")
         if state.dropping:
             await trio.sleep_forever()
-        send, receive = trio.open_memory_channel[bytes | MeshError](1)
+        send, receive = trio.open_memory_channel[_Answer | MeshError](1)
         # The handler runs in the callee's nursery, so the callee's lifetime (kill,
         # leave) bounds it, not the caller's patience.
-        callee._nursery.start_soon(_serve_one, handler, self._peer_id, message, send)
+        inbound = Inbound(self._peer_id, f"/memory/{self._peer_id}", message, _partials(send))
+        callee._nursery.start_soon(_serve_one, handler, inbound, send)
         self._hub.requests_served[peer_id] += 1
         async with receive:
-            try:
-                answer = await receive.receive()
-            except trio.EndOfChannel:
-                raise PeerUnavailable(f"peer {peer_id} went away mid-request") from None
-        if isinstance(answer, MeshError):
-            raise answer
-        reply = _through_frames(answer)
+            while True:
+                try:
+                    answer = await receive.receive()
+                except trio.EndOfChannel:
+                    raise PeerUnavailable(f"peer {peer_id} went away mid-request") from None
+                if isinstance(answer, MeshError):
+                    raise answer
+                if not answer.partial:
+                    break
+                if on_partial is None:
+                    raise PeerUnavailable(f"{peer_id} sent a partial answer nobody asked for")
+                await on_partial(answer.data)
+        reply = _through_frames(answer.data)
         if reply is None:
             raise PeerUnavailable(f"peer {peer_id} sent a reply over the caps")
         if self._hub._peers.get(peer_id) is not state or state.killed:
@@ -349,30 +359,46 @@ def _through_frames(payload: bytes) -> bytes | None:
         messages = reader.feed(encode_frames(payload))
     except MeshError:
         return None
-    return messages[0] if len(messages) == 1 else None
+    return messages[0].data if len(messages) == 1 else None
 
 
-async def _serve_one(
-    handler: RequestHandler,
-    caller: str,
-    message: bytes,
-    send: trio.MemorySendChannel[bytes | MeshError],
-) -> None:
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    data: bytes
+    partial: bool
+
+
+_AnswerSend = trio.MemorySendChannel[_Answer | MeshError]
+
+
+def _partials(send: _AnswerSend) -> SendPartial:
+    async def send_partial(data: bytes) -> None:
+        reply = _through_frames(data)
+        if reply is None:
+            raise TooLarge("partial answer over the caps")
+        try:
+            await send.send(_Answer(reply, partial=True))
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            # As a write to a stream whose reader left: the requester went away.
+            raise PeerUnavailable("the requester went away mid-answer") from exc
+
+    return send_partial
+
+
+async def _serve_one(handler: RequestHandler, inbound: Inbound, send: _AnswerSend) -> None:
     async with send:
         try:
-            answer = await handler(caller, message)
+            answer = await handler(inbound)
         except MeshError as exc:
-            # The handler refused the message outright (garbage): the stream is
-            # reset, which the caller sees as an unavailable peer.
-            logger.debug("handler closed the stream from %s: %s", caller, exc)
+            # The handler refused the message outright (garbage), or the requester
+            # left: the stream is reset, which the caller sees as an unavailable peer.
+            logger.debug("handler closed the stream from %s: %s", inbound.peer_id, exc)
             await _send_quietly(send, PeerUnavailable(f"stream closed by peer: {exc}"))
             return
-        await _send_quietly(send, answer)
+        await _send_quietly(send, _Answer(answer, partial=False))
 
 
-async def _send_quietly(
-    send: trio.MemorySendChannel[bytes | MeshError], item: bytes | MeshError
-) -> None:
+async def _send_quietly(send: _AnswerSend, item: _Answer | MeshError) -> None:
     # The caller may have given up (deadline): then the answer has nowhere to go.
-    with contextlib.suppress(trio.BrokenResourceError, trio.WouldBlock):
-        send.send_nowait(item)
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        await send.send(item)

@@ -36,6 +36,7 @@ from mesh.core.signing import verify_task
 from mesh.core.tensors import Tensor
 from mesh.core.values import Values, values_hash
 from mesh.errors import InternalError, MalformedMessage, MeshError, ProtocolError, UnknownModel
+from mesh.net.interface import Inbound
 from mesh.node.admission import Admission, ThroughputMeter
 from mesh.node.lifecycle import TaskState, TaskTable
 from mesh.node.receipt_log import ReceiptLog
@@ -100,8 +101,9 @@ class TaskHandler:
         self._blocking = blocking or run_in_thread
         self.answered: dict[str, int] = {}  # reply code ("ok" or error code) -> count
 
-    async def handle(self, remote_peer: str, message: bytes) -> bytes:
+    async def handle(self, inbound: Inbound) -> bytes:
         """Answer one request message (see the module docstring for the order)."""
+        remote_peer, message = inbound.peer_id, inbound.message
         try:
             request = await _off_loop_if_big(len(message), decode_request, message)
         except MalformedMessage as exc:

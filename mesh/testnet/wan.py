@@ -40,7 +40,7 @@ import trio
 
 from mesh.core.capacity import RecordValidator
 from mesh.errors import ConfigError, DeadlineExceeded, MeshError
-from mesh.net.interface import Network, PeerAddr, RequestHandler
+from mesh.net.interface import Network, OnPartial, PeerAddr, RequestHandler
 from mesh.node.config import NodeConfig
 from mesh.testnet.launcher import NodeProcess, Testnet, TestnetConfig
 
@@ -327,9 +327,12 @@ class DelayedNetwork:
         payload: bytes,
         *,
         timeout: float,  # noqa: ASYNC109
+        on_partial: OnPartial | None = None,
     ) -> bytes:
         left = await self._delay(peer.peer_id, timeout)
-        return await self._inner.request(peer, protocol, payload, timeout=left)
+        return await self._inner.request(
+            peer, protocol, payload, timeout=left, on_partial=on_partial
+        )
 
     async def connect(self, peer: PeerAddr, *, timeout: float) -> None:  # noqa: ASYNC109
         left = await self._delay(peer.peer_id, timeout)

@@ -14,7 +14,7 @@ from mesh.client.retry import RetryPolicy
 from mesh.core import canonical
 from mesh.core.receipts import verify_receipt
 from mesh.errors import DeadlineExceeded, NoPeersAvailable, VerificationError
-from mesh.net.interface import TASK_PROTOCOL
+from mesh.net.interface import TASK_PROTOCOL, Inbound
 from mesh.node.service import Node
 from mesh.testing import MemoryHub
 
@@ -27,8 +27,8 @@ def _tamper_outputs(node: Node) -> None:
     """Make ``node`` answer with outputs that differ from what its receipt signs."""
     honest = node._handler.handle
 
-    async def lying(peer: str, message: bytes) -> bytes:
-        answer = canonical.decode(await honest(peer, message))
+    async def lying(request: Inbound) -> bytes:
+        answer = canonical.decode(await honest(request))
         if answer.get("kind") == "result":
             answer["outputs"] = {"out_x": ["forged"]}
         return canonical.encode(answer)

@@ -25,9 +25,9 @@ def _key(tmp_path: Path) -> Path:
 
 def test_config_rejects_bad_values(tmp_path: Path) -> None:
     ident = Identity.from_seed(b"\x01" * 32)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         NodeConfig(identity=ident, data_dir=tmp_path, max_queue=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         NodeConfig(identity=ident, data_dir=tmp_path, device="tpu")
 
 

@@ -60,7 +60,7 @@ class Generator:
         self.device = device
         self.eos_id = eos_id
         self.vocab = int(manifest.config["vocab_size"])
-        self.positions = int(manifest.config["n_positions"])
+        self.positions = int(getattr(module, "max_positions", 0) or manifest.config["n_positions"])
         self.max_tokens = manifest.limit("max_tokens", DEFAULT_MAX_TOKENS)
         self.max_prompt = manifest.limit("max_prompt_tokens", DEFAULT_MAX_PROMPT_TOKENS)
         self.chunk = manifest.commitment.get("chunk", DEFAULT_CHUNK)

@@ -23,12 +23,12 @@ import pytest
 import torch
 from runtime_models import loaded
 
-from mesh.core.model_root import model_root_of_files
 from mesh.core.tensors import Tensor
 from mesh.errors import CommitmentMismatch, ModelError
 from mesh.runtime.commitment import verify_generation, verify_task_outputs
 from mesh.runtime.convert import from_torch, to_torch
 from mesh.runtime.manifest import Manifest
+from mesh.runtime.model_files import model_root_of_files
 from mesh.runtime.registry import LoadedModel, load_model
 from mesh.runtime.sampling import Sampler, SamplingParams
 from mesh.runtime.weights import build_model, load_architecture

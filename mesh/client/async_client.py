@@ -25,13 +25,12 @@ import trio
 from mesh.aio.clock import WallClock, trio_wall_clock
 from mesh.aio.groups import unwrap_single_error
 from mesh.client.config import ClientConfig, load_bootstrap, load_identity
-from mesh.client.discovery import Candidate, Discovery
+from mesh.client.discovery import Discovery
 from mesh.client.models import resolve_model
-from mesh.client.plan import GiveUp, Rediscover, TaskPlan, Wait
 from mesh.client.reputation import Reputation
 from mesh.client.results import PeerView, RunResult
-from mesh.client.retry import Failure
-from mesh.client.selection import Load, PeerBook
+from mesh.client.selection import PeerBook
+from mesh.client.sender import Inputs, TaskSender
 from mesh.client.verify import check_response
 from mesh.core import limits
 from mesh.core.capacity import CAPACITY_NAMESPACE, capacity_validator
@@ -39,14 +38,11 @@ from mesh.core.envelope import Signed, sign_message
 from mesh.core.identity import Identity, public_key_from_peer_id
 from mesh.core.messages import (
     CapacityRecord,
-    Receipt,
     Task,
-    encode_request,
 )
-from mesh.core.tensors import Tensor
-from mesh.core.values import Values, values_hash
-from mesh.errors import Closed, MeshError, NoPeersAvailable, UnknownModel
-from mesh.net.interface import TASK_PROTOCOL, Network, PeerAddr
+from mesh.core.values import values_hash
+from mesh.errors import Closed, MeshError
+from mesh.net.interface import Network, PeerAddr
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +57,7 @@ __all__ = [
     "load_identity",
 ]
 
-Inputs = Mapping[str, Tensor | Sequence[str]]
 _NONCE_BYTES = 16
-_REDISCOVER_S = 0.25  # first wait before asking the DHT again when nobody serves yet
 
 
 class AsyncClient:
@@ -94,6 +88,15 @@ class AsyncClient:
         self._book = PeerBook(network)
         self._reputation = Reputation()
         self._discovery = Discovery(network, wall_clock=self._now_ms)
+        self._sender = TaskSender(
+            network=network,
+            discovery=self._discovery,
+            book=self._book,
+            reputation=self._reputation,
+            retry=self._config.retry,
+            discovery_timeout_s=self._config.discovery_timeout_s,
+            rng=self._rng,
+        )
         self._stack: AsyncExitStack | None = None
         self._nursery: trio.Nursery | None = None
         self._closed = False
@@ -337,114 +340,13 @@ class AsyncClient:
         deadline: float,
         target: str | None = None,
     ) -> RunResult:
-        """Send an already signed task until a verified result comes back or ``deadline``.
-
-        The decisions (which peer next, whether to retry, which error to raise) are
-        :class:`~mesh.client.plan.TaskPlan`'s; this loop carries them out.
-        """
-        request = encode_request(task, inputs)
-        root = task.message.model_root
-        found = await self._discover(root, deadline=deadline, target=target)
-        by_id = {c.peer.peer_id: c for c in found}
-        plan = TaskPlan(
-            deadline=deadline, policy=self._config.retry, peers=by_id, what=root.hex()[:16]
-        )
-
-        def pick(untried: frozenset[str]) -> str | None:
-            choices = [
-                (pid, self._load(by_id[pid]))
-                for pid in sorted(untried)
-                if not self._reputation.excluded(pid)
-            ]
-            return self._book.choose(choices, rng=self._rng)
-
-        while True:
-            step = plan.next_step(trio.current_time(), pick)
-            if isinstance(step, GiveUp):
-                raise step.error
-            if isinstance(step, Wait):
-                await trio.sleep_until(step.until)
-            elif isinstance(step, Rediscover):
-                timeout = min(deadline - trio.current_time(), self._config.discovery_timeout_s)
-                fresh = await self._discovery.candidates(root, timeout=timeout, fresh=True)
-                new = {
-                    c.peer.peer_id: c
-                    for c in fresh
-                    if c.peer.peer_id not in by_id and target in (None, c.peer.peer_id)
-                }
-                by_id.update(new)
-                plan.add_peers(new)
-            else:
-                try:
-                    outputs, receipt, latency_ms = await self._attempt(
-                        by_id[step.peer].peer, task, request, step.timeout
-                    )
-                except MeshError as exc:
-                    kind = plan.failed(step.peer, exc, now=trio.current_time())
-                    self._learn(step.peer, root, kind, exc)
-                    continue
-                return RunResult(outputs, receipt, task, step.peer, latency_ms, plan.attempts)
+        """Send an already signed task until a verified result comes back or ``deadline``."""
+        self._check_open()
+        return await self._sender.send(task, inputs, deadline=deadline, target=target)
 
     def _check_open(self) -> None:
         if self._closed:
             raise Closed("the client is closed")
-
-    def _learn(self, peer: str, root: bytes, kind: Failure, exc: MeshError) -> None:
-        """What a failed attempt teaches this client about ``peer`` (see mesh.client.retry)."""
-        if kind is Failure.WORKER_FAULT:
-            self._network.mark_unhealthy(peer)
-        elif kind is Failure.LIED:
-            self._reputation.convict(peer, str(exc))
-        elif kind is Failure.NOT_HERE and isinstance(exc, UnknownModel):
-            self._discovery.forget_provider(root, peer)
-        if kind.retryable:
-            logger.info("attempt on %s failed (%s): %s; trying another peer", peer, kind.value, exc)
-
-    async def _discover(
-        self, root: bytes, *, deadline: float, target: str | None, fresh: bool = False
-    ) -> list[Candidate]:
-        wait = _REDISCOVER_S
-        while True:
-            remaining = deadline - trio.current_time()
-            if remaining <= 0:
-                raise NoPeersAvailable(f"no peer serves model {root.hex()[:16]} (deadline)")
-            timeout = min(remaining, self._config.discovery_timeout_s)
-            candidates = await self._discovery.candidates(root, timeout=timeout, fresh=fresh)
-            fresh = True  # a retry of discovery must not read the (empty) cache
-            if target is not None:
-                candidates = [c for c in candidates if c.peer.peer_id == target] or [
-                    Candidate(PeerAddr(target), self._discovery.record(target))
-                ]
-            if candidates:
-                return candidates
-            # Provider records can lag a node's start: ask again, backing off.
-            remaining = deadline - trio.current_time()
-            if remaining <= wait:
-                raise NoPeersAvailable(f"no peer serves model {root.hex()[:16]}")
-            await trio.sleep(wait)
-            wait = min(wait * 2, 2.0)
-
-    def _load(self, candidate: Candidate) -> Load | None:
-        record = self._discovery.record(candidate.peer.peer_id) or candidate.record
-        return Candidate(candidate.peer, record).load
-
-    async def _attempt(
-        self,
-        peer: PeerAddr,
-        task: Signed[Task],
-        request: bytes,
-        timeout: float,  # noqa: ASYNC109
-    ) -> tuple[Values, Signed[Receipt], float]:
-        self._book.started(peer.peer_id)
-        started = trio.current_time()
-        try:
-            response = await self._network.request(peer, TASK_PROTOCOL, request, timeout=timeout)
-        finally:
-            self._book.finished(peer.peer_id)
-        latency_ms = (trio.current_time() - started) * 1000
-        outputs, receipt = check_response(response, task=task, worker=peer.peer_id)
-        self._book.success(peer.peer_id, latency_ms)
-        return outputs, receipt, latency_ms
 
     async def _probe(self, peer: PeerAddr, *, timeout: float) -> float | None:  # noqa: ASYNC109
         started = trio.current_time()

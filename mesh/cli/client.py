@@ -8,7 +8,12 @@ files ``mesh verify`` reads: PATH (receipt envelope bytes), PATH.task (task
 envelope bytes) and PATH.output (canonical values encoding).
 
 ``mesh peers --bootstrap FILE [--json]`` lists live peers with valid capacity
-records: peer id, models, device, queue, throughput, latency, region.
+records: peer id, models, device, queue, throughput, latency, region. It asks
+every bootstrap peer for the records it holds, again until they all answered
+and agree, within ``--timeout``. A view that is still partial then (a bootstrap
+peer did not answer, or they disagree on who is in the mesh) is printed all the
+same, followed by a line ``partial view: <reason>`` on stderr, and the exit
+status is :data:`EXIT_PARTIAL` (3), so a script cannot take it for the mesh.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any, TextIO
 import trio
 
 from mesh.aio.groups import unwrap_single_error
-from mesh.client.async_client import AsyncClient, ClientConfig, PeerView, RunResult
+from mesh.client.async_client import AsyncClient, ClientConfig, PeerList, PeerView, RunResult
 from mesh.client.jsonvalues import tensor_to_nested, values_from_json, values_to_json
 from mesh.client.models import text_input_name
 from mesh.core.identity import peer_id_from_public_key
@@ -32,6 +37,8 @@ from mesh.errors import ConfigError, MeshError
 
 # Tensors up to this many elements print in full; bigger ones as a summary.
 MAX_PRINTED_ELEMENTS = 256
+# mesh peers: the list printed may be incomplete (see the module docstring).
+EXIT_PARTIAL = 3
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -53,7 +60,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     run.add_argument("--zoo", action="append", type=Path, default=[], metavar="DIR")
     run.set_defaults(func=run_command)
 
-    peers = subparsers.add_parser("peers", help="list live peers and their capacity")
+    peers = subparsers.add_parser(
+        "peers",
+        help="list live peers and their capacity",
+        description="List live peers with valid capacity records. Exit 0 when the "
+        f"bootstrap peers agree on the list; {EXIT_PARTIAL} (and 'partial view: ...' on "
+        "stderr) when they did not within --timeout.",
+    )
     _common(peers)
     peers.set_defaults(func=peers_command)
 
@@ -100,19 +113,22 @@ def run_command(args: argparse.Namespace) -> int:
     params = parse_params(args.param)
     config = ClientConfig(timeout_s=args.timeout, zoo_dirs=tuple(args.zoo))
 
-    async def main() -> RunResult:
+    async def main() -> None:
         async with AsyncClient.connect(
             bootstrap=args.bootstrap, key=args.key, config=config
         ) as client:
-            return await client.run(
+            result = await client.run(
                 args.model, inputs, timeout=args.timeout, target=args.target, params=params
             )
+            # Out before the network closes (connections take ~0.2 s to close):
+            # the result is verified already, the caller need not wait for that.
+            if args.receipt_out is not None:
+                write_receipt_files(result, args.receipt_out)
+            print_result(result, as_json=args.json, out=sys.stdout)
+            sys.stdout.flush()
 
     with unwrap_single_error():
-        result = trio.run(main)
-    if args.receipt_out is not None:
-        write_receipt_files(result, args.receipt_out)
-    print_result(result, as_json=args.json, out=sys.stdout)
+        trio.run(main)
     return 0
 
 
@@ -172,13 +188,16 @@ def print_result(result: RunResult, *, as_json: bool, out: TextIO) -> None:
 
 def peers_command(args: argparse.Namespace) -> int:
 
-    async def main() -> list[PeerView]:
+    async def main() -> PeerList:
         async with AsyncClient.connect(bootstrap=args.bootstrap, key=args.key) as client:
-            return await client.peers(timeout=args.timeout)
+            return await client.peer_list(timeout=args.timeout)
 
     with unwrap_single_error():
-        views = trio.run(main)
-    print_peers(views, as_json=args.json, out=sys.stdout)
+        listing = trio.run(main)
+    print_peers(listing.peers, as_json=args.json, out=sys.stdout)
+    if not listing.complete:
+        print(f"partial view: {listing.note}", file=sys.stderr)
+        return EXIT_PARTIAL
     return 0
 
 

@@ -25,10 +25,10 @@ import trio
 from mesh.aio.clock import WallClock, trio_wall_clock
 from mesh.aio.groups import unwrap_single_error
 from mesh.client.config import ClientConfig, load_bootstrap, load_identity
-from mesh.client.discovery import Discovery
+from mesh.client.discovery import Discovery, dial_addr
 from mesh.client.models import resolve_model
 from mesh.client.reputation import Reputation
-from mesh.client.results import PeerView, RunResult
+from mesh.client.results import PeerList, PeerView, RunResult
 from mesh.client.selection import PeerBook
 from mesh.client.sender import Inputs, TaskSender
 from mesh.client.verify import check_response
@@ -50,6 +50,7 @@ __all__ = [
     "AsyncClient",
     "ClientConfig",
     "Inputs",
+    "PeerList",
     "PeerView",
     "RunResult",
     "check_response",
@@ -151,7 +152,8 @@ class AsyncClient:
         self._network.set_record_validator(CAPACITY_NAMESPACE, capacity_validator(self._now_ms))
         stack = AsyncExitStack()
         nursery = await stack.enter_async_context(trio.open_nursery())
-        nursery.start_soon(self._discovery.watch_gossip)
+        # Answers /mesh/records/1.0.0 from our book and takes load gossip into it.
+        self._discovery.start(nursery)
         self._stack = stack
         self._nursery = nursery
         return self
@@ -297,23 +299,49 @@ class AsyncClient:
         return [r for r in results if r is not None]
 
     async def peers(self, *, timeout: float | None = None) -> list[PeerView]:  # noqa: ASYNC109
-        """Live peers with valid capacity records, with their measured latency."""
+        """Live peers with valid capacity records, with their measured latency.
+
+        The same survey as :meth:`peer_list`, without saying whether it is complete.
+        """
+        return (await self.peer_list(timeout=timeout)).peers
+
+    async def peer_list(
+        self,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109
+        probe: bool = True,
+    ) -> PeerList:
+        """Every live peer the bootstrap peers know of, and whether that view is complete.
+
+        The bootstrap peers are asked for their records until every one of them
+        answered and all name the same peers, or until ``timeout``; then, with
+        ``probe``, each peer's latency is measured (a dial, or the RTT already
+        known; without it ``latency_ms`` is only what is already known).
+        """
         self._check_open()
         limit = self._config.discovery_timeout_s if timeout is None else timeout
-        found = await self._discovery.live_records(timeout=limit)
+        deadline = trio.current_time() + limit
+        survey = await self._discovery.survey(timeout=limit)
         views: list[PeerView] = []
 
-        async def view(peer: PeerAddr, record: CapacityRecord) -> None:
-            rtt = self._book.stats(peer.peer_id).rtt_ms
-            if rtt is None:
-                rtt = await self._probe(peer, timeout=limit)
-            views.append(PeerView(peer.peer_id, record, rtt))
+        async def view(peer_id: str, record: CapacityRecord) -> None:
+            rtt = self._book.stats(peer_id).rtt_ms
+            if rtt is None and probe:
+                peer = dial_addr(peer_id, record)
+                rtt = await self._probe(peer, timeout=max(0.1, deadline - trio.current_time()))
+            views.append(PeerView(peer_id, record, rtt))
 
         # Probed concurrently: one frozen peer must not cost its timeout per peer.
         async with trio.open_nursery() as nursery:
-            for peer, record in found:
-                nursery.start_soon(view, peer, record)
-        return sorted(views, key=lambda v: v.peer_id)
+            for peer_id, record in survey.records.items():
+                nursery.start_soon(view, peer_id, record)
+        return PeerList(
+            peers=sorted(views, key=lambda v: v.peer_id),
+            complete=survey.complete,
+            asked=survey.asked,
+            answered=survey.answered,
+            note=survey.note,
+        )
 
     async def providers(self, model: str | bytes, *, timeout: float | None = None) -> list[str]:  # noqa: ASYNC109
         """PeerIDs announcing ``model`` in the DHT now (asked afresh, unverified liveness).
@@ -323,8 +351,8 @@ class AsyncClient:
         """
         root = resolve_model(model, zoo_dirs=self._config.zoo_dirs)
         limit = self._config.discovery_timeout_s if timeout is None else timeout
-        found = await self._discovery.candidates(root, timeout=limit, fresh=True, max_fetches=0)
-        return [c.peer.peer_id for c in found]
+        found = await self._discovery.dht_providers(root, timeout=limit, fresh=True)
+        return [p.peer_id for p in found]
 
     async def record(self, peer_id: str, *, timeout: float | None = None) -> CapacityRecord | None:  # noqa: ASYNC109
         """``peer_id``'s live signed capacity record from the DHT (verified), or None."""

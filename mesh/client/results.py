@@ -37,3 +37,23 @@ class PeerView:
     peer_id: str
     record: CapacityRecord
     latency_ms: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class PeerList:
+    """Every live peer found by ``peer_list()``, and whether the view is complete.
+
+    Attributes:
+        peers: the live peers, sorted by peer id.
+        complete: every bootstrap peer answered and they all named the same
+            peers; False means the list may miss peers (see ``note``).
+        asked: bootstrap peers asked.
+        answered: bootstrap peers that answered in the last round.
+        note: why the view is partial ("" when complete).
+    """
+
+    peers: list[PeerView]
+    complete: bool
+    asked: int
+    answered: int
+    note: str = ""

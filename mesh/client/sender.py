@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import trio
 
-from mesh.client.discovery import Candidate, Discovery
+from mesh.client.discovery import Candidate, Discovery, dial_addr
 from mesh.client.plan import GiveUp, Rediscover, TaskPlan, Wait
 from mesh.client.reputation import Reputation
 from mesh.client.results import RunResult
@@ -147,8 +147,10 @@ class TaskSender:
             candidates = await self._discovery.candidates(root, timeout=timeout, fresh=fresh)
             fresh = True  # a retry of discovery must not read the (empty) cache
             if target is not None:
+                record = self._discovery.record(target)
+                peer = PeerAddr(target) if record is None else dial_addr(target, record)
                 candidates = [c for c in candidates if c.peer.peer_id == target] or [
-                    Candidate(PeerAddr(target), self._discovery.record(target))
+                    Candidate(peer, record)
                 ]
             if candidates:
                 return candidates

@@ -25,6 +25,8 @@ import trio
 from mesh.core.capacity import RecordValidator
 
 TASK_PROTOCOL = "/mesh/task/1.0.0"
+# Live signed capacity records, asked of any peer (mesh.core.exchange, mesh.net.exchange).
+RECORDS_PROTOCOL = "/mesh/records/1.0.0"
 LOAD_TOPIC = "/mesh/load/1"
 
 
@@ -117,6 +119,10 @@ class Network(Protocol):
 
     async def subscribe(self, topic: str) -> trio.abc.ReceiveChannel[tuple[str, bytes]]:
         """Messages on ``topic`` as (sender peer id, data)."""
+        ...
+
+    def bootstrap_peers(self) -> Sequence[PeerAddr]:
+        """The peers this one joined through (its bootstrap list), dead or alive."""
         ...
 
     def known_peers(self) -> Sequence[PeerAddr]:

@@ -137,21 +137,34 @@ async def _start(
     if not net.listen_addrs():
         # py-libp2p 0.8.1 logs a failed bind and carries on listening nowhere.
         raise ConfigError("could not listen on any of the given addresses")
-    await _join(net, dht, boot, timeouts=timeouts, required=required)
+    if await _join(net, boot, timeouts=timeouts, required=required):
+        # bug 9: fill the routing table from the bootstrap peers' neighbours. In
+        # the background: each dialled bootstrap peer is in the table already, so
+        # DHT calls work meanwhile, and nothing a client or node does first (the
+        # record exchange with its bootstrap peers) waits for the walk, which
+        # took 0.3-5 s on a busy machine.
+        nursery.start_soon(_fill_routing_table, dht, timeouts)
     nursery.start_soon(net._maintain)
+
+
+async def _fill_routing_table(dht: KadDHT, timeouts: NetTimeouts) -> None:
+    with trio.move_on_after(timeouts.dht):
+        try:
+            await dht.refresh_routing_table()
+        except Exception as exc:
+            logger.debug("routing table refresh failed: %r", exc)
 
 
 async def _join(
     net: Libp2pNetwork,
-    dht: KadDHT,
     boot: Sequence[PeerInfo],
     *,
     timeouts: NetTimeouts,
     required: bool,
-) -> None:
-    """Dial bootstrap peers concurrently, each under its own deadline, then refresh."""
+) -> bool:
+    """Dial bootstrap peers concurrently, each under its own deadline; True if any answered."""
     if not boot:
-        return
+        return False
     reached: list[str] = []
     peers = [PeerAddr(i.peer_id.to_base58(), tuple(str(a) for a in i.addrs)) for i in boot]
     net._bootstrap = tuple(peers)
@@ -171,7 +184,5 @@ async def _join(
         if required:
             raise PeerUnavailable(f"none of {len(boot)} bootstrap peers answered")
         logger.warning("no bootstrap peer answered; running alone")
-        return
-    # bug 9: fill the routing table from the bootstrap peers' neighbours.
-    with trio.move_on_after(timeouts.dht):
-        await dht.refresh_routing_table()
+        return False
+    return True

@@ -472,6 +472,10 @@ class Libp2pNetwork:
 
     # -- health ------------------------------------------------------------------
 
+    def bootstrap_peers(self) -> Sequence[PeerAddr]:
+        """The peers this one joined through (its bootstrap list), dead or alive."""
+        return self._bootstrap
+
     def known_peers(self) -> Sequence[PeerAddr]:
         """Peers in the routing table that the health list does not mark dead."""
         infos = self._dht.routing_table.get_peer_infos()

@@ -17,6 +17,12 @@ until the caller's deadline: a SIGSTOPped process), :meth:`MemoryHub.drop`
 (requests are accepted and silently lost). Records live per peer and pass
 through the validators of the storing peer on put and of the reading peer on
 get, like the DHT.
+
+For simulations, a hub takes a latency model: ``latency(caller, callee)`` is the
+one-way delay of a request (and of its answer), and ``dht_delay(peer)`` the time
+one DHT operation takes for ``peer`` (a Kademlia walk is several round trips;
+the hub's DHT is one shared dict, so the walk itself is modelled, not run). The
+hub counts request and answer bytes per peer (``bytes_in``, ``bytes_out``).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import contextlib
 import itertools
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -60,24 +66,52 @@ class _PeerState:
     thawed: trio.Event = field(default_factory=trio.Event)
 
 
-class MemoryHub:
-    """The shared world many :class:`MemoryNetwork` peers join."""
+# One-way delay in seconds of a message from the first peer to the second.
+Latency = Callable[[str, str], float]
+# Seconds one DHT operation (lookup, put, provide) takes for a peer.
+DhtDelay = Callable[[str], float]
 
-    def __init__(self) -> None:
+
+class MemoryHub:
+    """The shared world many :class:`MemoryNetwork` peers join.
+
+    Args:
+        latency: one-way delay of each request and answer (none by default).
+        dht_delay: duration of each DHT operation (none by default).
+    """
+
+    def __init__(
+        self, *, latency: Latency | None = None, dht_delay: DhtDelay | None = None
+    ) -> None:
+        self._latency = latency
+        self._dht_delay = dht_delay
+        self.bytes_in: Counter[str] = Counter()
+        """Request and answer bytes each peer received."""
+        self.bytes_out: Counter[str] = Counter()
+        """Request and answer bytes each peer sent."""
         self._peers: dict[str, _PeerState] = {}
         self._providers: dict[bytes, dict[str, None]] = {}
         self._subscribers: dict[str, list[tuple[str, _Sub]]] = {}
         self._record_order = itertools.count()
         self.requests_served: Counter[str] = Counter()
         """Requests delivered to each peer's handler (tests assert spread with it)."""
+        self.served_by_protocol: Counter[tuple[str, str]] = Counter()
+        """Requests delivered, by (peer id, protocol)."""
 
     @asynccontextmanager
-    async def join(self, peer_id: str) -> AsyncIterator[MemoryNetwork]:
-        """Add a peer for the duration of the block; it leaves (like a clean exit) after."""
+    async def join(
+        self, peer_id: str, *, bootstrap: Sequence[str] = ()
+    ) -> AsyncIterator[MemoryNetwork]:
+        """Add a peer for the duration of the block; it leaves (like a clean exit) after.
+
+        Args:
+            peer_id: the new peer's id.
+            bootstrap: the peers it joins through (its ``bootstrap_peers()``).
+        """
         if peer_id in self._peers:
             raise ConfigError(f"peer {peer_id} already joined")
         async with trio.open_nursery() as nursery:
-            net = MemoryNetwork(self, peer_id, nursery)
+            net = MemoryNetwork(self, peer_id, nursery, bootstrap=bootstrap)
             self._peers[peer_id] = _PeerState(net)
             try:
                 yield net
@@ -126,6 +160,17 @@ class MemoryHub:
             state = self._state(peer_id)
         return state
 
+    async def _travel(self, sender: str, receiver: str, size: int) -> None:
+        """One message from ``sender`` to ``receiver``: count it, wait the modelled delay."""
+        self.bytes_out[sender] += size
+        self.bytes_in[receiver] += size
+        if self._latency is not None:
+            await trio.sleep(self._latency(sender, receiver))
+
+    async def _dht(self, peer_id: str) -> None:
+        if self._dht_delay is not None:
+            await trio.sleep(self._dht_delay(peer_id))
+
     def _live(self, peer_id: str) -> bool:
         state = self._peers.get(peer_id)
         return state is not None and not state.killed and not state.frozen
@@ -134,9 +179,12 @@ class MemoryHub:
 class MemoryNetwork:
     """One peer on a :class:`MemoryHub`; implements :class:`~mesh.net.interface.Network`."""
 
-    def __init__(self, hub: MemoryHub, peer_id: str, nursery: trio.Nursery) -> None:
+    def __init__(
+        self, hub: MemoryHub, peer_id: str, nursery: trio.Nursery, *, bootstrap: Sequence[str] = ()
+    ) -> None:
         self._hub = hub
         self._peer_id = peer_id
+        self._bootstrap = tuple(PeerAddr(pid, (f"/memory/{pid}",)) for pid in bootstrap)
         self._nursery = nursery
         self._handlers: dict[str, RequestHandler] = {}
         self._validators: dict[str, RecordValidator] = {}
@@ -144,6 +192,7 @@ class MemoryNetwork:
         self._health = HealthList()
         self._closed = False
         self.requests_sent = 0
+        self.sent_by_protocol: Counter[str] = Counter()
 
     @property
     def peer_id(self) -> str:
@@ -170,6 +219,7 @@ class MemoryNetwork:
     ) -> bytes:
         self._check_open()
         self.requests_sent += 1
+        self.sent_by_protocol[protocol] += 1
         try:
             with trio.move_on_after(timeout) as scope:
                 return await self._deliver(peer.peer_id, protocol, payload, on_partial)
@@ -193,6 +243,7 @@ class MemoryNetwork:
         message = _through_frames(payload)
         if message is None:
             raise PeerUnavailable(f"peer {peer_id} closed the stream: message over the caps")
+        await self._hub._travel(self._peer_id, peer_id, len(message))
         if state.dropping:
             await trio.sleep_forever()
         send, receive = trio.open_memory_channel[_Answer | MeshError](1)
@@ -201,6 +252,7 @@ class MemoryNetwork:
         inbound = Inbound(self._peer_id, f"/memory/{self._peer_id}", message, _partials(send))
         callee._nursery.start_soon(_serve_one, handler, inbound, send)
         self._hub.requests_served[peer_id] += 1
+        self._hub.served_by_protocol[peer_id, protocol] += 1
         async with receive:
             while True:
                 try:
@@ -217,6 +269,7 @@ class MemoryNetwork:
         reply = _through_frames(answer.data)
         if reply is None:
             raise PeerUnavailable(f"peer {peer_id} sent a reply over the caps")
+        await self._hub._travel(peer_id, self._peer_id, len(reply))
         if self._hub._peers.get(peer_id) is not state or state.killed:
             raise PeerUnavailable(f"peer {peer_id} went away mid-request")
         self._health.record_success(peer_id)
@@ -233,10 +286,12 @@ class MemoryNetwork:
         self._check_open()
         self._hub._state(self._peer_id)
         self._hub._providers.setdefault(bytes(key), {})[self._peer_id] = None
+        await self._hub._dht(self._peer_id)
         await trio.lowlevel.checkpoint()
 
     async def find_providers(self, key: bytes, *, count: int, timeout: float) -> list[PeerAddr]:  # noqa: ASYNC109 (the Network interface takes timeouts)
         self._check_open()
+        await self._hub._dht(self._peer_id)
         await trio.lowlevel.checkpoint()
         # Like libp2p, stale records of dead or frozen peers are returned; only
         # peers this network has seen fail are left out.
@@ -265,6 +320,7 @@ class MemoryNetwork:
     async def get_record(self, key: str, *, timeout: float) -> bytes | None:  # noqa: ASYNC109 (the Network interface takes timeouts)
         self._check_open()
         self._validator_for(key)  # like the libp2p adapter: no validator, no lookup
+        await self._hub._dht(self._peer_id)
         await trio.lowlevel.checkpoint()
         candidates: list[tuple[int, bytes]] = []
         for state in self._hub._peers.values():
@@ -309,6 +365,9 @@ class MemoryNetwork:
         self._hub._subscribers.setdefault(topic, []).append((self._peer_id, send))
         await trio.lowlevel.checkpoint()
         return receive
+
+    def bootstrap_peers(self) -> Sequence[PeerAddr]:
+        return self._bootstrap
 
     def known_peers(self) -> Sequence[PeerAddr]:
         return [

@@ -8,7 +8,14 @@
   :func:`mesh.core.capacity.capacity_validator` is what every peer runs on put and get.
 - Load changes are gossiped on ``LOAD_TOPIC`` as the same signed record (about
   400 bytes, far under the 64 KiB pubsub cap), so clients verify gossip exactly
-  like DHT records and no new message kind is needed.
+  like DHT records and no new message kind is needed; every refresh period the
+  record is gossiped even when the load did not change, so the copies other
+  peers hold never expire while the node lives.
+- Every record built goes into the node's own record book (it answers the record
+  exchange from it), and is pushed to the bootstrap peers with a records query
+  (:meth:`Advertiser.announce`): one round trip, after which they hand it out to
+  every client that asks. This is what makes a node findable within a second of
+  its start; the DHT follows in the background.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from mesh.core.envelope import Signed, sign_message
 from mesh.core.identity import Identity
 from mesh.core.messages import CapacityRecord
 from mesh.errors import MeshError
+from mesh.net.exchange import RecordExchange
 from mesh.net.interface import LOAD_TOPIC, Network
 from mesh.node.config import NodeConfig
 from mesh.node.runner import TaskRunner
@@ -49,8 +57,10 @@ class Advertiser:
         queue_depth: Callable[[], int],
         queue_capacity: Callable[[], int],
         memory_free_mb: Callable[[], int] = lambda: 0,
+        exchange: RecordExchange | None = None,
     ) -> None:
         self._config = config
+        self._exchange = exchange
         self._identity: Identity = config.identity
         self._network = network
         self._runner = runner
@@ -61,6 +71,7 @@ class Advertiser:
         self._memory_free_mb = memory_free_mb
         self._last_gossiped: tuple[int, int] | None = None
         self.published = 0  # capacity records put (for tests and stats)
+        self.announced = 0  # bootstrap peers that took our record by exchange
 
     def build_record(self) -> Signed[CapacityRecord]:
         """A freshly signed capacity record describing this node now."""
@@ -81,7 +92,30 @@ class Advertiser:
             created_ms=now,
             expires_ms=now + self._config.capacity_ttl_ms,
         )
-        return sign_message(self._identity, record)
+        signed = sign_message(self._identity, record)
+        if self._exchange is not None:
+            self._exchange.book.add(signed, now_ms=now)
+        return signed
+
+    async def announce(self) -> int:
+        """Push a fresh record to the bootstrap peers (and learn theirs); return how many took it.
+
+        Each answer carries the records that peer holds, so a joining node also
+        learns the mesh it joined.
+        """
+        if self._exchange is None:
+            return 0
+        peers = [p for p in self._network.bootstrap_peers() if p.peer_id != self._network.peer_id]
+        if not peers:
+            return 0
+        answers = await self._exchange.ask_many(
+            peers, own=self.build_record(), timeout=self._config.net_timeout_s
+        )
+        took = sum(a.error is None for a in answers)
+        self.announced += took
+        if took < len(peers):
+            logger.info("record pushed to %d of %d bootstrap peers", took, len(peers))
+        return took
 
     async def advertise_once(self) -> None:
         """Put the capacity record and announce every served model (each with a deadline)."""
@@ -132,6 +166,8 @@ class Advertiser:
         early = (d for d in EARLY_REFRESH_S if d < period)
         for delay in itertools.chain(early, itertools.repeat(period)):
             await trio.sleep(delay)
+            await self.announce()
+            await self.gossip_load(force=True)
             await self.advertise_once()
 
     async def _gossip_loop(self) -> None:

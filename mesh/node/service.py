@@ -25,8 +25,10 @@ import trio
 from mesh.aio.clock import WallClock, trio_wall_clock
 from mesh.aio.groups import unwrap_single_error
 from mesh.core.capacity import CAPACITY_NAMESPACE, capacity_validator
+from mesh.core.record_book import RecordBook
 from mesh.core.replay import ReplayCache
 from mesh.errors import ConfigError
+from mesh.net.exchange import RecordExchange
 from mesh.net.interface import TASK_PROTOCOL, Network
 from mesh.node.admission import Admission, ThroughputMeter
 from mesh.node.advertiser import Advertiser
@@ -124,6 +126,7 @@ class Node:
             wall_clock=self._wall_clock,
             blocking=blocking,
         )
+        self._exchange = RecordExchange(network, RecordBook(), wall_clock=self._wall_clock)
         self._advertiser = Advertiser(
             config=config,
             network=network,
@@ -133,6 +136,7 @@ class Node:
             queue_depth=lambda: self._admission.in_flight,
             queue_capacity=lambda: self._admission.capacity,
             memory_free_mb=memory_free_mb,
+            exchange=self._exchange,
         )
         self._stack: AsyncExitStack | None = None
         self._nursery: trio.Nursery | None = None
@@ -176,10 +180,20 @@ class Node:
         nursery.start_soon(self._runner.run_forever)
         # Serve before advertising: a client that finds us must get an answer.
         self._network.set_request_handler(TASK_PROTOCOL, self._handler.handle)
-        await self._advertiser.advertise_once()
-        nursery.start_soon(self._advertiser.run)
+        # Hand out the records we hold (ours first) and keep them fresh from gossip.
+        self._exchange.serve()
+        nursery.start_soon(self._exchange.watch_gossip)
+        # Findable in one round trip: our bootstrap peers take our record now and
+        # hand it to every client that asks; the DHT adverts follow in the
+        # background (a DHT walk takes seconds on a busy machine).
+        await self._advertiser.announce()
+        nursery.start_soon(self._advertise)
         logger.info("node %s serving %s", self.peer_id, ", ".join(self.model_names) or "nothing")
         return self
+
+    async def _advertise(self) -> None:
+        await self._advertiser.advertise_once()
+        await self._advertiser.run()
 
     async def __aexit__(
         self,

@@ -2,11 +2,16 @@
 
 The parent imports torch, libp2p and the runtime once and loads the models
 (on CPU) before forking, so every node shares those pages copy-on-write and is
-up in about a second (see :mod:`mesh.testnet.processes`). Node 0 starts first;
-the rest start together, joining through it. Clients get the first
-``BOOTSTRAP_NODES`` live nodes as their bootstrap list. The testnet is
-*ready* when, from a fresh client on the DHT, every node is found as a provider
-of every model and its signed capacity record validates.
+up in about a second (see :mod:`mesh.testnet.processes`). The bootstrap nodes
+start first (node 0, then the next ``BOOTSTRAP_NODES - 1`` joining through it);
+the rest start together, joining through all of them, and each pushes its signed
+capacity record to them by record exchange. Clients get the first
+``BOOTSTRAP_NODES`` live nodes as their bootstrap list.
+
+The testnet is *ready* when a fresh client sees every node: each bootstrap node
+hands out a valid, live capacity record of every node naming every model, and
+they all agree (the survey ``mesh peers`` runs, complete). With ``wait_dht``,
+readiness also waits until every record and provider list is findable in the DHT.
 
 The parent never runs trio while it still has children to fork: trio and
 libp2p threads do not survive a fork.
@@ -60,6 +65,8 @@ class TestnetConfig:
         regions: region labels given round-robin to the nodes.
         node: overrides applied to every node's :class:`NodeConfig`
             (for example ``capacity_refresh_s``).
+        wait_dht: readiness also waits for the DHT (records and provider lists
+            findable there), not only for what clients use first (the exchange).
     """
 
     nodes: int
@@ -70,6 +77,7 @@ class TestnetConfig:
     ready_timeout_s: float = 60.0
     regions: tuple[str, ...] = ()
     node: dict[str, Any] = field(default_factory=dict)
+    wait_dht: bool = False
 
 
 @dataclass
@@ -143,12 +151,19 @@ class Testnet:
         self._preload_models()
         deadline = t0 + self.config.ready_timeout_s
         try:
-            # Node 0 first (the others need an address to join through), then
-            # every other node at once.
-            first = self._fork_node(0)
-            wait_for_reports([first.child], timeout=max(0.1, deadline - time.monotonic()))
-            rest = [self._fork_node(i) for i in range(1, self.config.nodes)]
-            wait_for_reports([n.child for n in rest], timeout=max(0.1, deadline - time.monotonic()))
+            # Node 0 first (the others need an address to join through), then the
+            # other bootstrap nodes through it, then every other node at once,
+            # through all the bootstrap nodes (each takes every joiner's record).
+            count = self.config.nodes
+            waves = [
+                range(0, 1),
+                range(1, min(BOOTSTRAP_NODES, count)),
+                range(BOOTSTRAP_NODES, count),
+            ]
+            for wave in waves:
+                started = [self._fork_node(i) for i in wave]
+                left = max(0.1, deadline - time.monotonic())
+                wait_for_reports([n.child for n in started], timeout=left)
             self.started_s = time.monotonic() - t0
             trio.run(self._wait_findable, deadline)
             self.ready_s = time.monotonic() - t0
@@ -227,36 +242,51 @@ class Testnet:
         return node
 
     async def _wait_findable(self, deadline: float) -> None:
-        """Poll the DHT from a fresh client until every advert is findable.
-
-        Findable means: each node's signed capacity record is returned (and
-        validated) under its key and names every model; and a provider lookup of
-        each model returns testnet nodes only, as many as the DHT hands out
-        (min(N, PROVIDER_ANSWER_CAP): Kademlia answers at most k=20 providers).
-        """
+        """Poll from a fresh client until it sees every node (see the module docstring)."""
         from mesh.client.async_client import AsyncClient
 
         want = {n.peer_id for n in self.nodes}
         roots = {m.model_root for m in self._models}
-        confirmed: set[str] = set()
         with trio.move_on_at(trio.current_time() + max(0.1, deadline - time.monotonic())):
             async with AsyncClient.connect(bootstrap=self.bootstrap_addrs) as client:
                 while True:
-                    confirmed |= await self._records_found(client, want - confirmed, roots)
-                    short = [
-                        root
-                        for root in roots
-                        if not await self._providers_found(client, root, want)
-                    ]
-                    if confirmed == want and not short:
-                        return
-                    logger.info(
-                        "waiting: %d record(s) and %d provider list(s) not yet findable",
-                        len(want - confirmed),
-                        len(short),
-                    )
-                    await trio.sleep(0.2)  # poll the DHT again; adverts are being republished
+                    if await self._exchange_sees(client, want, roots):
+                        break
+                    await trio.sleep(0.2)  # records are still being pushed and gossiped
+                if self.config.wait_dht:
+                    await self._wait_dht(client, want, roots)
+                return
         raise DeadlineExceeded(f"testnet not findable within {self.config.ready_timeout_s:.0f} s")
+
+    @staticmethod
+    async def _exchange_sees(client: AsyncClient, want: set[str], roots: set[bytes]) -> bool:
+        """True when every bootstrap node hands out every node's live record, and they agree."""
+        view = await client.peer_list(timeout=5.0, probe=False)
+        seen = {v.peer_id for v in view.peers if roots <= set(v.record.models)}
+        ready = view.complete and want <= seen
+        if not ready:
+            logger.info(
+                "waiting: %d of %d nodes seen (%s)",
+                len(want & seen),
+                len(want),
+                view.note or "some without every model",
+            )
+        return ready
+
+    async def _wait_dht(self, client: AsyncClient, want: set[str], roots: set[bytes]) -> None:
+        """Poll the DHT until every record and provider list is findable there."""
+        confirmed: set[str] = set()
+        while True:
+            confirmed |= await self._records_found(client, want - confirmed, roots)
+            short = [root for root in roots if not await self._providers_found(client, root, want)]
+            if confirmed == want and not short:
+                return
+            logger.info(
+                "waiting: %d record(s) and %d provider list(s) not yet findable in the DHT",
+                len(want - confirmed),
+                len(short),
+            )
+            await trio.sleep(0.2)  # poll the DHT again; adverts are being republished
 
     @staticmethod
     async def _records_found(client: AsyncClient, peers: set[str], roots: set[bytes]) -> set[str]:

@@ -365,6 +365,9 @@ class DelayedNetwork:
     async def subscribe(self, topic: str) -> trio.abc.ReceiveChannel[tuple[str, bytes]]:
         return await self._inner.subscribe(topic)
 
+    def bootstrap_peers(self) -> Sequence[PeerAddr]:
+        return self._inner.bootstrap_peers()
+
     def known_peers(self) -> Sequence[PeerAddr]:
         return self._inner.known_peers()
 

@@ -129,12 +129,13 @@ async def serve_node(
     *,
     stop: trio.Event | None = None,
     task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED,
+    bootstrap: tuple[str, ...] = (),
     **config: Any,
 ) -> None:
     """Run node number ``n`` on ``hub`` (use with ``nursery.start``) until cancelled,
     or, given ``stop``, until it is set: then the node leaves normally, which drains."""
     ident = identity(n)
-    async with hub.join(ident.peer_id) as net:
+    async with hub.join(ident.peer_id, bootstrap=bootstrap) as net:
         cfg = NodeConfig(identity=ident, data_dir=data_dir / f"node{n}", listen=(), **config)
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         async with Node(
@@ -162,10 +163,11 @@ async def open_client(
     *,
     task_status: trio.TaskStatus[AsyncClient] = trio.TASK_STATUS_IGNORED,
     config: ClientConfig | None = None,
+    bootstrap: tuple[str, ...] = (),
 ) -> None:
     ident = identity(n)
     async with (
-        hub.join(ident.peer_id) as net,
+        hub.join(ident.peer_id, bootstrap=bootstrap) as net,
         AsyncClient(net, identity=ident, config=config, wall_clock=wall()) as client,
     ):
         task_status.started(client)

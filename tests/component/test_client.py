@@ -91,6 +91,8 @@ async def test_failed_peer_is_retried_elsewhere_within_deadline(
         client: AsyncClient = await nursery.start(open_client, hub, CLIENT)
         client._book.success(bad.peer_id, 1.0)  # bad looks best: it is tried first
         client._book.success(good.peer_id, 500.0)
+        # The client knows both (their live records) before the fault.
+        assert len(await client._discovery.candidates(ROOT_A, timeout=5, fresh=True)) == 2
         if fault == "killed":
             hub.kill(bad.peer_id)
         elif fault == "frozen":
@@ -175,7 +177,7 @@ async def test_map_spreads_over_peers_and_keeps_order(
         assert [r.outputs["out_x"] for r in results] == [m["x"] for m in many]
         workers = {r.worker for r in results}
         assert len(workers) > 1
-        assert sum(hub.requests_served[n.peer_id] for n in nodes) == 12
+        assert sum(hub.served_by_protocol[n.peer_id, TASK_PROTOCOL] for n in nodes) == 12
         nursery.cancel_scope.cancel()
 
 
@@ -185,15 +187,17 @@ async def test_retry_budget_is_bounded(
     hub = MemoryHub()
     config = ClientConfig(retry=RetryPolicy(max_attempts=2))
     async with trio.open_nursery() as nursery:
-        for n in (1, 2, 3):
-            node = await start_node(nursery, hub, n, FakeRunner(), tmp_path)
-            hub.kill(node.peer_id)
+        nodes = [await start_node(nursery, hub, n, FakeRunner(), tmp_path) for n in (1, 2, 3)]
         client: AsyncClient = await nursery.start(
             functools.partial(open_client, hub, CLIENT, config=config)
         )
+        # The client holds their live records, then all three die.
+        assert len(await client._discovery.candidates(ROOT_A, timeout=5, fresh=True)) == 3
+        for node in nodes:
+            hub.kill(node.peer_id)
         with pytest.raises(Exception) as info:
             await client.run(ROOT_A, inputs(), timeout=10)
-        assert client._network.requests_sent == 2  # type: ignore[attr-defined]
+        assert client._network.sent_by_protocol[TASK_PROTOCOL] == 2  # type: ignore[attr-defined]
         assert "unreachable" in str(info.value) or "not reachable" in str(info.value)
         nursery.cancel_scope.cancel()
 

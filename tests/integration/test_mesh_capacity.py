@@ -34,6 +34,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PUT_TIMEOUT_S = 10.0
 FORGED_REGION = "forged"
+# Long enough that a loaded machine cannot let the control record expire between
+# its put and the observer's get (60 s did once: the test then failed on expiry).
+LIVE_TTL_MS = 300_000
 
 OBSERVER_SCRIPT = """
 import json, sys
@@ -91,7 +94,9 @@ def record(
 def bad_signature(victim: str, forger: Identity, now_ms: int) -> bytes:
     """A record naming ``victim`` with the victim's key in its envelope, signed by ``forger``."""
     victim_key = public_key_from_peer_id(victim)
-    body = record(forger, peer=victim_key, created_ms=now_ms, ttl_ms=60_000, region=FORGED_REGION)
+    body = record(
+        forger, peer=victim_key, created_ms=now_ms, ttl_ms=LIVE_TTL_MS, region=FORGED_REGION
+    )
     body_bytes = canonical.encode(body.to_wire())
     sig = forger.sign(pae(CapacityRecord.TYPE, body_bytes))
     envelope = {"body": body_bytes, "key": victim_key, "sig": sig, "type": CapacityRecord.TYPE}
@@ -105,7 +110,7 @@ async def test_forged_capacity_records_are_not_accepted_by_peers(
     control, forger, stale = Identity.generate(), Identity.generate(), Identity.generate()
     now_ms = int(time.time() * 1000)
     control_value = sign_message(
-        control, record(control, created_ms=now_ms, ttl_ms=60_000, region="control")
+        control, record(control, created_ms=now_ms, ttl_ms=LIVE_TTL_MS, region="control")
     ).envelope
     puts = {
         capacity_key(control.peer_id): control_value,
@@ -113,7 +118,7 @@ async def test_forged_capacity_records_are_not_accepted_by_peers(
         capacity_key(victim_x): bad_signature(victim_x, forger, now_ms),
         # A valid record of the forger, under another real node's key.
         capacity_key(victim_y): sign_message(
-            forger, record(forger, created_ms=now_ms, ttl_ms=60_000, region=FORGED_REGION)
+            forger, record(forger, created_ms=now_ms, ttl_ms=LIVE_TTL_MS, region=FORGED_REGION)
         ).envelope,
         # Properly signed by its own peer, but expired ten minutes ago.
         capacity_key(stale.peer_id): sign_message(

@@ -143,6 +143,9 @@ class AsyncClient:
                     dht_server=False,
                     # A client that reached no bootstrap peer can find nobody: say so.
                     require_bootstrap=bool(addrs),
+                    # The record exchange with the bootstrap peers is a client's
+                    # first source; a DHT lookup, when needed, walks from them.
+                    fill_routing_table=False,
                 ) as network,
                 cls(network, identity=identity, config=config) as client,
             ):

@@ -53,6 +53,7 @@ async def open_libp2p_network(
     dht_server: bool = True,
     timeouts: NetTimeouts = DEFAULT_TIMEOUTS,
     require_bootstrap: bool = False,
+    fill_routing_table: bool = True,
 ) -> AsyncIterator[Libp2pNetwork]:
     """Start a libp2p peer and yield it as a :class:`Libp2pNetwork`.
 
@@ -63,6 +64,10 @@ async def open_libp2p_network(
         dht_server: answer DHT queries (False: client mode, for short-lived clients).
         timeouts: deadlines of library calls.
         require_bootstrap: raise if bootstrap peers were given and none answered.
+        fill_routing_table: after joining, walk the DHT once (in the background) to
+            fill the routing table beyond the bootstrap peers. A node skips it: its
+            first DHT advert walks the same way, and 97 nodes walking at once
+            (each dialling ~20 peers) swamped a 2-core machine's testnet start.
 
     Raises:
         ConfigError: bad seed or address. PeerUnavailable: see ``require_bootstrap``.
@@ -104,7 +109,16 @@ async def open_libp2p_network(
         net = Libp2pNetwork(host=host, dht=dht, pubsub=pubsub, nursery=nursery, timeouts=timeouts)
         try:
             try:
-                await _start(nursery, net, pubsub, dht, boot_infos, timeouts, require_bootstrap)
+                await _start(
+                    nursery,
+                    net,
+                    pubsub,
+                    dht,
+                    boot_infos,
+                    timeouts,
+                    require_bootstrap,
+                    fill_routing_table,
+                )
             except Exception as exc:
                 body_error = exc
             else:
@@ -128,6 +142,7 @@ async def _start(
     boot: Sequence[PeerInfo],
     timeouts: NetTimeouts,
     required: bool,
+    fill_routing_table: bool,
 ) -> None:
     try:
         with trio.fail_after(timeouts.pubsub + timeouts.dial):
@@ -137,7 +152,7 @@ async def _start(
     if not net.listen_addrs():
         # py-libp2p 0.8.1 logs a failed bind and carries on listening nowhere.
         raise ConfigError("could not listen on any of the given addresses")
-    if await _join(net, boot, timeouts=timeouts, required=required):
+    if await _join(net, boot, timeouts=timeouts, required=required) and fill_routing_table:
         # bug 9: fill the routing table from the bootstrap peers' neighbours. In
         # the background: each dialled bootstrap peer is in the table already, so
         # DHT calls work meanwhile, and nothing a client or node does first (the

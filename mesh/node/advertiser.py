@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable
+import random
+from collections.abc import Callable, Iterator
 
 import trio
 
@@ -153,22 +154,52 @@ class Advertiser:
         return True
 
     async def run(self) -> None:
-        """Refresh adverts every period and gossip load changes, until cancelled."""
+        """Keep every advert fresh, until cancelled (the node announced once already).
+
+        Three loops: record pushes to the bootstrap peers and a forced gossip,
+        early and then every period (cheap: one round trip each); DHT adverts,
+        the first after a random delay of up to ``advert_jitter_s``, then every
+        period (two DHT walks each, the expensive part); load gossip on change.
+        """
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._refresh_loop)
+            nursery.start_soon(self._announce_loop)
+            nursery.start_soon(self._dht_loop)
             nursery.start_soon(self._gossip_loop)
 
-    async def _refresh_loop(self) -> None:
-        # The node advertised once before starting this loop, possibly before it
-        # knew any DHT peer (then its records stayed local). Re-announce soon a
-        # few times so a node joining a mesh is findable in seconds, not a period.
+    def _schedule(self) -> Iterator[float]:
         period = self._config.capacity_refresh_s
         early = (d for d in EARLY_REFRESH_S if d < period)
-        for delay in itertools.chain(early, itertools.repeat(period)):
+        return itertools.chain(early, itertools.repeat(period))
+
+    async def _announce_loop(self) -> None:
+        # Pushed again soon a few times, then each period: a bootstrap peer that
+        # was down or too busy at our start hears of us within seconds, and the
+        # copies others hold are renewed well before they expire.
+        for delay in self._schedule():
             await trio.sleep(delay)
             await self.announce()
             await self.gossip_load(force=True)
-            await self.advertise_once()
+
+    async def _dht_loop(self) -> None:
+        jitter = self._config.advert_jitter_s
+        if jitter > 0:
+            await trio.sleep(random.uniform(0.0, jitter))
+        lonely = await self._advertise_noting_peers()
+        for delay in self._schedule():
+            if delay < self._config.capacity_refresh_s and not lonely:
+                continue  # the early repeats are for a node whose adverts stayed local
+            await trio.sleep(delay)
+            lonely = await self._advertise_noting_peers()
+
+    async def _advertise_noting_peers(self) -> bool:
+        """Advertise in the DHT; True when this node knew no DHT peer to store at.
+
+        Its records then stayed local, unseen by peers that join later, so it
+        repeats soon (EARLY_REFRESH_S) instead of waiting a whole period.
+        """
+        lonely = not self._network.known_peers()
+        await self.advertise_once()
+        return lonely
 
     async def _gossip_loop(self) -> None:
         while True:

@@ -35,6 +35,9 @@ class NodeConfig:
         capacity_ttl_periods: a capacity record expires this many refresh periods
             after it was made (capped by ``limits.MAX_CAPACITY_TTL_MS``).
         load_gossip_s: how often a changed load is gossiped on ``LOAD_TOPIC``.
+        advert_jitter_s: the adverts' schedule (record pushes, gossip, DHT) starts
+            after a random delay of up to this long, so many nodes started at
+            once do not all walk the DHT at the same moment (a testnet sets it).
         net_timeout_s: deadline of each DHT and pubsub call made by the advertiser.
         drain_timeout_s: on shutdown, how long in-flight tasks may finish.
     """
@@ -57,6 +60,7 @@ class NodeConfig:
     capacity_refresh_s: float = 60.0
     capacity_ttl_periods: int = 3
     load_gossip_s: float = 2.0
+    advert_jitter_s: float = 0.0
     net_timeout_s: float = 5.0
     drain_timeout_s: float = 30.0
 
@@ -67,6 +71,8 @@ class NodeConfig:
             raise ConfigError(f"device must be auto, cpu or cuda, not {self.device!r}")
         if self.capacity_refresh_s <= 0 or self.capacity_ttl_periods < 1:
             raise ConfigError("capacity_refresh_s must be > 0 and capacity_ttl_periods >= 1")
+        if self.advert_jitter_s < 0:
+            raise ConfigError("advert_jitter_s must be >= 0")
 
     @property
     def receipt_log_path(self) -> Path:

@@ -180,20 +180,21 @@ class Node:
         nursery.start_soon(self._runner.run_forever)
         # Serve before advertising: a client that finds us must get an answer.
         self._network.set_request_handler(TASK_PROTOCOL, self._handler.handle)
-        # Hand out the records we hold (ours first) and keep them fresh from gossip.
+        # Hand out the records we hold: ours, and those our bootstrap peers gave us.
+        # A node does not subscribe to load gossip: in gossipsub every subscriber
+        # relays every message to its mesh peers, so each node's work would grow
+        # with the mesh (N records every period, each forwarded ~6 times; measured
+        # at ~10% of a core per idle node of 10). Pushing our record to, and
+        # pulling theirs from, the bootstrap peers each period costs one round
+        # trip per node, whatever the size of the mesh.
         self._exchange.serve()
-        nursery.start_soon(self._exchange.watch_gossip)
         # Findable in one round trip: our bootstrap peers take our record now and
         # hand it to every client that asks; the DHT adverts follow in the
         # background (a DHT walk takes seconds on a busy machine).
         await self._advertiser.announce()
-        nursery.start_soon(self._advertise)
+        nursery.start_soon(self._advertiser.run)
         logger.info("node %s serving %s", self.peer_id, ", ".join(self.model_names) or "nothing")
         return self
-
-    async def _advertise(self) -> None:
-        await self._advertiser.advertise_once()
-        await self._advertiser.run()
 
     async def __aexit__(
         self,
@@ -273,4 +274,6 @@ def libp2p_network_factory(config: NodeConfig) -> AbstractAsyncContextManager[Ne
         identity_seed=config.identity.seed,
         listen=config.listen,
         bootstrap=config.bootstrap,
+        # The first DHT advert fills the routing table (see open_libp2p_network).
+        fill_routing_table=False,
     )

@@ -31,21 +31,19 @@ def main(argv: list[str]) -> int:
 
     from mesh.cli import build_parser
     from mesh.cli import main as mesh_main
-    from mesh.cli.nodeconf import ConfiguredCommand
-    from mesh.errors import MeshError
+    from mesh.cli.nodeconf import settings_of
+    from mesh.errors import ConfigError
 
     if not os.environ.get("MESH_NODE_CONFIG") and IMAGE_CONFIG.is_file():
         os.environ["MESH_NODE_CONFIG"] = str(IMAGE_CONFIG)
-    args = build_parser().parse_args(["node", *argv])  # bad flags: usage, exit 2
-    command = args.func
-    assert isinstance(command, ConfiguredCommand), "mesh node lost its config file support"
+    settings = settings_of(build_parser(), "node")
     try:
-        settings = command.resolve(args, environ=os.environ, check_required=False)
-    except MeshError as exc:
-        print(f"mesh: error: {exc}", file=sys.stderr)
-        return 1
+        flagged, values, _ = settings.layers(argv)  # bad flags: usage, exit 2
+    except ConfigError as exc:
+        print(f"mesh node: error: {exc}", file=sys.stderr)
+        return 2
     extra: list[str] = []
-    if settings.key is None:  # set nowhere: the image's place, in the volume
+    if "key" not in flagged and "key" not in values:  # set nowhere: the volume's key
         key = Path(os.environ.get("MESH_HOME", "/var/lib/mesh")) / "node.key"
         extra = ["--key", str(key)]
         # Only there: a key named by the operator but missing is an error (mesh node

@@ -29,14 +29,14 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def _keygen(args: argparse.Namespace) -> int:
     identity = Identity.generate()
-    make_parents(Path(args.out))
+    _make_parents(Path(args.out))
     write_key_file(args.out, identity)  # KeyFileError -> exit 1 via mesh.cli.main
     print(identity.peer_id)
     print(f"wrote key to {args.out}", file=sys.stderr)
     return 0
 
 
-def make_parents(path: Path) -> None:
+def _make_parents(path: Path) -> None:
     """Create the missing folders above ``path``, each of mode 0700 (a key's folder is private).
 
     Folders that exist are left as they are.

@@ -67,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "default < file < MESH_NODE_<OPTION> environment < flag",
     )
     parser.set_defaults(func=node_command)
-    nodeconf.enable(parser, env_prefix="MESH_NODE_")  # last: it reads the options above
+    nodeconf.enable(parser, env_prefix="MESH_NODE_")  # every option: --config, MESH_NODE_*
 
 
 def _positive(text: str) -> int:

@@ -1,6 +1,6 @@
 """A subcommand's options from a TOML file and the environment, under its flags.
 
-:func:`enable` makes every option of an :mod:`argparse` subcommand settable three
+:func:`enable` makes every option of an :mod:`argparse` (sub)command settable two
 more ways, with this precedence (later wins)::
 
     the parser's default  <  the config file  <  the environment  <  a command-line flag
@@ -21,14 +21,18 @@ more ways, with this precedence (later wins)::
 - **A flag** on the command line replaces the value from the file or environment,
   a repeatable one included (``--listen X`` replaces the file's ``listen`` array).
 
-Values from the file and the environment go through the option's own ``type=``,
-``choices`` and ``action``, so a bad one is refused with the message the command line
-gives (``argument --price-micro: must be 0 or more``), prefixed with where it came
-from. The mapping is derived from the parser's actions, so options added later are
-settable with no change here. Required options may come from any of the three.
+It works inside ``parse_args``: the namespace comes back complete, exactly as if the
+file's and environment's values had been flags, so code that parses and reads the
+namespace needs no change. Values from the file and the environment go through the
+option's own ``type=``, ``choices`` and ``action``, so a bad one gets the message
+the command line gives (``argument --price-micro: must be 0 or more``), prefixed
+with where it came from, and the same exit (status 2, ``<prog>: error: ...``).
+Required options may come from any source; set nowhere, argparse reports them as
+usual. The mapping is read from the parser's actions at each parse, so options
+added later are settable with no change here.
 
-Errors are :class:`~mesh.errors.ConfigError`; a required option missing everywhere
-is reported by ``parser.error`` like argparse's own (exit status 2).
+:class:`Settings` reads the file and the environment on their own (raising
+:class:`~mesh.errors.ConfigError`), for callers that need to know what is set where.
 """
 
 from __future__ import annotations
@@ -38,20 +42,22 @@ import copy
 import datetime
 import os
 import tomllib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
 
 from mesh.errors import ConfigError
 
-Command = Callable[[argparse.Namespace], int]
-
 # Spellings of a flag's value in the environment (systemd's and Docker's usual ones).
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 # Actions that are no setting: they act and exit.
 _NOT_SETTINGS = (argparse._HelpAction, argparse._VersionAction)
+
+# argparse's parse_known_args (overloaded in typeshed, hence the loose signature).
+ParseKnownArgs = Callable[..., tuple[argparse.Namespace, list[str]]]
 
 
 @dataclass(frozen=True)
@@ -60,8 +66,6 @@ class _Option:
 
     dest: str
     action: argparse.Action
-    default: Any  # the parser's default, from before enable() suppressed it
-    required: bool
 
     @property
     def key(self) -> str:
@@ -70,6 +74,10 @@ class _Option:
     @property
     def flag(self) -> str:
         return self.action.option_strings[-1]
+
+    @property
+    def default(self) -> Any:
+        return self.action.default
 
     @property
     def repeatable(self) -> bool:
@@ -88,81 +96,84 @@ class _Option:
 class Settings:
     """The settable options of one parser, and how to read them from a file and the environment.
 
-    Made by :func:`enable`. ``resolve`` merges the layers for a parsed namespace.
+    Made by :func:`enable`; :func:`settings_of` finds it again.
     """
 
     def __init__(
-        self, parser: argparse.ArgumentParser, *, env_prefix: str, config_dest: str
+        self,
+        parser: argparse.ArgumentParser,
+        *,
+        env_prefix: str,
+        config_dest: str,
+        environ: Mapping[str, str] | None,
+        parse_known_args: ParseKnownArgs,
     ) -> None:
         self.parser = parser
         self.env_prefix = env_prefix
         self.config_dest = config_dest
-        self.options: dict[str, _Option] = {}
-        for action in parser._actions:
+        self._environ = environ
+        self._parse_known_args = parse_known_args  # the parser's own
+
+    @property
+    def environ(self) -> Mapping[str, str]:
+        """The environment read at each parse (the process's unless one was given)."""
+        return os.environ if self._environ is None else self._environ
+
+    @property
+    def options(self) -> dict[str, _Option]:
+        """The settable options by ``dest``, from the parser's actions as they are now."""
+        options: dict[str, _Option] = {}
+        for action in self.parser._actions:
             if not action.option_strings or isinstance(action, _NOT_SETTINGS):
                 continue  # positionals are not flags; --help and --version are no settings
-            if action.dest == config_dest or action.dest in self.options:
+            if action.dest == self.config_dest or action.dest in options:
                 continue  # one entry per dest (e.g. --x/--no-x pairs); the first one types it
-            self.options[action.dest] = _Option(
-                action.dest, action, action.default, bool(action.required)
-            )
+            options[action.dest] = _Option(action.dest, action)
+        return options
 
     @property
     def config_env(self) -> str:
         """The environment variable naming the config file when no flag does."""
-        return f"{self.env_prefix}{self.config_dest.upper()}"
+        return self.env_name(self.config_dest)
 
     def env_name(self, dest: str) -> str:
         return f"{self.env_prefix}{dest.upper()}"
 
-    def resolve(
-        self,
-        given: argparse.Namespace,
-        *,
-        environ: Mapping[str, str],
-        check_required: bool = True,
-    ) -> argparse.Namespace:
-        """``given`` (the parsed flags) with every option filled in by precedence.
+    def config_path(self, flagged: Path | str | None) -> Path | None:
+        """The config file: the flag's, else the environment's, else none."""
+        if flagged is not None:
+            return Path(flagged)
+        named = self.environ.get(self.config_env)
+        return Path(named) if named else None
 
-        Args:
-            given: what the parser made of the command line; after :func:`enable` it
-                holds only the options given as flags.
-            environ: the environment to read ``<PREFIX>...`` variables from.
-            check_required: report required options set nowhere (``parser.error``, which
-                exits 2); with False they are left ``None``.
+    def flagged(self, args: Sequence[str] | None) -> argparse.Namespace:
+        """Only what the command line ``args`` gives: options not given are absent.
+
+        Parses with every option's default suppressed and none required (argparse
+        errors in ``args`` itself exit as usual).
+        """
+        options = self.options.values()
+        with _relaxed(self.parser, {o.dest for o in options}, suppress_defaults=True):
+            namespace, _ = self._parse_known_args(args, None)
+        return namespace
+
+    def layers(self, args: Sequence[str] | None) -> tuple[set[str], dict[str, Any], Path | None]:
+        """What sets what for the command line ``args``: flags, the environment, the file.
+
+        Returns:
+            The dests given as flags; the values by dest from the environment, else the
+            file, for options not given as flags; the config file (or None).
 
         Raises:
             ConfigError: the file cannot be read or parsed, has an unknown key or a bad
                 value; an unknown or bad environment variable.
         """
-        config = getattr(given, self.config_dest, None)
-        if config is None and environ.get(self.config_env):
-            config = Path(environ[self.config_env])
-        from_file = self.read_file(Path(config)) if config is not None else {}
-        from_env = self.read_environment(environ)
-        merged = argparse.Namespace(**vars(given))
-        setattr(merged, self.config_dest, config)
-        missing: list[_Option] = []
-        for dest, option in self.options.items():
-            if hasattr(given, dest):
-                continue  # a flag: it wins
-            if dest in from_env:
-                setattr(merged, dest, from_env[dest])
-            elif dest in from_file:
-                setattr(merged, dest, from_file[dest])
-            else:
-                if option.required and check_required:
-                    missing.append(option)
-                setattr(merged, dest, self._default(option))
-        if missing:
-            flags = ", ".join(o.flag for o in missing)
-            names = ", ".join(self.env_name(o.dest) for o in missing)
-            self.parser.error(
-                f"the following arguments are required: {flags}"
-                f" (as flags, in the --{self.config_dest.replace('_', '-')} file,"
-                f" or as {names})"
-            )
-        return merged
+        flags = self.flagged(args)
+        config = self.config_path(getattr(flags, self.config_dest, None))
+        values = self.read_file(config) if config is not None else {}
+        values.update(self.read_environment())
+        given = set(vars(flags)) & set(self.options)
+        return given, {d: v for d, v in values.items() if d not in given}, config
 
     def read_file(self, path: Path) -> dict[str, Any]:
         """The options a TOML config file sets, by ``dest``, converted and checked.
@@ -176,28 +187,27 @@ class Settings:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-        base = path.parent
+        options = self.options
         values: dict[str, Any] = {}
         spelled: dict[str, str] = {}
         for key, raw in data.items():
             dest = key.replace("-", "_")
-            option = self.options.get(dest)
+            option = options.get(dest)
             if option is None:
-                raise ConfigError(
-                    f"config file {path}: unknown key {key!r}; known keys: {self._known_keys()}"
-                )
+                known = ", ".join(sorted(o.key for o in options.values()))
+                raise ConfigError(f"config file {path}: unknown key {key!r}; known keys: {known}")
             if dest in spelled:
                 raise ConfigError(
                     f"config file {path}: {key!r} and {spelled[dest]!r} set the same option"
                 )
             spelled[dest] = key
             where = f"config file {path}, key {key!r}"
-            value = self._from_toml(option, raw, where=where, base=base)
+            value = self._from_toml(option, raw, where=where, base=path.parent)
             if value is not _UNSET:
                 values[dest] = value
         return values
 
-    def read_environment(self, environ: Mapping[str, str]) -> dict[str, Any]:
+    def read_environment(self) -> dict[str, Any]:
         """The options ``<PREFIX>...`` variables set, by ``dest``, converted and checked.
 
         Raises:
@@ -205,7 +215,7 @@ class Settings:
         """
         by_name = {self.env_name(dest): option for dest, option in self.options.items()}
         values: dict[str, Any] = {}
-        for name, text in environ.items():
+        for name, text in self.environ.items():
             if not name.startswith(self.env_prefix) or name == self.config_env:
                 continue
             option = by_name.get(name)
@@ -219,14 +229,27 @@ class Settings:
                 values[option.dest] = value
         return values
 
-    def _known_keys(self) -> str:
-        return ", ".join(sorted(o.key for o in self.options.values()))
+    # -- inside parse_args ---------------------------------------------------------
 
-    def _default(self, option: _Option) -> Any:
-        # argparse runs a string default through type= when the option is not given.
-        if isinstance(option.default, str):
-            return self.parser._get_value(option.action, option.default)
-        return copy.copy(option.default)
+    def parse_known_args(
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        """The parser's ``parse_known_args``, with the file and environment under the flags."""
+        try:
+            _, values, config = self.layers(args)
+        except ConfigError as exc:
+            self.parser.exit(2, f"{self.parser.prog}: error: {exc}\n")
+        # Options set by the file or environment are not required on the command line;
+        # the rest are, as argparse reports.
+        with _relaxed(self.parser, set(values), suppress_defaults=False):
+            parsed, extras = self._parse_known_args(args, namespace)
+        for dest, value in values.items():
+            setattr(parsed, dest, value)
+        if config is not None:
+            setattr(parsed, self.config_dest, config)
+        return parsed, extras
+
+    # -- conversions ---------------------------------------------------------------
 
     def _from_toml(self, option: _Option, raw: Any, *, where: str, base: Path) -> Any:
         if option.is_flag:
@@ -288,7 +311,9 @@ class Settings:
     ) -> Any:
         """Run the option's action once per occurrence, as the command line would."""
         action = option.action
-        scratch = argparse.Namespace(**{option.dest: self._initial(option)})
+        # An append option given on the command line adds to its default; the same here.
+        initial = copy.copy(option.default) if option.repeatable else None
+        scratch = argparse.Namespace(**{option.dest: initial})
         for strings in occurrences:
             _check_count(option, strings, where=where)
             try:
@@ -298,71 +323,79 @@ class Settings:
             action(self.parser, scratch, _rebase(values, base), option.flag)
         return getattr(scratch, option.dest)
 
-    def _initial(self, option: _Option) -> Any:
-        # An append option given on the command line adds to its default; the same here.
-        return self._default(option) if option.repeatable else None
-
-
-class ConfiguredCommand:
-    """A subcommand's ``func`` that first fills its options from file and environment."""
-
-    def __init__(self, settings: Settings, func: Command) -> None:
-        self.settings = settings
-        self.func = func
-
-    def __call__(self, args: argparse.Namespace) -> int:
-        return self.func(self.settings.resolve(args, environ=os.environ))
-
-    def resolve(
-        self,
-        args: argparse.Namespace,
-        *,
-        environ: Mapping[str, str],
-        check_required: bool = True,
-    ) -> argparse.Namespace:
-        """See :meth:`Settings.resolve`."""
-        return self.settings.resolve(args, environ=environ, check_required=check_required)
-
 
 def enable(
-    parser: argparse.ArgumentParser, *, env_prefix: str, config_dest: str = "config"
+    parser: argparse.ArgumentParser,
+    *,
+    env_prefix: str,
+    config_dest: str = "config",
+    environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """Let every option of ``parser`` come from a config file and the environment too.
 
-    Call it after the last ``add_argument`` and ``set_defaults(func=...)``: it records
-    each option's default and requiredness, then makes argparse leave options that are
-    not given as flags out of the namespace (their defaults become ``SUPPRESS``, and
-    no option is required on the command line any more), so flags can be told apart
-    from defaults. The parser's ``func`` default, when there is one, is wrapped in a
-    :class:`ConfiguredCommand` that resolves before it runs.
+    From then on the parser's ``parse_known_args`` (so ``parse_args``, and a parent
+    parser's dispatch to this subparser) reads the config file and the environment
+    and fills the namespace by precedence. Options added later are included.
 
     Args:
         parser: the (sub)command's parser; it must have an option whose dest is
             ``config_dest`` (the config file's path).
         env_prefix: prefix of the environment variables, e.g. ``"MESH_NODE_"``.
         config_dest: dest of the config file option.
+        environ: the environment to read (default: the process's, at each parse).
 
     Raises:
         ValueError: ``parser`` has no ``config_dest`` option.
     """
     if not any(a.dest == config_dest and a.option_strings for a in parser._actions):
         raise ValueError(f"the parser has no option with dest {config_dest!r}")
-    settings = Settings(parser, env_prefix=env_prefix, config_dest=config_dest)
-    for action in _setting_actions(parser, settings):
-        if action.help and "%(default)" in action.help:
-            action.help = action.help.replace("%(default)s", str(action.default))
-        action.default = argparse.SUPPRESS
-        action.required = False
-    func = parser.get_default("func")
-    if callable(func):
-        parser.set_defaults(func=ConfiguredCommand(settings, func))
+    settings = Settings(
+        parser,
+        env_prefix=env_prefix,
+        config_dest=config_dest,
+        environ=environ,
+        parse_known_args=parser.parse_known_args,
+    )
+    # On the instance: argparse's dispatch to a subparser calls parse_known_args.
+    parser.parse_known_args = settings.parse_known_args  # type: ignore[method-assign,assignment]
     return settings
 
 
-def _setting_actions(
-    parser: argparse.ArgumentParser, settings: Settings
-) -> Iterable[argparse.Action]:
-    return (a for a in parser._actions if a.dest in settings.options and a.option_strings)
+def settings_of(parser: argparse.ArgumentParser, *path: str) -> Settings:
+    """The :class:`Settings` of ``parser``, or of its subcommand ``path`` (``"node"``).
+
+    Raises:
+        KeyError: no such subcommand, or it was not enabled.
+    """
+    for name in path:
+        subcommands = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subcommands or name not in subcommands[0]._name_parser_map:
+            raise KeyError(name)
+        parser = subcommands[0]._name_parser_map[name]
+    settings = getattr(parser.parse_known_args, "__self__", None)  # set by enable()
+    if not isinstance(settings, Settings):
+        raise KeyError(f"{parser.prog}: no config file support")
+    return settings
+
+
+@contextmanager
+def _relaxed(
+    parser: argparse.ArgumentParser, dests: set[str], *, suppress_defaults: bool
+) -> Iterator[None]:
+    """For the block, the options in ``dests`` are not required, and with
+    ``suppress_defaults`` they are left out of the namespace unless given; restored after."""
+    saved = []
+    for action in parser._actions:
+        if action.option_strings and action.dest in dests:
+            saved.append((action, action.default, action.required))
+            action.required = False
+            if suppress_defaults:
+                action.default = argparse.SUPPRESS
+    try:
+        yield
+    finally:
+        for action, old_default, old_required in saved:
+            action.default, action.required = old_default, old_required
 
 
 class _Unset:

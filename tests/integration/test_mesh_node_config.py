@@ -95,5 +95,5 @@ def test_mesh_node_refuses_a_config_file_with_an_unknown_key(tmp_path: Path) -> 
     config = tmp_path / "node.toml"
     config.write_text('models = "tiny-mlp"\nmodles = "tiny-gpt"\n')
     done = mesh_cli("node", "--config", str(config))
-    assert done.returncode == 1
-    assert f"config file {config}: unknown key 'modles'" in done.stderr
+    assert done.returncode == 2  # as for a bad flag
+    assert f"mesh node: error: config file {config}: unknown key 'modles'" in done.stderr

@@ -9,31 +9,28 @@ from pathlib import Path
 
 import pytest
 
-from mesh.cli import build_parser
-from mesh.cli.nodeconf import ConfiguredCommand
+from mesh.cli import build_parser, nodeconf
 
 pytestmark = pytest.mark.unit
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 
-def node_command() -> ConfiguredCommand:
-    command = build_parser().parse_args(["node"]).func
-    assert isinstance(command, ConfiguredCommand)
-    return command
+def node_settings() -> nodeconf.Settings:
+    return nodeconf.settings_of(build_parser(), "node")
 
 
 def test_node_toml_documents_every_option() -> None:
     text = (EXAMPLES / "node.toml").read_text()
     written = set(re.findall(r"^#? ?([a-z][a-z0-9_-]*) = ", text, flags=re.MULTILINE))
-    keys = {option.key for option in node_command().settings.options.values()}
+    keys = {option.key for option in node_settings().options.values()}
     assert keys - written == set(), "add these options to examples/node.toml"
     assert written - keys == set(), "examples/node.toml names options mesh node lacks"
 
 
 def test_node_toml_loads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
-    values = node_command().settings.read_file(EXAMPLES / "node.toml")
+    values = node_settings().read_file(EXAMPLES / "node.toml")
     assert values["key"] == tmp_path / ".mesh" / "node.key"
     assert values["bootstrap"] == EXAMPLES / "bootstrap.txt"  # next to the file
     assert values["listen"] == ["/ip4/0.0.0.0/tcp/4001"] and values["models"] == "tiny-mlp"
@@ -43,7 +40,7 @@ def test_service_stop_timeout_outlasts_the_drain() -> None:
     unit = configparser.ConfigParser(strict=False, interpolation=None)
     unit.read(EXAMPLES / "mesh-node.service")
     service = unit["Service"]
-    drain = node_command().settings.options["drain_timeout"].default
+    drain = node_settings().options["drain_timeout"].default
     assert float(service["TimeoutStopSec"]) > drain
     assert service["KillSignal"] == "SIGTERM" and service["Restart"] == "on-failure"
     assert service["User"] != "root"

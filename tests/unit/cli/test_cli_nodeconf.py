@@ -1,13 +1,15 @@
 """``mesh.cli.nodeconf``: options from a TOML file and the environment, under the flags.
 
-Most tests use a small parser shaped like ``mesh node``'s (a subcommand whose
-``func`` is wrapped), so each kind of argparse action is covered on its own; the
-last ones use the real ``mesh node`` parser.
+Most tests use a small parser shaped like ``mesh node``'s (a subcommand of a root
+parser, so the file and environment are read inside argparse's dispatch, as in
+``mesh``), holding one option of each kind of argparse action; the last ones use
+the real ``mesh node`` parser.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -15,7 +17,6 @@ import pytest
 
 from mesh.cli import build_parser, nodeconf
 from mesh.cli.node import build_config
-from mesh.cli.nodeconf import ConfiguredCommand
 from mesh.core.identity import Identity, write_key_file
 from mesh.errors import ConfigError
 
@@ -31,7 +32,7 @@ def _positive(text: str) -> int:
     return value
 
 
-def toy_parser() -> argparse.ArgumentParser:
+def toy_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
     """A root parser with one ``toy`` subcommand holding one option of each kind."""
     root = argparse.ArgumentParser(prog="toy-cli")
     sub = root.add_subparsers(dest="command", required=True)
@@ -54,34 +55,30 @@ def toy_parser() -> argparse.ArgumentParser:
     toy.add_argument("-q", "--quiet", action="count", default=0)
     toy.add_argument("--config", type=Path)
     toy.set_defaults(func=lambda args: 0)
-    nodeconf.enable(toy, env_prefix=PREFIX)
+    nodeconf.enable(toy, env_prefix=PREFIX, environ=env or {})
     return root
 
 
-def resolve(
-    argv: list[str],
-    *,
-    env: Mapping[str, str] | None = None,
-    check_required: bool = True,
-    parser: argparse.ArgumentParser | None = None,
-) -> argparse.Namespace:
-    args = (parser or toy_parser()).parse_args(argv)
-    command = args.func
-    assert isinstance(command, ConfiguredCommand)
-    return command.resolve(args, environ=env or {}, check_required=check_required)
+def resolve(argv: list[str], *, env: Mapping[str, str] | None = None) -> argparse.Namespace:
+    return toy_parser(env).parse_args(argv)
+
+
+def refused(
+    argv: list[str], capsys: pytest.CaptureFixture[str], *, env: Mapping[str, str] | None = None
+) -> str:
+    """The message of the argparse-style error (exit 2) the parse ends with."""
+    with pytest.raises(SystemExit) as exited:
+        resolve(argv, env=env)
+    assert exited.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    prog, _, message = last.partition(" error: ")
+    assert prog == "toy-cli toy:", last
+    return message
 
 
 def write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def cli_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    """The message argparse prints for a bad command line (without its usage lines)."""
-    with pytest.raises(SystemExit) as exited:
-        toy_parser().parse_args(argv)
-    assert exited.value.code == 2
-    return capsys.readouterr().err.strip().splitlines()[-1].split(": error: ", 1)[1]
 
 
 # --- precedence -------------------------------------------------------------------------
@@ -143,33 +140,46 @@ def test_the_config_file_can_be_named_in_the_environment(tmp_path: Path) -> None
     assert args.region == "from-flag-file" and args.config == by_flag
 
 
-def test_both_spellings_of_a_key_are_accepted_but_not_together(tmp_path: Path) -> None:
+def test_both_spellings_of_a_key_are_accepted_but_not_together(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     dash = write(tmp_path / "a.toml", 'name = "n"\nprice-micro = 4\n')
     under = write(tmp_path / "b.toml", 'name = "n"\nprice_micro = 4\n')
     assert resolve(["toy", "--config", str(dash)]).price_micro == 4
     assert resolve(["toy", "--config", str(under)]).price_micro == 4
     both = write(tmp_path / "c.toml", 'name = "n"\nprice-micro = 4\nprice_micro = 5\n')
-    with pytest.raises(ConfigError, match="'price_micro' and 'price-micro' set the same option"):
-        resolve(["toy", "--config", str(both)])
+    message = refused(["toy", "--config", str(both)], capsys)
+    assert message.endswith("'price_micro' and 'price-micro' set the same option")
 
 
 # --- refusals ---------------------------------------------------------------------------
 
 
-def test_an_unknown_key_is_refused_with_its_name_and_the_file(tmp_path: Path) -> None:
+def test_an_unknown_key_is_refused_with_its_name_and_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = write(tmp_path / "toy.toml", 'name = "n"\nregoin = "eu"\n')
-    with pytest.raises(ConfigError) as raised:
-        resolve(["toy", "--config", str(config)])
-    message = str(raised.value)
-    assert "unknown key 'regoin'" in message and str(config) in message
+    message = refused(["toy", "--config", str(config)], capsys)
+    assert message.startswith(f"config file {config}: unknown key 'regoin'; known keys: ")
     assert "region" in message  # the known keys are listed
 
 
+def test_the_settings_api_raises_config_error(tmp_path: Path) -> None:
+    settings = nodeconf.settings_of(toy_parser(), "toy")
+    config = write(tmp_path / "toy.toml", 'regoin = "eu"\n')
+    with pytest.raises(ConfigError, match="unknown key 'regoin'"):
+        settings.read_file(config)
+    bad_env = nodeconf.settings_of(toy_parser({"TOY_FAST": "maybe"}), "toy")
+    with pytest.raises(ConfigError, match="environment variable TOY_FAST"):
+        bad_env.read_environment()
+
+
 @pytest.mark.parametrize("key", ["config", "help", "command", "func"])
-def test_keys_that_are_no_options_are_refused(tmp_path: Path, key: str) -> None:
+def test_keys_that_are_no_options_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], key: str
+) -> None:
     config = write(tmp_path / "toy.toml", f'name = "n"\n{key} = "x"\n')
-    with pytest.raises(ConfigError, match=f"unknown key '{key}'"):
-        resolve(["toy", "--config", str(config)])
+    assert f"unknown key '{key}'" in refused(["toy", "--config", str(config)], capsys)
 
 
 @pytest.mark.parametrize(
@@ -184,25 +194,23 @@ def test_keys_that_are_no_options_are_refused(tmp_path: Path, key: str) -> None:
 def test_a_bad_value_in_the_file_gets_the_command_line_message(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str, toml: str
 ) -> None:
-    expected = cli_error(["toy", "--name", "n", flag, value], capsys)
+    on_command_line = refused(["toy", "--name", "n", flag, value], capsys)
     config = write(tmp_path / "toy.toml", f'name = "n"\n{toml}\n')
     key = toml.split(" = ")[0]
-    with pytest.raises(ConfigError) as raised:
-        resolve(["toy", "--config", str(config)])
-    assert str(raised.value) == f"config file {config}, key {key!r}: {expected}"
+    in_file = refused(["toy", "--config", str(config)], capsys)
+    assert in_file == f"config file {config}, key {key!r}: {on_command_line}"
 
 
 def test_a_bad_value_in_the_environment_gets_the_command_line_message(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    expected = cli_error(["toy", "--name", "n", "--device", "tpu"], capsys)
-    with pytest.raises(ConfigError) as raised:
-        resolve(["toy", "--name", "n"], env={"TOY_DEVICE": "tpu"})
-    assert str(raised.value) == f"environment variable TOY_DEVICE: {expected}"
+    on_command_line = refused(["toy", "--name", "n", "--device", "tpu"], capsys)
+    in_env = refused(["toy", "--name", "n"], capsys, env={"TOY_DEVICE": "tpu"})
+    assert in_env == f"environment variable TOY_DEVICE: {on_command_line}"
 
 
 @pytest.mark.parametrize(
-    ("toml", "match"),
+    ("toml", "expected"),
     [
         ("region = true", "--region takes a value as on the command line, not true/false"),
         ("region = [1, 2]", "not an array"),
@@ -217,23 +225,29 @@ def test_a_bad_value_in_the_environment_gets_the_command_line_message(
         ("listen = [[1]]", "--listen takes a value as on the command line, not an array"),
     ],
 )
-def test_values_of_the_wrong_toml_kind_are_refused(tmp_path: Path, toml: str, match: str) -> None:
+def test_values_of_the_wrong_toml_kind_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], toml: str, expected: str
+) -> None:
     config = write(tmp_path / "toy.toml", f'name = "n"\n{toml}\n')
-    with pytest.raises(ConfigError, match=match):
-        resolve(["toy", "--config", str(config)])
+    assert expected in refused(["toy", "--config", str(config)], capsys)
 
 
-def test_a_missing_or_broken_file_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot read config file"):
-        resolve(["toy", "--config", str(tmp_path / "absent.toml")])
+def test_a_missing_or_broken_file_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    absent = tmp_path / "absent.toml"
+    assert refused(["toy", "--config", str(absent)], capsys) == (
+        f"cannot read config file {absent}: No such file or directory"
+    )
     broken = write(tmp_path / "broken.toml", "name = \n")
-    with pytest.raises(ConfigError, match="is not valid TOML"):
-        resolve(["toy", "--config", str(broken)])
+    assert "is not valid TOML" in refused(["toy", "--config", str(broken)], capsys)
 
 
-def test_an_unknown_variable_under_the_prefix_is_refused() -> None:
-    with pytest.raises(ConfigError, match="unknown environment variable TOY_REGOIN"):
-        resolve(["toy", "--name", "n"], env={"TOY_REGOIN": "eu"})
+def test_an_unknown_variable_under_the_prefix_is_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    message = refused(["toy", "--name", "n"], capsys, env={"TOY_REGOIN": "eu"})
+    assert message.startswith("unknown environment variable TOY_REGOIN; known: ")
     # Others are not ours to judge.
     assert resolve(["toy", "--name", "n"], env={"OTHER_REGION": "x"}).region == ""
 
@@ -256,12 +270,7 @@ def test_a_required_option_may_come_from_file_or_environment(tmp_path: Path) -> 
 def test_a_required_option_set_nowhere_is_reported_as_argparse_does(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    with pytest.raises(SystemExit) as exited:
-        resolve(["toy"])
-    assert exited.value.code == 2
-    err = capsys.readouterr().err
-    assert "the following arguments are required: --name" in err and "TOY_NAME" in err
-    assert resolve(["toy"], check_required=False).name is None
+    assert refused(["toy"], capsys) == "the following arguments are required: --name"
 
 
 # --- lists, flags, paths ----------------------------------------------------------------
@@ -308,7 +317,7 @@ def test_flags_from_file_and_environment(tmp_path: Path) -> None:
     assert args.fast is False and args.color is True and args.audit is True and args.quiet == 0
     off = write(tmp_path / "off.toml", 'name = "n"\nmode = false\n')
     assert resolve(["toy", "--config", str(off)]).mode == "lazy"
-    with pytest.raises(ConfigError, match="--fast takes 1/true/yes/on or 0/false/no/off"):
+    with pytest.raises(SystemExit):
         resolve(["toy", "--name", "n"], env={"TOY_FAST": "maybe"})
 
 
@@ -343,21 +352,47 @@ def test_tilde_is_expanded_and_environment_paths_stay_as_given(
     assert resolve(["toy", "--name", "n"], env={"TOY_KEY": "~/k"}).key == tmp_path / "k"
 
 
-def test_the_wrapped_command_reads_the_process_environment(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    seen: list[argparse.Namespace] = []
+def test_the_process_environment_is_read_at_each_parse(monkeypatch: pytest.MonkeyPatch) -> None:
     root = argparse.ArgumentParser()
     sub = root.add_subparsers(dest="command", required=True)
     toy = sub.add_parser("toy")
     toy.add_argument("--region", default="")
     toy.add_argument("--config", type=Path)
-    toy.set_defaults(func=lambda args: seen.append(args) or 7)
-    nodeconf.enable(toy, env_prefix=PREFIX)
+    nodeconf.enable(toy, env_prefix=PREFIX)  # no environ: the process's
+    assert root.parse_args(["toy"]).region == ""
     monkeypatch.setenv("TOY_REGION", "from-env")
-    args = root.parse_args(["toy"])
-    assert args.func(args) == 7
-    assert seen[0].region == "from-env"
+    assert root.parse_args(["toy"]).region == "from-env"
+
+
+def test_options_added_after_enable_are_settable_too(tmp_path: Path) -> None:
+    root = argparse.ArgumentParser()
+    sub = root.add_subparsers(dest="command", required=True)
+    toy = sub.add_parser("toy")
+    toy.add_argument("--config", type=Path)
+    nodeconf.enable(toy, env_prefix=PREFIX, environ={"TOY_LATE": "7"})
+    toy.add_argument("--late", type=int, default=0)
+    config = write(tmp_path / "toy.toml", "later = true\n")
+    toy.add_argument("--later", action="store_true")
+    args = root.parse_args(["toy", "--config", str(config)])
+    assert (args.late, args.later) == (7, True)
+
+
+def test_the_parser_is_left_as_it_was(capsys: pytest.CaptureFixture[str]) -> None:
+    root = toy_parser({"TOY_NAME": "n", "TOY_REGION": "eu"})
+    toy = nodeconf.settings_of(root, "toy").parser
+    before = [(a.dest, a.default, a.required) for a in toy._actions]
+    assert root.parse_args(["toy"]).region == "eu"
+    assert [(a.dest, a.default, a.required) for a in toy._actions] == before
+    with pytest.raises(SystemExit):
+        root.parse_args(["toy", "--help"])
+    assert "--name NAME" in capsys.readouterr().out  # still shown as required
+
+
+def test_flagged_tells_flags_from_defaults() -> None:
+    settings = nodeconf.settings_of(toy_parser({"TOY_REGION": "eu"}), "toy")
+    flagged = vars(settings.flagged(["--device", "auto", "--listen", "x"]))
+    del flagged["func"]  # a set_defaults entry, no option
+    assert flagged == {"device": "auto", "listen": ["x"], "config": None}
 
 
 def test_enable_needs_the_config_option() -> None:
@@ -367,28 +402,36 @@ def test_enable_needs_the_config_option() -> None:
         nodeconf.enable(parser, env_prefix=PREFIX)
 
 
+def test_settings_of_a_parser_without_them() -> None:
+    with pytest.raises(KeyError):
+        nodeconf.settings_of(build_parser(), "keygen")
+    with pytest.raises(KeyError):
+        nodeconf.settings_of(build_parser(), "no-such-command")
+
+
 # --- the real mesh node parser -----------------------------------------------------------
 
 
-def node_command() -> ConfiguredCommand:
-    args = build_parser().parse_args(["node"])
-    assert isinstance(args.func, ConfiguredCommand)
-    return args.func
+def node_settings() -> nodeconf.Settings:
+    return nodeconf.settings_of(build_parser(), "node")
 
 
 def test_every_mesh_node_option_is_settable_from_a_file() -> None:
-    command = node_command()
-    parser = command.settings.parser
+    settings = node_settings()
     flags = {
         a.dest
-        for a in parser._actions
+        for a in settings.parser._actions
         if a.option_strings and not isinstance(a, argparse._HelpAction) and a.dest != "config"
     }
-    assert flags == set(command.settings.options)
+    assert flags == set(settings.options)
     assert {"key", "listen", "models", "region", "price_micro", "drain_timeout"} <= flags
 
 
-def test_a_node_config_file_gives_the_node_config_flags_would(tmp_path: Path) -> None:
+def test_a_node_config_file_gives_the_node_config_flags_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in [n for n in os.environ if n.startswith("MESH_NODE_")]:
+        monkeypatch.delenv(name)
     key = tmp_path / "node.key"
     identity = Identity.generate()
     write_key_file(key, identity)
@@ -413,36 +456,30 @@ def test_a_node_config_file_gives_the_node_config_flags_would(tmp_path: Path) ->
         drain-timeout = 12.5
         """,
     )
-    command = node_command()
-    from_file = command.resolve(
-        build_parser().parse_args(["node", "--config", str(config)]), environ={}
-    )
-    from_flags = command.resolve(
-        build_parser().parse_args(
-            ["node", "--key", str(key), "--listen", "/ip4/127.0.0.1/tcp/0",
-             "--listen", "/ip4/127.0.0.1/tcp/4002", "--bootstrap", str(boot),
-             "--models", "tiny-mlp,tiny-gpt", "--device", "cpu",
-             "--data-dir", str(tmp_path / "data"), "--zoo", str(tmp_path / "zoo"),
-             "--region", "eu-west", "--price-micro", "25", "--max-batch", "8",
-             "--max-queue", "32", "--weights", "tiny-gpt=/weights/gpt", "--threads", "2",
-             "--drain-timeout", "12.5"]
-        ),
-        environ={},
+    from_file = build_parser().parse_args(["node", "--config", str(config)])
+    from_flags = build_parser().parse_args(
+        ["node", "--key", str(key), "--listen", "/ip4/127.0.0.1/tcp/0",
+         "--listen", "/ip4/127.0.0.1/tcp/4002", "--bootstrap", str(boot),
+         "--models", "tiny-mlp,tiny-gpt", "--device", "cpu",
+         "--data-dir", str(tmp_path / "data"), "--zoo", str(tmp_path / "zoo"),
+         "--region", "eu-west", "--price-micro", "25", "--max-batch", "8",
+         "--max-queue", "32", "--weights", "tiny-gpt=/weights/gpt", "--threads", "2",
+         "--drain-timeout", "12.5"]
     )  # fmt: skip
     assert build_config(from_file) == build_config(from_flags)
-    config_seen = build_config(from_file)
-    assert config_seen.identity.peer_id == identity.peer_id
-    assert config_seen.region == "eu-west" and config_seen.price_micro == 25
+    seen = build_config(from_file)
+    assert seen.identity.peer_id == identity.peer_id
+    assert (seen.region, seen.price_micro, seen.drain_timeout_s) == ("eu-west", 25, 12.5)
 
 
 def test_mesh_node_environment_names() -> None:
-    command = node_command()
-    names = {command.settings.env_name(dest) for dest in command.settings.options}
+    settings = node_settings()
+    names = {settings.env_name(dest) for dest in settings.options}
     assert {"MESH_NODE_MODELS", "MESH_NODE_PRICE_MICRO", "MESH_NODE_DATA_DIR"} <= names
-    assert command.settings.config_env == "MESH_NODE_CONFIG"
+    assert settings.config_env == "MESH_NODE_CONFIG"
 
 
-def test_the_help_still_works(capsys: pytest.CaptureFixture[str]) -> None:
+def test_mesh_node_help_shows_the_option(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         build_parser().parse_args(["node", "--help"])
     assert exited.value.code == 0

@@ -63,6 +63,10 @@ fi
 
 # --- 2. the base image ----------------------------------------------------------------
 if [ "$BASE_IMAGE" = "$DEFAULT_BASE" ] && ! podman_cmd image exists "$BASE_IMAGE"; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "build-image: debootstrap needs root to make $BASE_IMAGE (or set BASE_IMAGE)" >&2
+        exit 1
+    fi
     step "making $BASE_IMAGE with debootstrap (once; podman keeps it)"
     rootfs="$(mktemp -d "${TMPDIR:-/tmp}/mesh-rootfs.XXXXXX")"
     trap 'rm -rf "$rootfs"' EXIT

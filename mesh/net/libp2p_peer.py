@@ -44,6 +44,7 @@ from mesh.net.guard import install_guard
 from mesh.net.health import HealthList
 from mesh.net.interface import Network, OnPartial, PeerAddr, RequestHandler
 from mesh.net.multiaddrs import parse_multiaddr
+from mesh.net.probe import probe_listener
 from mesh.net.pubsub import TopicFanout
 from mesh.net.streams import (
     STREAM_ERRORS,
@@ -469,6 +470,18 @@ class Libp2pNetwork:
         self._check_open()
         with library_deadline(self._timeouts.pubsub, f"subscribing to {topic}"):
             return await self._fanout.subscribe(topic)
+
+    # -- connections ---------------------------------------------------------------
+
+    def connected_peers(self) -> list[str]:
+        """PeerIDs with an open connection now."""
+        return [pid.to_base58() for pid in self._host.get_connected_peers()]
+
+    async def probe_listener(self, addr: str, peer_id: str, *, timeout: float) -> None:  # noqa: ASYNC109
+        """A fresh TCP connection to ``addr`` and a Noise handshake with ``peer_id``
+        (:func:`mesh.net.probe.probe_listener`); no connection is kept."""
+        self._check_open()
+        await probe_listener(addr, peer_id, timeout=timeout)
 
     # -- health ------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from libp2p.peer.peerstore import PeerStoreError
 from libp2p.pubsub.pubsub import Pubsub
 
 from mesh.core import limits
-from mesh.core.capacity import RecordValidator, split_record_key
+from mesh.core.capacity import RECORD_SELECTORS, RecordValidator, split_record_key
 from mesh.errors import (
     Closed,
     ConfigError,
@@ -383,8 +383,11 @@ class Libp2pNetwork:
         Args:
             namespace: for example ``CAPACITY_NAMESPACE``.
             validator: raises MeshError for a record that must not be kept.
-            selector: picks the best of several valid values (default: the first).
+            selector: picks the best of several valid values (default: the
+                namespace's in ``RECORD_SELECTORS``, e.g. the newest capacity record;
+                else the first).
         """
+        selector = selector or RECORD_SELECTORS.get(namespace)
         wrapped = dht_glue.MeshRecordValidator(validator, selector)
         self._validators[namespace] = wrapped
         self._dht.register_validator(namespace, wrapped)

@@ -46,6 +46,7 @@ def build_app(gateway: Gateway, config: GatewayConfig) -> Starlette:
     keys = ApiKeys(config.api_keys) if config.api_keys is not None else None
 
     async def models(body: Any, verify: str | None) -> Reply:
+        choose_verify(verify, None)  # listing runs no task, but a bad mode is still refused
         return await gateway.models()
 
     async def embeddings(body: Any, verify: str | None) -> Reply:
@@ -85,12 +86,13 @@ async def _handle(
     try:
         if keys is not None:
             keys.check(request.headers.get("authorization"))
-        body = None
-        if request.method == "POST":
-            body = _decode_json(await _read_body(request, cap=config.max_body_bytes))
         # The mesh client has its own deadline (timeout_s); this one bounds
-        # everything else too, so no request outlives it.
+        # everything else too (a body trickling in, discovery), so no request
+        # outlives it.
         with trio.move_on_after(config.timeout_s + DEADLINE_SLACK_S) as scope:
+            body = None
+            if request.method == "POST":
+                body = _decode_json(await _read_body(request, cap=config.max_body_bytes))
             reply = await call(body, request.headers.get(VERIFY_HEADER))
         if scope.cancelled_caught:
             raise ApiError(

@@ -209,3 +209,19 @@ def test_verify_mode_from_header_or_body() -> None:
         with pytest.raises(ApiError) as caught:
             choose_verify(header, body)
         assert (caught.value.status, caught.value.code) == (400, "invalid_verify_mode")
+
+
+def test_seed_range_is_the_samplers() -> None:
+    from mesh.runtime import sampling
+
+    assert sampling.MAX_SEED == MAX_SEED
+
+
+def test_the_gateways_copies_of_runtime_defaults_match() -> None:
+    # The gateway cannot import these modules (they import torch): it keeps copies.
+    from mesh.gateway import service
+    from mesh.runtime import embed, generate
+
+    assert service.DEFAULT_MAX_TOKENS == generate.DEFAULT_MAX_TOKENS
+    assert service.DEFAULT_MAX_PROMPT_TOKENS == generate.DEFAULT_MAX_PROMPT_TOKENS
+    assert service.DEFAULT_MAX_TEXTS == embed.DEFAULT_MAX_TEXTS

@@ -83,6 +83,7 @@ async def _handle(
     request: Request, call: Call, *, keys: ApiKeys | None, config: GatewayConfig
 ) -> Response:
     started = trio.current_time()
+    detail = ""
     try:
         if keys is not None:
             keys.check(request.headers.get("authorization"))
@@ -102,12 +103,18 @@ async def _handle(
                 code="deadline_exceeded",
             )
         response: Response = JSONResponse(reply.body, headers=reply.headers)
+        detail = reply.log
     except MeshError as exc:
         error = from_mesh_error(exc)
         response = _error_response(error)
     elapsed_ms = (trio.current_time() - started) * 1000
     logger.info(
-        "%s %s -> %d in %.1f ms", request.method, request.url.path, response.status_code, elapsed_ms
+        "%s %s -> %d in %.1f ms %s",
+        request.method,
+        request.url.path,
+        response.status_code,
+        elapsed_ms,
+        detail,
     )
     return response
 

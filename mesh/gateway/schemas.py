@@ -228,7 +228,7 @@ def _model(fields: Fields) -> str:
 
 
 def _user(fields: Fields) -> str | None:
-    # An end-user tag for the operator's logs; it never changes a result.
+    # OpenAI's end-user tag: it goes to the request log, and never changes a result.
     user = fields.get("user")
     if user is not None and (not isinstance(user, str) or len(user) > MAX_USER_CHARS):
         raise bad_request(f"user must be a string of at most {MAX_USER_CHARS} chars", param="user")

@@ -70,10 +70,11 @@ class MeshClient(Protocol):
 
 @dataclass(frozen=True)
 class Reply:
-    """A response body and its headers."""
+    """A response body, its headers, and what the request log line says of it."""
 
     body: dict[str, object]
     headers: dict[str, str] = field(default_factory=dict)
+    log: str = ""
 
 
 class Gateway:
@@ -159,24 +160,33 @@ class Gateway:
         body = responses.embedding_list(
             vectors, model=entry.name, as_base64=request.base64, prompt_tokens=prompt_tokens
         )
-        return self._reply(body, results, verify=verify)
+        return self._reply(body, results, verify=verify, user=request.user)
 
     # -- POST /v1/completions and /v1/chat/completions -------------------------
     async def completion(self, request: CompletionRequest, *, verify: str) -> Reply:
         """Complete one prompt."""
         entry = self.catalog.entry(request.model, kind="generate")
         return await self._generate(
-            entry, request.prompt, request.sampling, verify=verify, chat=False
+            entry, request.prompt, request.sampling, verify=verify, chat=False, user=request.user
         )
 
     async def chat(self, request: ChatRequest, *, verify: str) -> Reply:
         """Answer a conversation, rendered with the model's chat template."""
         entry = self.catalog.entry(request.model, kind="generate")
         prompt = self.catalog.chat_template(entry).render(request.messages)
-        return await self._generate(entry, prompt, request.sampling, verify=verify, chat=True)
+        return await self._generate(
+            entry, prompt, request.sampling, verify=verify, chat=True, user=request.user
+        )
 
     async def _generate(
-        self, entry: ModelEntry, prompt: str, sampling: Sampling, *, verify: str, chat: bool
+        self,
+        entry: ModelEntry,
+        prompt: str,
+        sampling: Sampling,
+        *,
+        verify: str,
+        chat: bool,
+        user: str | None,
     ) -> Reply:
         tokenizer = self.catalog.tokenizer(entry)
         (prompt_tokens,) = await _count_tokens(tokenizer, [prompt])
@@ -203,7 +213,7 @@ class Gateway:
             created=result.receipt.message.finished_ms // 1000,
             prompt_tokens=prompt_tokens,
         )
-        return self._reply(body, [result], verify=verify, seed=seed)
+        return self._reply(body, [result], verify=verify, seed=seed, user=user)
 
     def _max_tokens(
         self, entry: ModelEntry, sampling: Sampling, prompt_tokens: int, *, chat: bool
@@ -273,10 +283,14 @@ class Gateway:
         results: Sequence[RunResult],
         *,
         verify: str,
+        user: str | None,
         seed: int | None = None,
     ) -> Reply:
         body["mesh"] = evidence.mesh_field(results, verify=verify, seed=seed)
-        return Reply(body, {evidence.RECEIPT_HEADER: evidence.receipt_header(results)})
+        headers = {evidence.RECEIPT_HEADER: evidence.receipt_header(results)}
+        # `user` is OpenAI's end-user tag for abuse tracing: it goes to the log, nowhere else.
+        log = f"model={body.get('model')} verify={verify} tasks={len(results)} user={user!r}"
+        return Reply(body, headers, log)
 
 
 async def _count_tokens(tokenizer: TextTokenizer, texts: Sequence[str]) -> list[int]:

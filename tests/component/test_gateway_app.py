@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import logging
 import random
 import struct
 from collections.abc import AsyncIterator
@@ -220,8 +221,9 @@ async def test_models_lists_what_live_peers_serve_and_this_zoo_knows(
 
 
 async def test_completion_sends_integer_params_and_returns_verifiable_receipts(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="mesh.gateway.app")
     async with gateway_mesh(tmp_path) as mesh:
         response = await mesh.http.post(
             "/v1/completions",
@@ -232,6 +234,7 @@ async def test_completion_sends_integer_params_and_returns_verifiable_receipts(
                 "temperature": 0.7,
                 "top_p": 0.9,
                 "seed": 11,
+                "user": "u-1",
             },
             headers={"X-Mesh-Verify": "audit"},
         )
@@ -260,6 +263,8 @@ async def test_completion_sends_integer_params_and_returns_verifiable_receipts(
         assert body["mesh"]["verify"] == "audit" and body["mesh"]["seed"] == 11
         assert body["mesh"]["workers"] == [mesh.nodes[0].peer_id]
         assert body["id"] == f"cmpl-{body['mesh']['task_ids'][0]}"
+        # The end-user tag goes to the request log (and nowhere else).
+        assert "POST /v1/completions -> 200" in caplog.text and "user='u-1'" in caplog.text
 
 
 async def test_seed_is_drawn_when_absent_and_stop_cuts_the_text(

@@ -41,9 +41,6 @@ def hypercorn_config(config: GatewayConfig) -> HypercornConfig:
     hc.graceful_timeout = config.graceful_stop_s
     hc.accesslog = None  # the app logs each request itself (mesh.gateway.app)
     hc.errorlog = logging.getLogger("mesh.gateway.http")
-    # Bodies are capped by the app before they are read; this is hypercorn's
-    # own, larger, backstop for bytes buffered per connection.
-    hc.h11_max_incomplete_size = 64 * 1024
     return hc
 
 

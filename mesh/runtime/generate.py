@@ -161,7 +161,9 @@ class Generator:
             for row, d in enumerate(decodings):
                 token = d.sampler.choose(logits[row])
                 d.tokens.append(token)
-                d.states.append(last_cpu[row])
+                # A copy, not a view: a view would keep the whole step's [batch, H]
+                # tensor alive for as long as this sequence runs.
+                d.states.append(last_cpu[row].clone())
                 d.finished = len(d.tokens) >= d.sampler.params.max_tokens or token == self.eos_id
 
     def output(self, decoding: Decoding) -> ModelOutput:

@@ -3,10 +3,12 @@
 The same tasks (varied prompt and output lengths, seeded) arrive at the same
 times (a seeded Poisson schedule) to two executors that differ only in
 ``continuous``: *static* runs each batch to its end while later tasks wait;
-*continuous* lets them join the running batch at the next step. The mean gap
-between arrivals is calibrated on this machine: the time one mean task takes
-alone divided by a concurrency level (so about that many tasks would overlap if
-batching were free); each level of ``--concurrency`` is one load.
+*continuous* lets them join the running batch at the next step. The arrival
+rate is calibrated on this machine as a fraction of its capacity: *capacity* is
+the tokens per second of one full static batch (``max_batch`` of the tasks run
+together, median of 3), and at ``--load L`` tasks arrive so that they ask for
+``L`` times that many tokens per second (below 1: the device keeps up and idles
+between arrivals; above 1: a queue builds up).
 Modes alternate (static, continuous, static, ...) for ``--repeats`` rounds and
 each figure is the median over rounds.
 
@@ -19,7 +21,7 @@ result), p50 and p95; plus ``continuous_over_static`` ratios and
 
 Prints one JSON object. Run from the repository root::
 
-    python -m benchmarks.bench_batching [--tasks 64] [--concurrency 4 16] [--repeats 2]
+    python -m benchmarks.bench_batching [--tasks 64] [--load 0.5 0.9 2] [--repeats 2]
         [--gpt2-random [--gpt2-tasks 12]] [--device auto] [--threads N]
 
 On a CPU shared with other processes pass ``--threads 1``: with two OpenMP
@@ -131,34 +133,32 @@ def _pct(values: list[float], q: int) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def _alone_s(model: LoadedModel, task: Task) -> float:
-    """Median wall time of the task alone (after a warm-up run)."""
-    model.run_batch([task])
+def capacity_tokens_per_s(model: LoadedModel, tasks: list[Task], max_batch: int) -> float:
+    """Tokens per second of one full static batch (median of 3, after a warm-up)."""
+    batch = tasks[:max_batch]
+    tokens = sum(p["max_tokens"] for _, p in batch)
+    model.run_batch(batch[:2])
     times = []
     for _ in range(3):
         start = time.perf_counter()
-        model.run_batch([task])
+        model.run_batch(batch)
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def typical_task(tasks: list[Task]) -> Task:
-    """The task whose max_tokens is nearest the mean (for calibration)."""
-    mean_tokens = statistics.mean(p["max_tokens"] for _, p in tasks)
-    return min(tasks, key=lambda t: abs(t[1]["max_tokens"] - mean_tokens))
+    return tokens / statistics.median(times)
 
 
 def compare(
     model: LoadedModel,
     tasks: list[Task],
     *,
-    alone: float,
-    concurrency: float,
+    capacity: float,
+    load: float,
     repeats: int,
     max_batch: int,
 ) -> dict[str, Any]:
     """Both modes on one arrival schedule; medians over alternating rounds."""
-    offsets = arrivals(len(tasks), alone / concurrency)
+    mean_tokens = statistics.mean(p["max_tokens"] for _, p in tasks)
+    gap = mean_tokens / (load * capacity)
+    offsets = arrivals(len(tasks), gap)
     rounds: dict[str, list[dict[str, float]]] = {"static": [], "continuous": []}
     outputs: dict[str, list[tuple[bytes, bytes]]] = {}
     for _ in range(repeats):
@@ -173,8 +173,9 @@ def compare(
     report: dict[str, Any] = {
         "tasks": len(tasks),
         "max_batch": max_batch,
-        "max_tokens_mean": round(statistics.mean(p["max_tokens"] for _, p in tasks), 1),
-        "mean_arrival_gap_ms": round(alone / concurrency * 1000.0, 2),
+        "max_tokens_mean": round(mean_tokens, 1),
+        "offered_tokens_per_s": round(load * capacity, 1),
+        "mean_arrival_gap_ms": round(gap * 1000.0, 2),
         "repeats": repeats,
     }
     for mode, figures in rounds.items():
@@ -199,11 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--tasks", type=int, default=64, help="tiny-gpt tasks per round")
     parser.add_argument(
-        "--concurrency",
+        "--load",
         type=float,
         nargs="+",
-        default=[4.0, 16.0],
-        help="mean overlapping tasks, one load per value (moderate, near saturation)",
+        default=[0.5, 0.9, 2.0],
+        help="offered tokens/s as a fraction of one full static batch's (one run per value)",
     )
     parser.add_argument("--repeats", type=int, default=2, help="rounds per mode (alternating)")
     parser.add_argument("--max-batch", type=int, default=16)
@@ -225,14 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     for name, extra, count, lengths in plan:
         model = load_model(zoo.manifest(name), device=args.device, **extra)
         tasks = tasks_for(model, count, max_tokens=lengths)
-        alone = _alone_s(model, typical_task(tasks))
-        results[name] = {"alone_s_per_mean_task": round(alone, 4)}
-        for level in args.concurrency:
-            results[name][f"concurrency_{level:g}"] = compare(
+        capacity = capacity_tokens_per_s(model, tasks, args.max_batch)
+        results[name] = {"capacity_tokens_per_s": round(capacity, 1)}
+        for load in args.load:
+            results[name][f"load_{load:g}"] = compare(
                 model,
                 tasks,
-                alone=alone,
-                concurrency=level,
+                capacity=capacity,
+                load=load,
                 repeats=args.repeats,
                 max_batch=args.max_batch,
             )

@@ -1,4 +1,4 @@
-"""Continuous batching of generation lanes, on trio with real worker threads.
+"""Continuous batching of generation lanes, on trio (autojump clock) with real worker threads.
 
 Order is observed through the token hook (``on_tokens``) and recorded step
 sizes, never through timing: every assertion holds however slow the machine.

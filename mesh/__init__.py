@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from mesh.errors import (
     BadSignature,
     Busy,
+    Closed,
     CommitmentMismatch,
     ConfigError,
     DeadlineExceeded,
@@ -52,11 +53,12 @@ if TYPE_CHECKING:
     from mesh.client.retry import RetryPolicy
     from mesh.client.sync_client import Client
     from mesh.core.envelope import Signed
-    from mesh.core.identity import Identity, load_key_file, write_key_file
+    from mesh.core.identity import Identity
     from mesh.core.messages import CapacityRecord, Receipt, Task
     from mesh.core.receipts import verify_receipt
     from mesh.core.tensors import Tensor
     from mesh.core.values import Values
+    from mesh.files.keyfile import load_key_file, write_key_file
     from mesh.node.config import NodeConfig
     from mesh.node.service import Node, run_node
 
@@ -72,8 +74,8 @@ _LAZY: dict[str, str] = {
     "Client": "mesh.client.sync_client",
     "Signed": "mesh.core.envelope",
     "Identity": "mesh.core.identity",
-    "load_key_file": "mesh.core.identity",
-    "write_key_file": "mesh.core.identity",
+    "load_key_file": "mesh.files.keyfile",
+    "write_key_file": "mesh.files.keyfile",
     "CapacityRecord": "mesh.core.messages",
     "Receipt": "mesh.core.messages",
     "Task": "mesh.core.messages",
@@ -92,6 +94,7 @@ __all__ = [
     "CapacityRecord",
     "Client",
     "ClientConfig",
+    "Closed",
     "CommitmentMismatch",
     "ConfigError",
     "DeadlineExceeded",

@@ -22,10 +22,12 @@ with ``raise ... from exc`` so the cause is kept.
     ├── KeyFileError             key file missing, unreadable, bad mode, exists
     ├── ModelError               zoo, manifest or weights problem (root mismatch, ...)
     ├── ConfigError              bad bootstrap line, bad option
-    └── NetworkError             transport trouble
-        ├── PeerUnavailable      dial or stream failed; peer dead or frozen
-        ├── DeadlineExceeded     a call ran past its deadline
-        └── NoPeersAvailable     nobody live serves the model (within the deadline)
+    ├── NetworkError             transport trouble
+    │   ├── PeerUnavailable      dial or stream failed; broken by the peer, or it is dead or frozen
+    │   ├── DeadlineExceeded     a call ran past its deadline
+    │   └── NoPeersAvailable     nobody live serves the model (within the deadline)
+    └── Closed                   used after its owner closed it (a client, a network):
+                                 closed by us, where PeerUnavailable is broken by the peer
 
 ``ProtocolError`` subclasses map one-to-one onto the ``ErrorReply`` codes that
 travel on the wire (see :data:`ERROR_CODES`), so a node answers with the code of
@@ -147,3 +149,7 @@ class DeadlineExceeded(NetworkError):
 
 class NoPeersAvailable(NetworkError):
     """No live peer serves the model within the deadline."""
+
+
+class Closed(MeshError):
+    """Used after its owner closed it (a client, a network): closed by us, not by a peer."""

@@ -138,7 +138,7 @@ async def _measure(net: Testnet, params: dict[str, Any], progress: Progress) -> 
 
 def _executed_twice(net: Testnet) -> int:
     """Task ids that appear in more than one node's receipt log."""
-    from mesh.core.receipt_log import read_receipts
+    from mesh.node.receipt_log import read_receipts
 
     seen: Counter[bytes] = Counter()
     for node in net.nodes:

@@ -31,11 +31,9 @@ import time
 t0 = time.perf_counter()
 import json, struct, sys
 import trio
-from mesh.cli.node import quiet_network_logs
 from mesh.client.async_client import AsyncClient
 from mesh.core.receipts import verify_receipt
 from mesh.core.tensors import Tensor
-quiet_network_logs(0)
 t_import = time.perf_counter() - t0
 
 async def main():

@@ -97,10 +97,8 @@ def testnet(
     **node: Any,
 ) -> Iterator[Testnet]:
     """A started testnet of ``nodes`` processes (libp2p logs quieted), stopped on exit."""
-    from mesh.cli.node import quiet_network_logs
     from mesh.testnet.launcher import Testnet, TestnetConfig
 
-    quiet_network_logs(0)
     config = TestnetConfig(
         nodes=nodes,
         model_names=models,

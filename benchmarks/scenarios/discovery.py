@@ -75,10 +75,10 @@ def run(params: dict[str, Any], progress: Progress) -> dict[str, Any]:
 async def _measure(
     bootstrap: list[str], root: bytes, params: dict[str, Any], progress: Progress
 ) -> dict[str, Any]:
+    from mesh.aio.clock import trio_wall_clock
     from mesh.client.async_client import AsyncClient
     from mesh.client.discovery import Discovery
     from mesh.client.selection import PeerBook
-    from mesh.node.clock import trio_wall_clock
 
     cold: list[float] = []
     warm: list[float] = []
@@ -91,24 +91,24 @@ async def _measure(
             if trial % 3 == 2:
                 # The provider lookup alone, to split the trial's time.
                 started = trio.current_time()
-                await client.network.find_providers(root, count=20, timeout=5.0)
+                await client._network.find_providers(root, count=20, timeout=5.0)
                 providers.append((trio.current_time() - started) * 1000)
                 progress.advance()
                 continue
             fresh = trial % 3 == 0  # interleaved cold and warm trials: same network conditions
-            discovery = Discovery(client.network, wall_clock=trio_wall_clock())
+            discovery = Discovery(client._network, wall_clock=trio_wall_clock())
             if not fresh:
-                discovery = client.discovery
+                discovery = client._discovery
             started = trio.current_time()
             candidates = await discovery.candidates(root, timeout=5.0)
-            book = client.book if not fresh else PeerBook()
+            book = client._book if not fresh else PeerBook(client._network)
             choices = [(c.peer.peer_id, c.load) for c in candidates]
-            pick = book.choose(choices, now=trio.current_time())
+            pick = book.choose(choices)
             ok = False
             if pick is not None:
                 peer = next(c.peer for c in candidates if c.peer.peer_id == pick)
                 try:
-                    await client.network.connect(peer, timeout=5.0)
+                    await client._network.connect(peer, timeout=5.0)
                     ok = True
                 except MeshError:  # a failed trial is counted, not fatal
                     ok = False

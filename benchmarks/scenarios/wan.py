@@ -97,10 +97,8 @@ async def _app_clients(
 NETNS_CLIENT = """
 import json, struct, sys
 import trio
-from mesh.cli.node import quiet_network_logs
 from mesh.client.async_client import AsyncClient
 from mesh.core.tensors import Tensor
-quiet_network_logs(0)
 
 async def main():
     rows = []
@@ -116,11 +114,9 @@ trio.run(main)
 
 
 def _run_netns(params: dict[str, Any], progress: Progress) -> dict[str, list[tuple[str, float]]]:
-    from mesh.cli.node import quiet_network_logs
     from mesh.testnet.launcher import TestnetConfig
     from mesh.testnet.wan import WanTestnet, make_plan, setup, teardown
 
-    quiet_network_logs(0)
     regions = [REGION_ORDER[i % len(REGION_ORDER)] for i in range(params["nodes"])]
     wan_plan = make_plan(regions)
     setup(wan_plan, netem=params.get("netem", True))

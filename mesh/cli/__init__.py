@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from mesh.errors import MeshError
+from mesh.net.logs import set_library_verbosity
 
 _COMMAND_MODULES = (
     "mesh.cli.keys",
@@ -23,7 +24,6 @@ _COMMAND_MODULES = (
     "mesh.cli.node",
     "mesh.cli.client",
     "mesh.cli.testnet",
-    "mesh.cli.bench",
 )
 
 
@@ -35,23 +35,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue  # a subcommand group not built yet
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 
 def configure_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # py-libp2p 0.8.1 logs a WARNING on every normal DHT stream close and
-    # LifecycleError tracebacks at shutdown; keep them out unless asked for.
-    logging.getLogger("libp2p").setLevel(logging.CRITICAL if verbosity < 2 else logging.DEBUG)
-    logging.getLogger("async_service").setLevel(logging.CRITICAL)
+    # The networking libraries' noise stays out unless asked for (-vv).
+    set_library_verbosity(verbosity)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

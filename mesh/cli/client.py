@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 import trio
 
-from mesh.cli.node import quiet_network_logs
+from mesh.aio.groups import unwrap_single_error
 from mesh.client.async_client import AsyncClient, ClientConfig, PeerView, RunResult
 from mesh.client.jsonvalues import tensor_to_nested, values_from_json, values_to_json
 from mesh.client.models import text_input_name
@@ -29,7 +29,6 @@ from mesh.core.identity import peer_id_from_public_key
 from mesh.core.tensors import Tensor
 from mesh.core.values import Values, encode_values
 from mesh.errors import ConfigError, MeshError
-from mesh.node.groups import unwrap_single_error
 
 # Tensors up to this many elements print in full; bigger ones as a summary.
 MAX_PRINTED_ELEMENTS = 256
@@ -99,7 +98,6 @@ def build_inputs(args: argparse.Namespace) -> Values:
 def run_command(args: argparse.Namespace) -> int:
     inputs = build_inputs(args)
     params = parse_params(args.param)
-    quiet_network_logs(args.verbose)
     config = ClientConfig(timeout_s=args.timeout, zoo_dirs=tuple(args.zoo))
 
     async def main() -> RunResult:
@@ -173,7 +171,6 @@ def print_result(result: RunResult, *, as_json: bool, out: TextIO) -> None:
 
 
 def peers_command(args: argparse.Namespace) -> int:
-    quiet_network_logs(args.verbose)
 
     async def main() -> list[PeerView]:
         async with AsyncClient.connect(bootstrap=args.bootstrap, key=args.key) as client:

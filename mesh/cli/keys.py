@@ -11,7 +11,8 @@ import argparse
 import sys
 from typing import Any
 
-from mesh.core.identity import Identity, load_key_file, write_key_file
+from mesh.core.identity import Identity
+from mesh.files.keyfile import load_key_file, write_key_file
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:

@@ -14,18 +14,17 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
-import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
 import trio
 
+from mesh.aio.groups import unwrap_single_error
 from mesh.errors import ConfigError
 from mesh.node.config import NodeConfig
-from mesh.node.groups import unwrap_single_error
-from mesh.node.service import NetworkFactory, Node, RunnerFactory, run_node
+from mesh.node.serve import serve_until_signal
+from mesh.node.service import Node
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +81,7 @@ def build_config(args: argparse.Namespace) -> NodeConfig:
         KeyFileError: the key file is missing, malformed or readable by others.
         ConfigError: a bad bootstrap line, model list or ``--weights`` item.
     """
-    from mesh.core.identity import load_key_file
+    from mesh.files.keyfile import load_key_file
     from mesh.net.bootstrap import load_bootstrap_file
 
     identity = load_key_file(args.key)
@@ -96,25 +95,22 @@ def build_config(args: argparse.Namespace) -> NodeConfig:
             raise ConfigError(f"--weights takes NAME=PATH, not {item!r}")
         weights.append((name, Path(path)))
     data_dir = args.data_dir or args.key.parent / f"{args.key.name}.data"
-    try:
-        return NodeConfig(
-            identity=identity,
-            data_dir=data_dir,
-            model_names=names,
-            listen=tuple(args.listen or [DEFAULT_LISTEN]),
-            bootstrap=tuple(load_bootstrap_file(args.bootstrap)) if args.bootstrap else (),
-            device=args.device,
-            zoo_dirs=tuple(args.zoo),
-            weights=tuple(weights),
-            region=args.region,
-            price_micro=args.price_micro,
-            max_batch=args.max_batch,
-            max_queue=args.max_queue,
-            threads=args.threads,
-            drain_timeout_s=args.drain_timeout,
-        )
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+    return NodeConfig(
+        identity=identity,
+        data_dir=data_dir,
+        model_names=names,
+        listen=tuple(args.listen or [DEFAULT_LISTEN]),
+        bootstrap=tuple(load_bootstrap_file(args.bootstrap)) if args.bootstrap else (),
+        device=args.device,
+        zoo_dirs=tuple(args.zoo),
+        weights=tuple(weights),
+        region=args.region,
+        price_micro=args.price_micro,
+        max_batch=args.max_batch,
+        max_queue=args.max_queue,
+        threads=args.threads,
+        drain_timeout_s=args.drain_timeout,
+    )
 
 
 def node_command(args: argparse.Namespace) -> int:
@@ -128,84 +124,21 @@ def node_command(args: argparse.Namespace) -> int:
     from mesh.node.runtime_runner import load_runtime_runner
     from mesh.node.service import libp2p_network_factory
 
-    quiet_network_logs(args.verbose)
-
     with unwrap_single_error():
         trio.run(
             functools.partial(
-                serve,
+                serve_until_signal,
                 config,
                 network_factory=libp2p_network_factory,
                 runner_factory=load_runtime_runner,
+                on_ready=print_ready_line,
             )
         )
     return 0
 
 
-# Loggers of the networking libraries under the adapter.
-_LIBRARY_LOGGERS = ("libp2p", "multiaddr", "async_service", "aioquic")
-
-
-def quiet_network_logs(verbosity: int) -> None:
-    """Import libp2p now, then quiet it.
-
-    On import py-libp2p 0.8.1 sets its logger to WARNING with no handler and no
-    propagation, so its noise ("Failed to read DHT message from stream" on every
-    normal close, shutdown tracebacks; notes, bug 7) would reach stderr through
-    logging's last resort whatever the CLI set before. ``-vv`` shows it.
-    """
-    import mesh.net.libp2p_net  # noqa: F401  (the import is what resets the levels)
-
-    level = logging.DEBUG if verbosity >= 2 else logging.CRITICAL
-    for name in _LIBRARY_LOGGERS:
-        logging.getLogger(name).setLevel(level)
-    if verbosity >= 2:  # libp2p cut its logger off from ours; reconnect it
-        logging.getLogger("libp2p").propagate = True
-
-
-async def serve(
-    config: NodeConfig,
-    *,
-    network_factory: NetworkFactory,
-    runner_factory: RunnerFactory,
-    out: TextIO = sys.stdout,
-    on_ready: Callable[[Node], None] | None = None,
-) -> None:
-    """Run a node until SIGINT/SIGTERM, printing the ready line; then drain.
-
-    ``on_ready`` replaces the ready line (a testnet's forked node reports to its
-    launcher instead).
-    """
-    stop = trio.Event()
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-
-            async def node_then_stop(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-                await run_node(
-                    config,
-                    network_factory=network_factory,
-                    runner_factory=runner_factory,
-                    stop=stop,
-                    task_status=task_status,
-                )
-                nursery.cancel_scope.cancel()  # drained: stop watching signals
-
-            nursery.start_soon(_on_signals, signals, stop, nursery.cancel_scope)
-            node = await nursery.start(node_then_stop)
-            if on_ready is not None:
-                on_ready(node)
-                return
-            names = ",".join(node.runner.models.values())
-            addrs = " ".join(node.network.listen_addrs())
-            print(f"node {node.peer_id} listening {addrs} serving {names}", file=out, flush=True)
-
-
-async def _on_signals(signals: Any, stop: trio.Event, scope: trio.CancelScope) -> None:
-    async for signum in signals:
-        if not stop.is_set():
-            logger.info("signal %d: draining (again to stop at once)", signum)
-            stop.set()
-        else:
-            logger.warning("signal %d again: stopping now", signum)
-            scope.cancel()
-            return
+def print_ready_line(node: Node, out: TextIO = sys.stdout) -> None:
+    """The line launchers and tests wait for (see the module docstring)."""
+    names = ",".join(node.model_names)
+    addrs = " ".join(node.listen_addrs())
+    print(f"node {node.peer_id} listening {addrs} serving {names}", file=out, flush=True)

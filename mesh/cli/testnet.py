@@ -62,10 +62,8 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def testnet_command(args: argparse.Namespace) -> int:
-    from mesh.cli.node import quiet_network_logs
     from mesh.testnet.launcher import Testnet, TestnetConfig
 
-    quiet_network_logs(args.verbose)
     regions = tuple(r.strip() for r in args.regions.split(",") if r.strip())
     config = TestnetConfig(
         nodes=args.nodes,
@@ -101,10 +99,8 @@ def testnet_command(args: argparse.Namespace) -> int:
 def demo_command(args: argparse.Namespace) -> int:
     import trio
 
-    from mesh.cli.node import quiet_network_logs
     from mesh.testnet.launcher import Testnet, TestnetConfig
 
-    quiet_network_logs(args.verbose)
     print(f"starting a testnet of {args.nodes} nodes serving {', '.join(DEMO_MODELS)} ...")
     with Testnet(TestnetConfig(nodes=args.nodes, model_names=DEMO_MODELS)) as net:
         print(f"ready in {net.ready_s:.1f} s")

@@ -33,7 +33,7 @@ from mesh.core import canonical
 from mesh.core.envelope import M, Signed, open_signed
 from mesh.core.identity import peer_id_from_public_key
 from mesh.core.messages import CapacityRecord, Receipt, Task, Verdict
-from mesh.core.model_root import format_root, model_root_of_files
+from mesh.core.model_root import format_root
 from mesh.core.receipts import verify_receipt
 from mesh.core.values import decode_values
 from mesh.errors import (
@@ -44,6 +44,7 @@ from mesh.errors import (
     TaskMismatch,
     TooLarge,
 )
+from mesh.runtime.model_files import model_root_of_files
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:

@@ -22,36 +22,27 @@ from types import TracebackType
 
 import trio
 
+from mesh.aio.clock import WallClock, trio_wall_clock
+from mesh.aio.groups import unwrap_single_error
 from mesh.client.config import ClientConfig, load_bootstrap, load_identity
-from mesh.client.discovery import Candidate, Discovery
+from mesh.client.discovery import Discovery
 from mesh.client.models import resolve_model
+from mesh.client.reputation import Reputation
 from mesh.client.results import PeerView, RunResult
-from mesh.client.retry import failure_weight, is_retryable
-from mesh.client.selection import Load, PeerBook
+from mesh.client.selection import PeerBook
+from mesh.client.sender import Inputs, TaskSender
 from mesh.client.verify import check_response
 from mesh.core import limits
+from mesh.core.capacity import CAPACITY_NAMESPACE, capacity_validator
 from mesh.core.envelope import Signed, sign_message
 from mesh.core.identity import Identity, public_key_from_peer_id
 from mesh.core.messages import (
     CapacityRecord,
-    Receipt,
     Task,
-    encode_request,
 )
-from mesh.core.tensors import Tensor
-from mesh.core.values import Values, values_hash
-from mesh.errors import (
-    Busy,
-    DeadlineExceeded,
-    MeshError,
-    NoPeersAvailable,
-    PeerUnavailable,
-    VerificationError,
-)
-from mesh.net.interface import CAPACITY_NAMESPACE, TASK_PROTOCOL, Network, PeerAddr
-from mesh.node.advertiser import capacity_validator
-from mesh.node.clock import WallClock, trio_wall_clock
-from mesh.node.groups import unwrap_single_error
+from mesh.core.values import values_hash
+from mesh.errors import Closed, MeshError
+from mesh.net.interface import Network, PeerAddr
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +57,7 @@ __all__ = [
     "load_identity",
 ]
 
-Inputs = Mapping[str, Tensor | Sequence[str]]
 _NONCE_BYTES = 16
-_REDISCOVER_S = 0.25  # first wait before asking the DHT again when nobody serves yet
 
 
 class AsyncClient:
@@ -91,14 +80,36 @@ class AsyncClient:
         wall_clock: WallClock | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        self.network = network
-        self.identity = identity or Identity.generate()
-        self.config = config or ClientConfig()
+        self._network = network
+        self._identity = identity or Identity.generate()
+        self._config = config or ClientConfig()
         self._now_ms = wall_clock or trio_wall_clock()
         self._rng = rng or random.Random()
-        self.book = PeerBook()
-        self.discovery = Discovery(network, wall_clock=self._now_ms)
+        self._book = PeerBook(network)
+        self._reputation = Reputation()
+        self._discovery = Discovery(network, wall_clock=self._now_ms)
+        self._sender = TaskSender(
+            network=network,
+            discovery=self._discovery,
+            book=self._book,
+            reputation=self._reputation,
+            retry=self._config.retry,
+            discovery_timeout_s=self._config.discovery_timeout_s,
+            rng=self._rng,
+        )
         self._stack: AsyncExitStack | None = None
+        self._nursery: trio.Nursery | None = None
+        self._closed = False
+
+    @property
+    def identity(self) -> Identity:
+        """The key that signs this client's tasks."""
+        return self._identity
+
+    @property
+    def config(self) -> ClientConfig:
+        """This client's settings."""
+        return self._config
 
     @classmethod
     @asynccontextmanager
@@ -137,10 +148,10 @@ class AsyncClient:
                 yield client
 
     async def __aenter__(self) -> AsyncClient:
-        self.network.set_record_validator(CAPACITY_NAMESPACE, capacity_validator(self._now_ms))
+        self._network.set_record_validator(CAPACITY_NAMESPACE, capacity_validator(self._now_ms))
         stack = AsyncExitStack()
         nursery = await stack.enter_async_context(trio.open_nursery())
-        nursery.start_soon(self.discovery.watch_gossip)
+        nursery.start_soon(self._discovery.watch_gossip)
         self._stack = stack
         self._nursery = nursery
         return self
@@ -151,7 +162,8 @@ class AsyncClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        assert self._stack is not None
+        assert self._stack is not None and self._nursery is not None
+        self._closed = True
         self._nursery.cancel_scope.cancel()
         with unwrap_single_error():
             return await self._stack.__aexit__(exc_type, exc, tb)
@@ -169,9 +181,9 @@ class AsyncClient:
     ) -> Signed[Task]:
         """Sign a task for ``inputs`` on ``model_root`` (a fresh nonce each call)."""
         now = self._now_ms()
-        window_ms = int(1000 * (window_s if window_s is not None else self.config.task_window_s))
+        window_ms = int(1000 * (window_s if window_s is not None else self._config.task_window_s))
         task = Task(
-            client=self.identity.public_key,
+            client=self._identity.public_key,
             nonce=os.urandom(_NONCE_BYTES),
             created_ms=now,
             expires_ms=now + window_ms,
@@ -181,7 +193,7 @@ class AsyncClient:
             verify=verify,
             target=public_key_from_peer_id(target) if target else b"",
         )
-        return sign_message(self.identity, task)
+        return sign_message(self._identity, task)
 
     async def run(
         self,
@@ -211,6 +223,7 @@ class AsyncClient:
             NoPeersAvailable: nobody serves the model.
             ProtocolError: the task itself was refused (invalid input, ...).
         """
+        self._check_open()
         merged = {**(params or {}), **more_params}
         return await self._run(
             model, inputs, timeout=timeout, target=target, verify=verify, params=merged
@@ -226,14 +239,14 @@ class AsyncClient:
         verify: str,
         params: Mapping[str, int],
     ) -> RunResult:
-        limit = self.config.timeout_s if timeout is None else timeout
+        limit = self._config.timeout_s if timeout is None else timeout
         deadline = trio.current_time() + limit
-        root = resolve_model(model, zoo_dirs=self.config.zoo_dirs)
+        root = resolve_model(model, zoo_dirs=self._config.zoo_dirs)
         # The task must stay valid until the deadline (retries re-send it), but
         # nodes refuse windows over MAX_TASK_WINDOW_MS (their replay caches rely
         # on it); keep a margin for clocks that disagree.
         window = min(
-            max(self.config.task_window_s, limit + 1.0),
+            max(self._config.task_window_s, limit + 1.0),
             (limits.MAX_TASK_WINDOW_MS - limits.MAX_CLOCK_SKEW_MS) / 1000,
         )
         task = self.build_task(
@@ -255,10 +268,11 @@ class AsyncClient:
         Tasks spread over live peers (our own in-flight tasks count as load).
         The first failure cancels the rest and is raised.
         """
+        self._check_open()
         items = list(many_inputs)
         results: list[RunResult | None] = [None] * len(items)
         errors: list[MeshError] = []
-        limiter = trio.CapacityLimiter(concurrency or self.config.map_concurrency)
+        limiter = trio.CapacityLimiter(concurrency or self._config.map_concurrency)
 
         async def one(index: int, nursery: trio.Nursery) -> None:
             async with limiter:
@@ -284,12 +298,13 @@ class AsyncClient:
 
     async def peers(self, *, timeout: float | None = None) -> list[PeerView]:  # noqa: ASYNC109
         """Live peers with valid capacity records, with their measured latency."""
-        limit = self.config.discovery_timeout_s if timeout is None else timeout
-        found = await self.discovery.live_records(timeout=limit)
+        self._check_open()
+        limit = self._config.discovery_timeout_s if timeout is None else timeout
+        found = await self._discovery.live_records(timeout=limit)
         views: list[PeerView] = []
 
         async def view(peer: PeerAddr, record: CapacityRecord) -> None:
-            rtt = self.book.stats(peer.peer_id).rtt_ms
+            rtt = self._book.stats(peer.peer_id).rtt_ms
             if rtt is None:
                 rtt = await self._probe(peer, timeout=limit)
             views.append(PeerView(peer.peer_id, record, rtt))
@@ -299,6 +314,22 @@ class AsyncClient:
             for peer, record in found:
                 nursery.start_soon(view, peer, record)
         return sorted(views, key=lambda v: v.peer_id)
+
+    async def providers(self, model: str | bytes, *, timeout: float | None = None) -> list[str]:  # noqa: ASYNC109
+        """PeerIDs announcing ``model`` in the DHT now (asked afresh, unverified liveness).
+
+        Raises:
+            ModelError: an unknown model name.
+        """
+        root = resolve_model(model, zoo_dirs=self._config.zoo_dirs)
+        limit = self._config.discovery_timeout_s if timeout is None else timeout
+        found = await self._discovery.candidates(root, timeout=limit, fresh=True, max_fetches=0)
+        return [c.peer.peer_id for c in found]
+
+    async def record(self, peer_id: str, *, timeout: float | None = None) -> CapacityRecord | None:  # noqa: ASYNC109
+        """``peer_id``'s live signed capacity record from the DHT (verified), or None."""
+        limit = self._config.discovery_timeout_s if timeout is None else timeout
+        return await self._discovery.fetch_record(peer_id, timeout=limit)
 
     # -- one task ------------------------------------------------------------------
     async def run_task(
@@ -310,131 +341,17 @@ class AsyncClient:
         target: str | None = None,
     ) -> RunResult:
         """Send an already signed task until a verified result comes back or ``deadline``."""
-        request = encode_request(task, inputs)
-        root = task.message.model_root
-        candidates = await self._discover(root, deadline=deadline, target=target)
-        by_id = {c.peer.peer_id: c for c in candidates}
-        rediscovered = False
-        tried: set[str] = set()
-        busy_until: dict[str, float] = {}
-        attempts = 0
-        last_error: MeshError | None = None
-        bad_receipt: VerificationError | None = None
-        while attempts < self.config.retry.max_attempts:
-            now = trio.current_time()
-            remaining = deadline - now
-            if remaining <= 0:
-                break
-            choices = [(pid, self._load(c)) for pid, c in by_id.items()]
-            pick = self.book.choose(choices, now=now, exclude=tried, rng=self._rng)
-            if pick is None and not rediscovered:
-                # Every cached provider was tried: ask the DHT once for newcomers.
-                rediscovered = True
-                timeout = min(deadline - now, self.config.discovery_timeout_s)
-                fresh = await self.discovery.candidates(root, timeout=timeout, fresh=True)
-                if target is not None:
-                    fresh = [c for c in fresh if c.peer.peer_id == target]
-                new = {c.peer.peer_id: c for c in fresh if c.peer.peer_id not in by_id}
-                if new:
-                    by_id.update(new)
-                    continue
-            if pick is None:
-                # Everyone was tried: go back only to peers that were merely busy,
-                # once their retry-after has passed, if that is before the deadline.
-                if not busy_until:
-                    break
-                wake = min(busy_until.values())
-                if wake >= deadline:
-                    break
-                await trio.sleep_until(wake)
-                ready = [pid for pid, until in busy_until.items() if until <= wake]
-                for pid in ready:
-                    tried.discard(pid)
-                    del busy_until[pid]
-                continue
-            untried = sum(1 for pid in by_id if pid not in tried)
-            per_attempt = self.config.retry.attempt_timeout(remaining, others_left=untried > 1)
-            tried.add(pick)
-            attempts += 1
-            try:
-                result = await self._attempt(by_id[pick].peer, task, request, per_attempt)
-            except MeshError as exc:
-                if isinstance(exc, VerificationError):
-                    bad_receipt = exc
-                    logger.warning("peer %s returned an unverifiable result: %s", pick, exc)
-                self.book.failure(pick, now=trio.current_time(), weight=failure_weight(exc))
-                if isinstance(exc, (PeerUnavailable, DeadlineExceeded)):
-                    self.network.mark_unhealthy(pick)
-                if isinstance(exc, Busy):
-                    busy_until[pick] = trio.current_time() + exc.retry_after_ms / 1000
-                if not is_retryable(exc):
-                    raise
-                logger.info("attempt %d on %s failed: %s; trying another peer", attempts, pick, exc)
-                last_error = exc
-                continue
-            outputs, receipt, latency_ms = result
-            return RunResult(outputs, receipt, task, pick, latency_ms, attempts)
-        if bad_receipt is not None:
-            raise bad_receipt
-        if trio.current_time() >= deadline:
-            raise DeadlineExceeded(
-                f"no verified result within the deadline after {attempts} attempt(s)"
-                + (f"; last error: {last_error}" if last_error else "")
-            ) from last_error
-        if last_error is not None:
-            raise last_error
-        raise NoPeersAvailable(f"no live peer serves model {root.hex()[:16]}")
+        self._check_open()
+        return await self._sender.send(task, inputs, deadline=deadline, target=target)
 
-    async def _discover(
-        self, root: bytes, *, deadline: float, target: str | None, fresh: bool = False
-    ) -> list[Candidate]:
-        wait = _REDISCOVER_S
-        while True:
-            remaining = deadline - trio.current_time()
-            if remaining <= 0:
-                raise NoPeersAvailable(f"no peer serves model {root.hex()[:16]} (deadline)")
-            timeout = min(remaining, self.config.discovery_timeout_s)
-            candidates = await self.discovery.candidates(root, timeout=timeout, fresh=fresh)
-            fresh = True  # a retry of discovery must not read the (empty) cache
-            if target is not None:
-                candidates = [c for c in candidates if c.peer.peer_id == target] or [
-                    Candidate(PeerAddr(target), self.discovery.record(target))
-                ]
-            if candidates:
-                return candidates
-            # Provider records can lag a node's start: ask again, backing off.
-            remaining = deadline - trio.current_time()
-            if remaining <= wait:
-                raise NoPeersAvailable(f"no peer serves model {root.hex()[:16]}")
-            await trio.sleep(wait)
-            wait = min(wait * 2, 2.0)
-
-    def _load(self, candidate: Candidate) -> Load | None:
-        record = self.discovery.record(candidate.peer.peer_id) or candidate.record
-        return Candidate(candidate.peer, record).load
-
-    async def _attempt(
-        self,
-        peer: PeerAddr,
-        task: Signed[Task],
-        request: bytes,
-        timeout: float,  # noqa: ASYNC109
-    ) -> tuple[Values, Signed[Receipt], float]:
-        self.book.started(peer.peer_id)
-        started = trio.current_time()
-        try:
-            response = await self.network.request(peer, TASK_PROTOCOL, request, timeout=timeout)
-        finally:
-            self.book.finished(peer.peer_id)
-        latency_ms = (trio.current_time() - started) * 1000
-        outputs, receipt = check_response(response, task=task, worker=peer.peer_id)
-        self.book.success(peer.peer_id, latency_ms)
-        return outputs, receipt, latency_ms
+    def _check_open(self) -> None:
+        if self._closed:
+            raise Closed("the client is closed")
 
     async def _probe(self, peer: PeerAddr, *, timeout: float) -> float | None:  # noqa: ASYNC109
         started = trio.current_time()
         try:
-            await self.network.connect(peer, timeout=timeout)
+            await self._network.connect(peer, timeout=timeout)
         except MeshError:
             return None
         return (trio.current_time() - started) * 1000

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from mesh.client.retry import RetryPolicy
 from mesh.core.identity import Identity
+from mesh.errors import ConfigError
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,6 +31,12 @@ class ClientConfig:
     zoo_dirs: tuple[Path, ...] = ()
     map_concurrency: int = 8
 
+    def __post_init__(self) -> None:
+        if self.timeout_s <= 0 or self.task_window_s <= 0 or self.discovery_timeout_s <= 0:
+            raise ConfigError("timeout_s, task_window_s and discovery_timeout_s must be > 0")
+        if self.map_concurrency < 1:
+            raise ConfigError("map_concurrency must be at least 1")
+
 
 def load_identity(key: Identity | Path | str | None) -> Identity:
     """An Identity from an Identity, a key file path, or None (a throwaway key)."""
@@ -37,7 +44,7 @@ def load_identity(key: Identity | Path | str | None) -> Identity:
         return Identity.generate()
     if isinstance(key, Identity):
         return key
-    from mesh.core.identity import load_key_file
+    from mesh.files.keyfile import load_key_file
 
     return load_key_file(Path(key))
 

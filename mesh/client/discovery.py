@@ -16,15 +16,15 @@ from dataclasses import dataclass
 
 import trio
 
+from mesh.aio.clock import WallClock
 from mesh.client.selection import Load
+from mesh.core.capacity import capacity_key, open_capacity
 from mesh.core.envelope import Signed, open_signed
 from mesh.core.identity import peer_id_from_public_key
 from mesh.core.messages import CapacityRecord
 from mesh.core.signing import verify_capacity
 from mesh.errors import MeshError
 from mesh.net.interface import LOAD_TOPIC, Network, PeerAddr
-from mesh.node.advertiser import capacity_key, open_capacity
-from mesh.node.clock import WallClock
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,14 @@ class Discovery:
             del self._records[peer_id]
             return None
         return signed.message
+
+    def forget_provider(self, model_root: bytes, peer_id: str) -> None:
+        """Drop ``peer_id`` from the cached providers of ``model_root`` (it said it does
+        not serve the model: its provider record was stale)."""
+        cached = self._providers.get(model_root)
+        if cached is not None:
+            expiry, peers = cached
+            self._providers[model_root] = (expiry, [p for p in peers if p.peer_id != peer_id])
 
     def accept(self, peer_id: str | None, data: bytes) -> CapacityRecord | None:
         """Check a capacity record; cache it if newer than the one held. None if bad.

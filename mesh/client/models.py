@@ -9,13 +9,11 @@ zoo folders come before the built-in one. Zoos are read once per process.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from pathlib import Path
 
 from mesh.errors import ModelError
-from mesh.runtime.manifest import Manifest
-from mesh.runtime.zoo import Zoo
+from mesh.runtime.zoo import manifests
 
 ROOT_HEX_CHARS = 64
 
@@ -30,20 +28,9 @@ def parse_hex_root(text: str) -> bytes | None:
         return None
 
 
-@functools.lru_cache(maxsize=64)
-def _manifests(zoo_dirs: tuple[Path, ...]) -> dict[str, Manifest]:
-    # Read once per process: resolving a name on every run() would parse every
-    # manifest of the zoo each time (milliseconds per task).
-    found: dict[str, Manifest] = {}
-    for zoo in [*(Zoo(path) for path in zoo_dirs), Zoo.builtin()]:
-        for name in zoo.names():
-            found.setdefault(name, zoo.manifest(name))
-    return found
-
-
 def manifest_roots(zoo_dirs: Sequence[Path] = ()) -> dict[str, bytes | None]:
     """Model name -> pinned root (None when the manifest pins none), first zoo wins."""
-    return {name: m.model_root for name, m in _manifests(tuple(zoo_dirs)).items()}
+    return {name: m.model_root for name, m in manifests(zoo_dirs).items()}
 
 
 def resolve_model(model: str | bytes, *, zoo_dirs: Sequence[Path] = ()) -> bytes:
@@ -61,11 +48,11 @@ def resolve_model(model: str | bytes, *, zoo_dirs: Sequence[Path] = ()) -> bytes
     root = parse_hex_root(model)
     if root is not None:
         return root
-    manifests = _manifests(tuple(zoo_dirs))
-    if model not in manifests:
-        known = ", ".join(sorted(manifests)) or "none"
-        raise ModelError(f"unknown model {model!r} (known: {known}; or give a hex model_root)")
-    pinned = manifests[model].model_root
+    known = manifests(zoo_dirs)
+    if model not in known:
+        listed = ", ".join(sorted(known)) or "none"
+        raise ModelError(f"unknown model {model!r} (known: {listed}; or give a hex model_root)")
+    pinned = known[model].model_root
     if pinned is None:
         raise ModelError(
             f"the manifest of {model!r} pins no model_root (operator weights): give the hex root"
@@ -79,7 +66,7 @@ def text_input_name(model: str, *, zoo_dirs: Sequence[Path] = ()) -> str:
     From the manifest's ``[inputs.<name>]`` with ``dtype = "str"``; models not
     in a zoo (hex roots) get ``"texts"``.
     """
-    manifest = _manifests(tuple(zoo_dirs)).get(model)
+    manifest = manifests(zoo_dirs).get(model)
     if manifest is not None:
         for name, spec in manifest.inputs.items():
             if spec.dtype == "str":

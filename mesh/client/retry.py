@@ -1,17 +1,30 @@
-"""Which failures are retried elsewhere, how long each attempt may take.
+"""What a failed attempt means, and how long each attempt may take.
 
-Sans-IO policy used by :class:`mesh.client.async_client.AsyncClient`:
+Sans-IO policy used by :mod:`mesh.client.plan`. Every error an attempt can end
+in falls in one :class:`Failure` kind; the kind decides both whether the task
+moves to another peer and what the client learns about the peer:
 
-- Retried on another peer: ``busy`` (respecting its retry-after if that peer is
-  tried again), unreachable or frozen peers (``PeerUnavailable``,
-  ``DeadlineExceeded``), ``internal``, ``unknown-model`` (a stale provider
-  record), ``replayed`` (an earlier attempt there got through although we timed
-  out), and a receipt that does not verify (``VerificationError``: the peer is
-  penalised hard; the bad result is never returned).
-- Not retried: our own task is wrong (``malformed``, ``too-large``,
-  ``bad-signature``, ``expired``, ``invalid-input``): another peer would say the same.
-  (A lying peer can thus fail one task by answering one of these codes; it
-  cannot make a wrong result pass, and the caller may simply run the task again.)
+==================  =====================================  ===================  ==================
+kind                errors                                 next                 about the peer
+==================  =====================================  ===================  ==================
+``BUSY``            ``busy``                               another peer; this   nothing (its load
+                                                           one again after its  figure says so)
+                                                           retry-after
+``UNREACHABLE``     ``PeerUnavailable``,                   another peer         the transport
+                    ``DeadlineExceeded``                                        already marked it
+                                                                                in the health list
+``WORKER_FAULT``    ``internal``                           another peer         marked unhealthy
+``NOT_HERE``        ``unknown-model`` (a stale provider    another peer         forgotten as a
+                    record), ``replayed`` (an earlier                           provider of the
+                    attempt there got through although                          model (stale) /
+                    we timed out)                                               nothing (replayed)
+``LIED``            ``VerificationError``: the answer      another peer; the    caught: left out
+                    does not verify                        bad result is never  by this client
+                                                           returned
+``FATAL``           our own task is wrong: ``malformed``,  raise at once        nothing
+                    ``too-large``, ``bad-signature``,
+                    ``expired``, ``invalid-input``
+==================  =====================================  ===================  ==================
 
 The signed task is built once and re-sent as is: replay caches are per node, so
 another node accepts it, and since every receipt binds the task id (the hash of
@@ -21,11 +34,12 @@ never two tasks to pay for.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
-from mesh.client.selection import VERIFICATION_FAILURE_WEIGHT
 from mesh.errors import (
     Busy,
+    ConfigError,
     DeadlineExceeded,
     InternalError,
     MeshError,
@@ -35,31 +49,41 @@ from mesh.errors import (
     VerificationError,
 )
 
-_RETRYABLE: tuple[type[MeshError], ...] = (
-    Busy,
-    PeerUnavailable,
-    DeadlineExceeded,
-    InternalError,
-    UnknownModel,
-    Replayed,
-    VerificationError,
+
+class Failure(enum.Enum):
+    """What one failed attempt means (see the module's table)."""
+
+    BUSY = "busy"
+    UNREACHABLE = "unreachable"
+    WORKER_FAULT = "worker-fault"
+    NOT_HERE = "not-here"
+    LIED = "lied"
+    FATAL = "fatal"
+
+    @property
+    def retryable(self) -> bool:
+        """Whether another peer might succeed where this failure happened."""
+        return self is not Failure.FATAL
+
+
+# Checked in order: the first class the error is an instance of gives its kind.
+_KINDS: tuple[tuple[type[MeshError], Failure], ...] = (
+    (Busy, Failure.BUSY),
+    (PeerUnavailable, Failure.UNREACHABLE),
+    (DeadlineExceeded, Failure.UNREACHABLE),
+    (InternalError, Failure.WORKER_FAULT),
+    (UnknownModel, Failure.NOT_HERE),
+    (Replayed, Failure.NOT_HERE),
+    (VerificationError, Failure.LIED),
 )
 
 
-def is_retryable(exc: MeshError) -> bool:
-    """Whether another peer might succeed where this error happened."""
-    return isinstance(exc, _RETRYABLE)
-
-
-def failure_weight(exc: MeshError) -> float:
-    """How much a failure counts against the peer in :class:`PeerBook`."""
-    if isinstance(exc, VerificationError):
-        return VERIFICATION_FAILURE_WEIGHT
-    if isinstance(exc, Busy):
-        return 0.25  # healthy but loaded: the load figure already says so
-    if isinstance(exc, (UnknownModel, Replayed)):
-        return 0.5
-    return 1.0
+def classify(exc: MeshError) -> Failure:
+    """The kind of failure ``exc`` is; anything not listed is ``FATAL``."""
+    for cls, kind in _KINDS:
+        if isinstance(exc, cls):
+            return kind
+    return Failure.FATAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +103,14 @@ class RetryPolicy:
     attempt_timeout_s: float = 10.0
     min_attempt_s: float = 1.0
     share_when_others: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ConfigError("max_attempts must be at least 1")
+        if not 0 < self.min_attempt_s <= self.attempt_timeout_s:
+            raise ConfigError("need 0 < min_attempt_s <= attempt_timeout_s")
+        if not 0 < self.share_when_others <= 1:
+            raise ConfigError("share_when_others must be in (0, 1]")
 
     def attempt_timeout(self, remaining_s: float, *, others_left: bool) -> float:
         """Seconds for the next attempt given the time left to the caller's deadline."""

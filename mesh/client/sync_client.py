@@ -25,7 +25,7 @@ import trio
 
 from mesh.client.async_client import AsyncClient, ClientConfig, Inputs, PeerView, RunResult
 from mesh.core.identity import Identity
-from mesh.errors import MeshError
+from mesh.errors import Closed
 
 T = TypeVar("T")
 ClientFactory = Callable[[], AbstractAsyncContextManager[AsyncClient]]
@@ -85,7 +85,7 @@ class Client:
 
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if self._token is None or not self._thread.is_alive():
-            raise MeshError("the client is closed")
+            raise Closed("the client is closed")
         return trio.from_thread.run(functools.partial(fn, *args, **kwargs), trio_token=self._token)
 
     @property

@@ -5,13 +5,7 @@ pure functions and data, with time passed in as a parameter.
 """
 
 from mesh.core.envelope import Signed, SignedMessage, open_signed, pae, sign_message
-from mesh.core.identity import (
-    Identity,
-    load_key_file,
-    peer_id_from_public_key,
-    public_key_from_peer_id,
-    write_key_file,
-)
+from mesh.core.identity import Identity, peer_id_from_public_key, public_key_from_peer_id
 from mesh.core.messages import (
     CapacityRecord,
     ErrorReply,
@@ -30,13 +24,11 @@ from mesh.core.model_root import (
     format_root,
     inclusion_proof,
     make_leaf,
-    model_root_of_files,
     model_root_of_tensors,
     parse_root,
-    read_safetensors_leaves,
     verify_inclusion,
 )
-from mesh.core.receipt_log import ReceiptLog, read_receipts
+from mesh.core.receipt_chain import ChainState, check_chain, open_records
 from mesh.core.receipts import (
     ZERO_HASH,
     is_equivocation,
@@ -59,10 +51,10 @@ from mesh.core.values import (
 __all__ = [
     "ZERO_HASH",
     "CapacityRecord",
+    "ChainState",
     "ErrorReply",
     "Identity",
     "Receipt",
-    "ReceiptLog",
     "ReplayCache",
     "Request",
     "Result",
@@ -74,6 +66,7 @@ __all__ = [
     "Values",
     "Verdict",
     "admit_task",
+    "check_chain",
     "decode_request",
     "decode_response",
     "decode_values",
@@ -83,18 +76,15 @@ __all__ = [
     "format_root",
     "inclusion_proof",
     "is_equivocation",
-    "load_key_file",
     "make_leaf",
     "make_receipt",
-    "model_root_of_files",
     "model_root_of_tensors",
+    "open_records",
     "open_signed",
     "pae",
     "parse_root",
     "peer_id_from_public_key",
     "public_key_from_peer_id",
-    "read_receipts",
-    "read_safetensors_leaves",
     "sign_message",
     "values_from_wire",
     "values_hash",
@@ -105,5 +95,4 @@ __all__ = [
     "verify_receipt",
     "verify_task",
     "verify_verdict",
-    "write_key_file",
 ]

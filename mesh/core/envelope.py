@@ -154,8 +154,10 @@ def open_signed(envelope: bytes | Mapping[str, Any], expected: type[M]) -> Signe
         # A nested envelope is hashed as its canonical encoding, which is exactly
         # the bytes it had inside the (already canonical) outer message.
         raw = canonical.encode(wire)
-    if not verify_signature(key, pae(type_, body), sig):
-        raise BadSignature(f"{expected.TYPE} signature does not verify")
+    try:
+        verify_signature(key, pae(type_, body), sig)
+    except BadSignature as exc:
+        raise BadSignature(f"{expected.TYPE} signature does not verify") from exc
     message = expected.from_wire(canonical.decode(body))
     if message.signer != key:
         raise BadSignature(f"{expected.TYPE} signed by a key other than its {expected.SIGNER}")

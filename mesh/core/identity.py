@@ -7,25 +7,19 @@ are short enough (36 bytes serialized) that libp2p inlines them instead of hashi
 which is why every such PeerID starts with ``12D3KooW`` and why the public key can
 be read back out of it (:func:`public_key_from_peer_id`).
 
-Key file format (text, one line, mode 0600)::
-
-    mesh-ed25519-seed-v1 <64 lowercase hex digits of the 32-byte seed>
-
-The file is created with mode 0600 from the first byte (``O_CREAT | O_EXCL``), never
-overwritten, and refused on load when group or others may access it.
+Key files (the seed on disk) are kept by :mod:`mesh.files.keyfile`; this module
+only parses and formats their one line (:func:`format_key_line`, :func:`parse_key_line`).
 """
 
 from __future__ import annotations
 
-import os
-import stat
+import secrets
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import nacl.exceptions
 import nacl.signing
 
-from mesh.errors import KeyFileError, MalformedMessage
+from mesh.errors import BadSignature, ConfigError, KeyFileError, MalformedMessage
 
 SEED_BYTES = 32
 PUBLIC_KEY_BYTES = 32
@@ -60,7 +54,7 @@ class Identity:
 
     def __post_init__(self) -> None:
         if not isinstance(self.seed, bytes) or len(self.seed) != SEED_BYTES:
-            raise ValueError(f"an Ed25519 seed is exactly {SEED_BYTES} bytes")
+            raise ConfigError(f"an Ed25519 seed is exactly {SEED_BYTES} bytes")
         # Keep the derived key: building a SigningKey costs a scalar multiplication.
         signing_key = nacl.signing.SigningKey(self.seed)
         public_key = bytes(signing_key.verify_key)
@@ -76,20 +70,23 @@ class Identity:
     @classmethod
     def generate(cls) -> Identity:
         """A fresh identity from the operating system's random source."""
-        return cls(os.urandom(SEED_BYTES))
+        return cls(secrets.token_bytes(SEED_BYTES))
 
     def sign(self, data: bytes) -> bytes:
         """Return the 64-byte Ed25519 signature of ``data``."""
         return self._signing_key.sign(data).signature
 
 
-def verify_signature(public_key: bytes, data: bytes, signature: bytes) -> bool:
-    """True when ``signature`` is a valid Ed25519 signature of ``data`` by ``public_key``."""
+def verify_signature(public_key: bytes, data: bytes, signature: bytes) -> None:
+    """Check an Ed25519 signature of ``data`` by ``public_key``.
+
+    Raises:
+        BadSignature: the signature does not verify, or the key or signature is malformed.
+    """
     try:
         nacl.signing.VerifyKey(public_key).verify(data, signature)
-    except (nacl.exceptions.CryptoError, ValueError, TypeError):
-        return False
-    return True
+    except (nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
+        raise BadSignature("Ed25519 signature does not verify") from exc
 
 
 def peer_id_from_public_key(public_key: bytes) -> str:
@@ -133,61 +130,24 @@ def _b58decode(text: str) -> bytes:
     return b"\x00" * zeros + body
 
 
-def write_key_file(path: Path | str, identity: Identity) -> None:
-    """Write ``identity``'s seed to a new file of mode 0600.
+def format_key_line(identity: Identity) -> bytes:
+    """The one line of a key file: ``mesh-ed25519-seed-v1 <hex seed>`` and a newline."""
+    return f"{KEY_FILE_MAGIC} {identity.seed.hex()}\n".encode("ascii")
+
+
+def parse_key_line(content: bytes, *, source: str) -> Identity:
+    """The identity in a key file's content (``source`` names the file in errors).
 
     Raises:
-        KeyFileError: the file exists or cannot be created.
+        KeyFileError: not a ``mesh-ed25519-seed-v1`` line with a 32-byte hex seed.
     """
-    line = f"{KEY_FILE_MAGIC} {identity.seed.hex()}\n".encode("ascii")
-    try:
-        # O_EXCL: never overwrite a key; 0o600 at creation, so no window in which
-        # the seed is readable by others.
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    except FileExistsError as exc:
-        raise KeyFileError(f"key file {path} already exists; refusing to overwrite") from exc
-    except OSError as exc:
-        raise KeyFileError(f"cannot create key file {path}: {exc.strerror}") from exc
-    try:
-        # The umask may have cleared bits but never adds any; fchmod makes 0600 exact.
-        os.fchmod(fd, 0o600)
-        os.write(fd, line)
-        os.fsync(fd)
-    except OSError as exc:
-        raise KeyFileError(f"cannot write key file {path}: {exc.strerror}") from exc
-    finally:
-        os.close(fd)
-
-
-def load_key_file(path: Path | str) -> Identity:
-    """Read an identity from a key file written by :func:`write_key_file`.
-
-    Raises:
-        KeyFileError: missing, unreadable, accessible by group or others, or not a
-            valid key file.
-    """
-    try:
-        info = os.stat(path)
-        if not stat.S_ISREG(info.st_mode):
-            raise KeyFileError(f"key file {path} is not a regular file")
-        if info.st_mode & 0o077:
-            raise KeyFileError(
-                f"key file {path} is accessible by others (mode {stat.S_IMODE(info.st_mode):04o});"
-                f" run: chmod 600 {path}"
-            )
-        with open(path, "rb") as handle:
-            content = handle.read(256)
-    except FileNotFoundError as exc:
-        raise KeyFileError(f"key file {path} does not exist") from exc
-    except OSError as exc:
-        raise KeyFileError(f"cannot read key file {path}: {exc.strerror}") from exc
     parts = content.decode("ascii", errors="replace").split()
     if len(parts) != 2 or parts[0] != KEY_FILE_MAGIC:
-        raise KeyFileError(f"key file {path} is not a {KEY_FILE_MAGIC} file")
+        raise KeyFileError(f"key file {source} is not a {KEY_FILE_MAGIC} file")
     try:
         seed = bytes.fromhex(parts[1])
     except ValueError as exc:
-        raise KeyFileError(f"key file {path} holds invalid hex") from exc
+        raise KeyFileError(f"key file {source} holds invalid hex") from exc
     if len(seed) != SEED_BYTES:
-        raise KeyFileError(f"key file {path} holds {len(seed)} bytes, expected {SEED_BYTES}")
+        raise KeyFileError(f"key file {source} holds {len(seed)} bytes, expected {SEED_BYTES}")
     return Identity(seed)

@@ -13,9 +13,10 @@ File names, sharding, the order of a safetensors header and its ``__metadata__``
 do not change the root; changing one weight, dtype, shape or name does. Per-tensor
 proofs (:func:`inclusion_proof`) let a verifier check one tensor against a root.
 
-The safetensors format is parsed here without torch: an 8-byte little-endian
-header length, a JSON header ``{name: {"dtype", "shape", "data_offsets"}}`` and
-the data, with offsets relative to the end of the header.
+The safetensors header is parsed here without torch (the file itself is read by
+:mod:`mesh.runtime.model_files`): an 8-byte little-endian header length, a JSON
+header ``{name: {"dtype", "shape", "data_offsets"}}`` and the data, with offsets
+relative to the end of the header.
 """
 
 from __future__ import annotations
@@ -24,10 +25,7 @@ import hashlib
 import itertools
 import json
 import math
-import mmap
-import struct
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 from mesh.core import canonical
@@ -37,6 +35,9 @@ from mesh.errors import ModelError
 TensorLeaf = tuple[str, str, tuple[int, ...], bytes]
 # (sibling is on the left, sibling hash), from the leaf up to the root
 ProofStep = tuple[bool, bytes]
+# (name, dtype code, shape, begin, end): one tensor of a safetensors header, offsets
+# relative to the start of the data
+TensorEntry = tuple[str, str, tuple[int, ...], int, int]
 
 SAFETENSORS_DTYPE_SIZES: dict[str, int] = {
     "BOOL": 1,
@@ -137,42 +138,9 @@ def verify_inclusion(root: bytes, leaf: TensorLeaf, proof: Sequence[ProofStep]) 
         raise ModelError(f"tensor {leaf[0]!r} is not in model {format_root(root)}")
 
 
-def read_safetensors_leaves(path: Path | str) -> list[TensorLeaf]:
-    """The leaves of every tensor in one safetensors file (hashing its data).
+def parse_safetensors_header(raw: bytes, path: str) -> dict[str, Any]:
+    """The JSON header of a safetensors file. Raises ModelError when it is not a JSON object."""
 
-    Raises:
-        ModelError: unreadable, or not a valid safetensors file.
-    """
-    path = Path(path)
-    try:
-        with open(path, "rb") as handle:
-            size = handle.seek(0, 2)
-            if size < 8:
-                raise ModelError(f"{path}: too short for a safetensors file")
-            handle.seek(0)
-            (header_len,) = struct.unpack("<Q", handle.read(8))
-            if header_len > MAX_HEADER_BYTES or 8 + header_len > size:
-                raise ModelError(f"{path}: safetensors header length {header_len} is invalid")
-            header = _parse_header(handle.read(header_len), path)
-            data_start = 8 + header_len
-            entries = _check_entries(header, size - data_start, path)
-            if size == data_start:
-                # mmap refuses empty ranges; only empty tensors can be here.
-                return [make_leaf(n, d, s, b"") for n, d, s, _, _ in entries]
-            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-                view = memoryview(mapped)
-                try:
-                    return [
-                        make_leaf(n, d, s, view[data_start + b : data_start + e])
-                        for n, d, s, b, e in entries
-                    ]
-                finally:
-                    view.release()
-    except OSError as exc:
-        raise ModelError(f"cannot read {path}: {exc.strerror}") from exc
-
-
-def _parse_header(raw: bytes, path: Path) -> dict[str, Any]:
     def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         result = dict(pairs)
         if len(result) != len(pairs):
@@ -188,10 +156,13 @@ def _parse_header(raw: bytes, path: Path) -> dict[str, Any]:
     return header
 
 
-def _check_entries(
-    header: dict[str, Any], data_len: int, path: Path
-) -> list[tuple[str, str, tuple[int, ...], int, int]]:
-    entries = []
+def safetensors_entries(header: dict[str, Any], data_len: int, path: str) -> list[TensorEntry]:
+    """The tensors a header describes, checked against ``data_len`` bytes of data.
+
+    Raises:
+        ModelError: a malformed entry, unknown dtype, or data outside the file.
+    """
+    entries: list[TensorEntry] = []
     for name, info in header.items():
         if name == "__metadata__":
             continue  # free-form strings; not part of the model's identity
@@ -215,34 +186,6 @@ def _check_entries(
 
 def _is_index(value: Any) -> bool:
     return type(value) is int and value >= 0
-
-
-def safetensors_files(paths: Sequence[Path | str]) -> list[Path]:
-    """Expand folders into the ``*.safetensors`` files they hold (sorted)."""
-    files: list[Path] = []
-    for entry in map(Path, paths):
-        if entry.is_dir():
-            found = sorted(entry.glob("*.safetensors"))
-            if not found:
-                raise ModelError(f"{entry}: no .safetensors files in this folder")
-            files.extend(found)
-        else:
-            files.append(entry)
-    return files
-
-
-def model_root_of_files(paths: Sequence[Path | str]) -> bytes:
-    """The model root of the tensors in one or more safetensors files (or folders).
-
-    The same tensors sharded differently give the same root.
-
-    Raises:
-        ModelError: a file is invalid, or a tensor name appears twice.
-    """
-    leaves: list[TensorLeaf] = []
-    for path in safetensors_files(paths):
-        leaves.extend(read_safetensors_leaves(path))
-    return model_root_of_tensors(leaves)
 
 
 def format_root(root: bytes) -> str:

@@ -4,7 +4,7 @@ A receipt binds the task (``task_id`` = digest of the signed task envelope), the
 model content (``model_root``), the outputs (``output_hash`` =
 :func:`~mesh.core.values.values_hash`) and the worker's key, and chains to the
 worker's previous receipt (``seq``, ``prev``): two receipts with one ``seq`` are
-proof of equivocation. The chain is kept by :mod:`mesh.core.receipt_log`.
+proof of equivocation. The chain is kept by :mod:`mesh.node.receipt_log`.
 """
 
 from __future__ import annotations

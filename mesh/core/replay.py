@@ -18,7 +18,7 @@ from mesh.core import limits
 from mesh.core.envelope import Signed
 from mesh.core.messages import Task
 from mesh.core.signing import verify_task
-from mesh.errors import Busy, MalformedMessage, Replayed
+from mesh.errors import Busy, ConfigError, MalformedMessage, Replayed
 
 # 100k live tasks x ~100 bytes per entry: ~10 MB at most.
 DEFAULT_REPLAY_ENTRIES = 100_000
@@ -33,7 +33,7 @@ class ReplayCache:
 
     def __init__(self, max_entries: int = DEFAULT_REPLAY_ENTRIES) -> None:
         if max_entries < 1:
-            raise ValueError("max_entries must be positive")
+            raise ConfigError("max_entries must be positive")
         self._max_entries = max_entries
         self._expiry: dict[tuple[bytes, bytes], int] = {}
         # (expires_ms, key) in expiry order, to evict in O(log n).

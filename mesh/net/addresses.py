@@ -7,6 +7,7 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 
 from mesh.errors import ConfigError
+from mesh.net.multiaddrs import parse_multiaddr
 
 
 def parse_peer_id(text: str) -> ID:
@@ -17,14 +18,6 @@ def parse_peer_id(text: str) -> ID:
         raise ConfigError(f"not a peer id: {text!r}") from exc
 
 
-def parse_addr(text: str) -> multiaddr.Multiaddr:
-    """A multiaddr. Raises ConfigError."""
-    try:
-        return multiaddr.Multiaddr(text)
-    except Exception as exc:  # py-multiaddr raises several unrelated types
-        raise ConfigError(f"not a multiaddr: {text!r}") from exc
-
-
 def strip_p2p(addr: multiaddr.Multiaddr) -> str:
     """The transport part of ``addr``, without ``/p2p/<peer id>``."""
     return str(addr).split("/p2p/", 1)[0]
@@ -32,7 +25,8 @@ def strip_p2p(addr: multiaddr.Multiaddr) -> str:
 
 def bootstrap_info(addr: str) -> PeerInfo:
     """The PeerInfo of a bootstrap multiaddr. Raises ConfigError without /p2p/."""
+    parsed = parse_multiaddr(addr, where="bootstrap address")
     try:
-        return info_from_p2p_addr(parse_addr(addr))
+        return info_from_p2p_addr(parsed)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"bootstrap address without /p2p/<peer id>: {addr!r}") from exc

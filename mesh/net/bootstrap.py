@@ -17,37 +17,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-import multiaddr
-from multiaddr.exceptions import Error as MultiaddrError
-
 from mesh.errors import ConfigError
+from mesh.net.multiaddrs import parse_peer_addr
 
 # A bootstrap file is a short hand-written list; anything bigger is a mistake.
 MAX_BOOTSTRAP_FILE_BYTES = 1024 * 1024
-
-
-def parse_multiaddr(text: str, *, where: str = "multiaddr") -> str:
-    """Check one bootstrap multiaddr and return it in canonical form.
-
-    Args:
-        text: the address, for example ``/ip4/1.2.3.4/tcp/4001/p2p/12D3KooW...``.
-        where: names the source in the error message (``file:line``).
-
-    Raises:
-        ConfigError: unparsable, or without a final ``/p2p/<peer id>``.
-    """
-    try:
-        addr = multiaddr.Multiaddr(text)
-    except (MultiaddrError, ValueError, TypeError) as exc:
-        raise ConfigError(f"{where}: not a multiaddr: {text!r} ({exc})") from exc
-    protocols = [p.name for p in addr.protocols()]
-    if "p2p" not in protocols:
-        raise ConfigError(f"{where}: missing /p2p/<peer id> in {text!r}")
-    if protocols[-1] != "p2p" or protocols.count("p2p") != 1:
-        raise ConfigError(f"{where}: /p2p/<peer id> must end the address: {text!r}")
-    if len(protocols) < 2:
-        raise ConfigError(f"{where}: no transport address before /p2p/ in {text!r}")
-    return str(addr)
 
 
 def parse_bootstrap_lines(lines: Iterable[str], *, source: str = "<bootstrap>") -> list[str]:
@@ -66,7 +40,7 @@ def parse_bootstrap_lines(lines: Iterable[str], *, source: str = "<bootstrap>") 
         text = raw.split("#", 1)[0].strip()
         if not text:
             continue
-        addr = parse_multiaddr(text, where=f"{source}:{number}")
+        addr = parse_peer_addr(text, where=f"{source}:{number}")
         if addr not in seen:
             seen.add(addr)
             result.append(addr)

@@ -26,8 +26,8 @@ from libp2p.kad_dht.pb.kademlia_pb2 import Record
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.records.validator import Validator
 
+from mesh.core.capacity import RecordValidator
 from mesh.errors import MeshError
-from mesh.net.interface import RecordValidator
 
 logger = logging.getLogger(__name__)
 

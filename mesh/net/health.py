@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mesh.errors import ConfigError
+
 # 2 s: about one request deadline, so a peer that froze briefly is retried soon.
 DEFAULT_BASE_BACKOFF_S = 2.0
 # 5 min: a peer gone for good is retried rarely, but still retried (it may come back).
@@ -42,7 +44,7 @@ class HealthList:
         max_entries: int = DEFAULT_MAX_ENTRIES,
     ) -> None:
         if base_backoff <= 0 or max_backoff < base_backoff:
-            raise ValueError("need 0 < base_backoff <= max_backoff")
+            raise ConfigError("need 0 < base_backoff <= max_backoff")
         self._base = base_backoff
         self._max = max_backoff
         self._max_entries = max_entries

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import multiaddr
 from libp2p import new_host
 from libp2p.abc import IHost
 from libp2p.crypto.ed25519 import create_new_key_pair
@@ -25,6 +24,7 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from mesh.errors import ConfigError
+from mesh.net.multiaddrs import parse_listen_addr
 
 SEED_BYTES = 32
 
@@ -47,7 +47,9 @@ def build_host(*, identity_seed: bytes, listen: Sequence[str]) -> IHost:
         ConfigError: a bad seed or listen address.
     """
     _check_seed(identity_seed)
-    listen_addrs = parse_listen_addrs(listen)
+    if not listen:
+        raise ConfigError("no listen address given")
+    listen_addrs = [parse_listen_addr(text) for text in listen]
     key_pair = create_new_key_pair(identity_seed)
     # The Noise static key is separate from the identity key by design of the
     # Noise XX handshake; the identity key signs it inside the handshake.
@@ -59,23 +61,6 @@ def build_host(*, identity_seed: bytes, listen: Sequence[str]) -> IHost:
         listen_addrs=listen_addrs,
         connection_config=ConnectionConfig(max_connections_per_peer=1),
     )
-
-
-def parse_listen_addrs(listen: Sequence[str]) -> list[multiaddr.Multiaddr]:
-    """Parse listen multiaddrs; only plain TCP is accepted (no QUIC, no WebSocket)."""
-    if not listen:
-        raise ConfigError("no listen address given")
-    result: list[multiaddr.Multiaddr] = []
-    for text in listen:
-        try:
-            addr = multiaddr.Multiaddr(text)
-        except Exception as exc:  # py-multiaddr raises several unrelated types
-            raise ConfigError(f"bad listen address {text!r}: {exc}") from exc
-        names = [p.name for p in addr.protocols()]
-        if len(names) != 2 or names[0] not in ("ip4", "ip6") or names[1] != "tcp":
-            raise ConfigError(f"listen address must be /ip4|ip6/<addr>/tcp/<port>: {text!r}")
-        result.append(addr)
-    return result
 
 
 def _check_seed(identity_seed: bytes) -> None:

@@ -22,9 +22,10 @@ from typing import Protocol
 
 import trio
 
+from mesh.core.capacity import RecordValidator
+
 TASK_PROTOCOL = "/mesh/task/1.0.0"
 LOAD_TOPIC = "/mesh/load/1"
-CAPACITY_NAMESPACE = "mesh-cap"  # DHT value records: /mesh-cap/<peer id>
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,13 +36,34 @@ class PeerAddr:
     addrs: tuple[str, ...] = field(default=())
 
 
-# A request handler gets the remote peer id and one request message, and returns
-# the response message. Raising closes the stream without an answer (garbage).
-RequestHandler = Callable[[str, bytes], Awaitable[bytes]]
+# Sends one partial answer (for example a chunk of generated tokens) before the final one.
+SendPartial = Callable[[bytes], Awaitable[None]]
+# Receives a partial answer on the requesting side.
+OnPartial = Callable[[bytes], Awaitable[None]]
 
-# A record validator for the capacity namespace: raises mesh.errors.MeshError
-# for a record that must not be stored or returned (forged, expired, wrong key).
-RecordValidator = Callable[[str, bytes], None]
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One request as a handler sees it.
+
+    Attributes:
+        peer_id: the transport peer that sent it (authenticated by the Noise handshake).
+        addr: its remote transport address (``/ip4/203.0.113.7/tcp/40123``), ``""`` when
+            the transport does not say.
+        message: the request message.
+        send_partial: writes a partial answer to the requester before the final one;
+            only for requesters that asked for partials (the protocol says how).
+    """
+
+    peer_id: str
+    addr: str
+    message: bytes
+    send_partial: SendPartial
+
+
+# A request handler answers one inbound request with the final response message.
+# Raising closes the stream without an answer (garbage).
+RequestHandler = Callable[[Inbound], Awaitable[bytes]]
 
 
 class Network(Protocol):
@@ -63,11 +85,15 @@ class Network(Protocol):
         payload: bytes,
         *,
         timeout: float,  # noqa: ASYNC109
+        on_partial: OnPartial | None = None,
     ) -> bytes:
-        """Send one request message and return the response message.
+        """Send one request message and return the final response message.
 
-        Reuses a warm stream to the peer when one is idle (a new stream costs
-        ~4 ms in libp2p 0.8.1, a reused one ~1 ms).
+        Partial answers arriving before the final one go to ``on_partial`` (an
+        answer holding a partial when ``on_partial`` is None is a broken answer:
+        PeerUnavailable). ``timeout`` bounds the whole exchange. Reuses a warm
+        stream to the peer when one is idle (a new stream costs ~4 ms in libp2p
+        0.8.1, a reused one ~1 ms).
         """
         ...
 
@@ -94,9 +120,22 @@ class Network(Protocol):
         ...
 
     def known_peers(self) -> Sequence[PeerAddr]:
-        """Peers in the routing table that the health list does not mark dead."""
+        """Peers in the routing table that the health list does not mark dead.
+
+        Both implementations keep one :class:`mesh.net.health.HealthList`: a peer
+        that fails is avoided for a backoff that doubles with each consecutive
+        failure; an answer resets it.
+        """
         ...
 
     def mark_unhealthy(self, peer_id: str) -> None:
-        """Tell the health list a peer failed (dial, timeout, bad answer)."""
+        """Tell the health list a peer failed (dial, timeout, a failed answer)."""
+        ...
+
+    def is_healthy(self, peer_id: str) -> bool:
+        """False while ``peer_id`` is inside its backoff after a failure."""
+        ...
+
+    def consecutive_failures(self, peer_id: str) -> int:
+        """Failures of ``peer_id`` since it last answered (0 when healthy)."""
         ...

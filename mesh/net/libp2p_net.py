@@ -10,7 +10,6 @@ cancel scopes corrupt trio's scope stack). The running peer is a
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
@@ -26,26 +25,12 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from mesh.errors import ConfigError, NetworkError, PeerUnavailable
 from mesh.net import dht as dht_glue
-from mesh.net.addresses import bootstrap_info, parse_addr
+from mesh.net.addresses import bootstrap_info
 from mesh.net.host import build_host
 from mesh.net.interface import PeerAddr
 from mesh.net.libp2p_peer import Libp2pNetwork, NetTimeouts
-
-
-def _make_library_silence_real() -> None:
-    """Without ``LIBP2P_DEBUG``, py-libp2p 0.8.1 means to disable its logging: it
-    clears its logger's handlers and propagation. That sends its WARNINGs ("Failed
-    to read DHT message from stream" on every normal close, ...) to Python's
-    last-resort handler, i.e. an SDK user's stderr. A NullHandler makes the
-    intended silence real; ``mesh -vv`` turns propagation back on to see them.
-    """
-    if not os.environ.get("LIBP2P_DEBUG"):
-        library = logging.getLogger("libp2p")
-        if not library.handlers:
-            library.addHandler(logging.NullHandler())
-
-
-_make_library_silence_real()
+from mesh.net.logs import apply_library_log_policy
+from mesh.net.multiaddrs import parse_listen_addr
 
 __all__ = ["Libp2pNetwork", "NetTimeouts", "open_libp2p_network"]
 
@@ -82,8 +67,9 @@ async def open_libp2p_network(
     Raises:
         ConfigError: bad seed or address. PeerUnavailable: see ``require_bootstrap``.
     """
+    apply_library_log_policy()
     host = build_host(identity_seed=identity_seed, listen=listen)
-    listen_addrs = [parse_addr(a) for a in listen]
+    listen_addrs = [parse_listen_addr(a) for a in listen]
     boot_infos = [bootstrap_info(a) for a in bootstrap]
     gossipsub = GossipSub(
         # v1.2 then v1.1: the pair measured in the notes (41 ms median delivery).

@@ -26,8 +26,9 @@ from libp2p.peer.peerstore import PeerStoreError
 from libp2p.pubsub.pubsub import Pubsub
 
 from mesh.core import limits
-from mesh.core.framing import FrameReader
+from mesh.core.capacity import RecordValidator, split_record_key
 from mesh.errors import (
+    Closed,
     ConfigError,
     DeadlineExceeded,
     Expired,
@@ -37,19 +38,20 @@ from mesh.errors import (
     TooLarge,
 )
 from mesh.net import dht as dht_glue
-from mesh.net.addresses import parse_addr, parse_peer_id, strip_p2p
-from mesh.net.deadlines import library_deadline
+from mesh.net.addresses import parse_peer_id, strip_p2p
+from mesh.net.deadlines import library_deadline, library_errors
 from mesh.net.guard import install_guard
 from mesh.net.health import HealthList
-from mesh.net.interface import Network, PeerAddr, RecordValidator, RequestHandler
+from mesh.net.interface import Network, OnPartial, PeerAddr, RequestHandler
+from mesh.net.multiaddrs import parse_multiaddr
 from mesh.net.pubsub import TopicFanout
 from mesh.net.streams import (
     STREAM_ERRORS,
+    MessageReader,
     StreamPool,
     StreamStats,
     close_quietly,
     discard,
-    read_message,
     serve_stream,
     write_message,
 )
@@ -83,7 +85,8 @@ class NetTimeouts:
     request: float = 5.0
     dht: float = 5.0
     pubsub: float = 2.0
-    # An inbound stream with no new request for this long is dropped.
+    # An inbound stream with no new request for this long is dropped, so a dead or
+    # silent client cannot pin a stream forever; longer than the pool's POOL_IDLE_S.
     server_idle: float = 60.0
 
 
@@ -118,6 +121,7 @@ class Libp2pNetwork:
         self._benched: set[str] = set()
         self._bootstrap: tuple[PeerAddr, ...] = ()
         self.stats = StreamStats()
+        self._closed = False
         self._unguarded = install_guard(
             host,
             is_dead=lambda pid: self._health.is_dead(pid, now=trio.current_time()),
@@ -177,19 +181,24 @@ class Libp2pNetwork:
         payload: bytes,
         *,
         timeout: float,  # noqa: ASYNC109
+        on_partial: OnPartial | None = None,
     ) -> bytes:
-        """Send one message and return the answer, on a pooled stream when one is idle.
+        """Send one message and return the final answer, on a pooled stream when one is idle.
+
+        Partial answers before the final one go to ``on_partial``.
 
         Raises:
             TooLarge: ``payload`` over the message cap.
-            PeerUnavailable: dial or stream failed (the peer is marked unhealthy).
+            PeerUnavailable: dial or stream failed, or the answer is broken (a partial
+                answer nobody asked for, garbage frames): the peer is marked unhealthy.
             DeadlineExceeded: no answer within ``timeout`` (the peer is marked unhealthy).
         """
+        self._check_open()
         if len(payload) > limits.MAX_MESSAGE_BYTES:
             raise TooLarge(f"request of {len(payload)} bytes over {limits.MAX_MESSAGE_BYTES}")
         try:
             with trio.fail_after(timeout):
-                response = await self._request_once(peer, protocol, payload)
+                response = await self._request_once(peer, protocol, payload, on_partial)
         except trio.TooSlowError as exc:
             self.mark_unhealthy(peer.peer_id)
             raise DeadlineExceeded(f"no answer from {peer.peer_id} in {timeout} s") from exc
@@ -199,38 +208,55 @@ class Libp2pNetwork:
         self._health.record_success(peer.peer_id)
         return response
 
-    async def _request_once(self, peer: PeerAddr, protocol: str, payload: bytes) -> bytes:
+    async def _request_once(
+        self, peer: PeerAddr, protocol: str, payload: bytes, on_partial: OnPartial | None
+    ) -> bytes:
         now = trio.current_time()
         for old in self._pool.stale(now=now):
             await close_quietly(old)
         stream = self._pool.take(peer.peer_id, protocol, now=now)
+        partials = _PartialCounter(on_partial)
         if stream is not None:
             self.stats.reused += 1
             try:
-                return await self._exchange(peer, protocol, stream, payload)
+                return await self._exchange(peer, protocol, stream, payload, partials)
             except PeerUnavailable as exc:
+                if partials.delivered:
+                    raise  # a retry would deliver those partials twice
                 # A pooled stream may have been dropped by the server while idle:
                 # that says nothing about the peer, so try once on a fresh stream.
                 logger.debug(
                     "pooled stream to %s failed (%s), opening a new one", peer.peer_id, exc
                 )
         stream = await self._open_stream(peer, protocol)
-        return await self._exchange(peer, protocol, stream, payload)
+        return await self._exchange(peer, protocol, stream, payload, partials)
 
     async def _exchange(
-        self, peer: PeerAddr, protocol: str, stream: INetStream, payload: bytes
+        self,
+        peer: PeerAddr,
+        protocol: str,
+        stream: INetStream,
+        payload: bytes,
+        partials: _PartialCounter,
     ) -> bytes:
         done = False
         try:
             await write_message(stream, payload)
-            try:
-                response = await read_message(stream, FrameReader())
-            except ProtocolError as exc:  # garbage or oversized frames from the peer
-                raise PeerUnavailable(f"bad answer from {peer.peer_id}: {exc}") from exc
-            if response is None:
-                raise PeerUnavailable(f"{peer.peer_id} closed the stream without answering")
+            reader = MessageReader(stream)
+            while True:
+                try:
+                    message = await reader.next()
+                except ProtocolError as exc:  # garbage or oversized frames from the peer
+                    raise PeerUnavailable(f"bad answer from {peer.peer_id}: {exc}") from exc
+                if message is None:
+                    raise PeerUnavailable(f"{peer.peer_id} closed the stream without answering")
+                if not message.partial:
+                    break
+                await partials.deliver(peer.peer_id, message.data)
+            if not reader.idle:
+                raise PeerUnavailable(f"{peer.peer_id} sent more after its final answer")
             done = True
-            return response
+            return message.data
         finally:
             if done:
                 if not self._pool.give_back(
@@ -264,8 +290,9 @@ class Libp2pNetwork:
         Raises:
             PeerUnavailable: the dial failed. DeadlineExceeded: it took too long.
         """
+        self._check_open()
         peer_id = parse_peer_id(peer.peer_id)
-        info = PeerInfo(peer_id, [parse_addr(a) for a in peer.addrs])
+        info = PeerInfo(peer_id, [parse_multiaddr(a) for a in peer.addrs])
         try:
             with trio.fail_after(min(timeout, self._timeouts.dial)):
                 await self._host.connect(info)
@@ -277,14 +304,18 @@ class Libp2pNetwork:
             raise PeerUnavailable(f"cannot dial {peer.peer_id}: {exc!r}") from exc
         self._remember_addrs(peer_id, peer.addrs)
         self._health.record_success(peer.peer_id)
-        # bug 9: a dial never reaches the routing table by itself.
-        with trio.move_on_after(self._timeouts.dht):
-            await self._dht.add_peer(peer_id, skip_server_mode_check=True)
+        # bug 9: a dial never reaches the routing table by itself. Best effort: the
+        # dial succeeded, and the table is refilled by restore_peers() anyway.
+        try:
+            with trio.move_on_after(self._timeouts.dht), library_errors("routing-table add"):
+                await self._dht.add_peer(peer_id, skip_server_mode_check=True)
+        except NetworkError as exc:
+            logger.debug("could not add %s to the routing table: %s", peer.peer_id, exc)
 
     def _remember_addrs(self, peer_id: ID, addrs: Sequence[str]) -> None:
         if addrs:
             self._host.get_peerstore().add_addrs(
-                peer_id, [parse_addr(a) for a in addrs], ADDR_TTL_S
+                peer_id, [parse_multiaddr(a) for a in addrs], ADDR_TTL_S
             )
 
     # -- DHT: providers ----------------------------------------------------------
@@ -295,6 +326,7 @@ class Libp2pNetwork:
         Raises:
             DeadlineExceeded: the announcement did not finish in time.
         """
+        self._check_open()
         with self._dht_deadline(timeout, "provide"):
             # The raw key goes straight to the provider store: KadDHT.provide(str)
             # would first try to read a string as a CID or hex.
@@ -308,6 +340,7 @@ class Libp2pNetwork:
         Asks the network each time (the library would answer from a 48 h cache),
         merged with the records this peer holds.
         """
+        self._check_open()
         raw = bytes(key)
         found: list[PeerInfo] = list(dht_glue.local_providers(self._dht, raw))
         try:
@@ -364,6 +397,7 @@ class Libp2pNetwork:
             ConfigError: no validator for the key's namespace.
             DeadlineExceeded: the store did not finish in time.
         """
+        self._check_open()
         self._validator_for(key).check(key, value)
         try:
             with self._dht_deadline(timeout, "put_record"):
@@ -380,6 +414,7 @@ class Libp2pNetwork:
         that answer and the copy held here. When the network is too slow, a valid
         local copy is the answer.
         """
+        self._check_open()
         validator = self._validator_for(key)
         key_bytes = key.encode("utf-8")
         held = dht_glue.local_value(self._dht, key_bytes)
@@ -403,10 +438,10 @@ class Libp2pNetwork:
         return best
 
     def _validator_for(self, key: str) -> dht_glue.MeshRecordValidator:
-        parts = key.split("/")
-        if len(parts) < 3 or parts[0] != "" or parts[1] not in self._validators:
+        namespace, _ = split_record_key(key)
+        if namespace not in self._validators:
             raise ConfigError(f"no record validator for key {key!r}")
-        return self._validators[parts[1]]
+        return self._validators[namespace]
 
     # -- pubsub ------------------------------------------------------------------
 
@@ -416,26 +451,24 @@ class Libp2pNetwork:
         Raises:
             TooLarge: over 64 KiB (gossipsub silently drops big messages).
             DeadlineExceeded: publishing took too long.
+            NetworkError: the library failed to publish. Closed: the peer is closed.
         """
         if len(data) > MAX_PUBSUB_BYTES:
             raise TooLarge(f"pubsub message of {len(data)} bytes over {MAX_PUBSUB_BYTES}")
-        try:
-            with trio.fail_after(min(timeout, self._timeouts.pubsub)):
-                await self._pubsub.publish(topic, data)
-        except trio.TooSlowError as exc:
-            raise DeadlineExceeded(f"publish on {topic} timed out") from exc
+        self._check_open()
+        with library_deadline(min(timeout, self._timeouts.pubsub), f"publish on {topic}"):
+            await self._pubsub.publish(topic, data)
 
     async def subscribe(self, topic: str) -> trio.abc.ReceiveChannel[tuple[str, bytes]]:
         """Messages on ``topic`` from other peers, as (sender peer id, data).
 
         Raises:
             DeadlineExceeded: announcing the subscription to peers took too long.
+            NetworkError: the library failed to subscribe. Closed: the peer is closed.
         """
-        try:
-            with trio.fail_after(self._timeouts.pubsub):
-                return await self._fanout.subscribe(topic)
-        except trio.TooSlowError as exc:
-            raise DeadlineExceeded(f"subscribing to {topic} timed out") from exc
+        self._check_open()
+        with library_deadline(self._timeouts.pubsub, f"subscribing to {topic}"):
+            return await self._fanout.subscribe(topic)
 
     # -- health ------------------------------------------------------------------
 
@@ -482,11 +515,14 @@ class Libp2pNetwork:
             addrs = self._known_addrs(pid)
             if not addrs:
                 continue
-            with trio.move_on_after(self._timeouts.dht):
-                if await self._dht.routing_table.add_peer(
-                    PeerInfo(pid, addrs), skip_server_mode_check=True
-                ):
-                    restored.append(peer_id)
+            try:
+                with trio.move_on_after(self._timeouts.dht), library_errors("routing-table add"):
+                    if await self._dht.routing_table.add_peer(
+                        PeerInfo(pid, addrs), skip_server_mode_check=True
+                    ):
+                        restored.append(peer_id)
+            except NetworkError as exc:
+                logger.debug("could not put %s back in the routing table: %s", peer_id, exc)
         if restored:
             logger.debug("routing table: put back %s", restored)
         return restored
@@ -505,7 +541,7 @@ class Libp2pNetwork:
         if addrs:
             return addrs
         wanted = pid.to_base58()
-        return [parse_addr(a) for p in self._bootstrap if p.peer_id == wanted for a in p.addrs]
+        return [parse_multiaddr(a) for p in self._bootstrap if p.peer_id == wanted for a in p.addrs]
 
     async def _maintain(self) -> None:
         """Every TABLE_CHECK_S, put recovered peers back in the routing table."""
@@ -547,10 +583,18 @@ class Libp2pNetwork:
         """False while ``peer_id`` is in its backoff window."""
         return not self._health.is_dead(peer_id, now=trio.current_time())
 
+    def consecutive_failures(self, peer_id: str) -> int:
+        """Failures of ``peer_id`` since it last answered (0 when healthy)."""
+        return self._health.failures(peer_id)
+
     # -- internals ---------------------------------------------------------------
 
     def _dht_deadline(self, timeout: float, what: str) -> AbstractContextManager[None]:
         return library_deadline(min(timeout, self._timeouts.dht), what)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise Closed(f"the network of peer {self._peer_id} is closed")
 
     async def _aclose(self) -> None:
         """Close streams and connections before the services stop.
@@ -559,6 +603,7 @@ class Libp2pNetwork:
         makes the library spawn into a closed nursery ("Nursery is closed to new
         arrivals") and the traceback escapes through the host.
         """
+        self._closed = True
         await self._fanout.aclose()
         for stream in self._pool.drain():
             await close_quietly(stream)
@@ -575,6 +620,20 @@ class Libp2pNetwork:
             await self._host.disconnect(peer_id)
         except STREAM_ERRORS as exc:
             logger.debug("disconnecting %s at shutdown: %r", peer_id, exc)
+
+
+class _PartialCounter:
+    """Hands partial answers to the requester's callback and counts them."""
+
+    def __init__(self, on_partial: OnPartial | None) -> None:
+        self._on_partial = on_partial
+        self.delivered = 0
+
+    async def deliver(self, peer_id: str, data: bytes) -> None:
+        if self._on_partial is None:
+            raise PeerUnavailable(f"{peer_id} sent a partial answer nobody asked for")
+        self.delivered += 1
+        await self._on_partial(data)
 
 
 if TYPE_CHECKING:  # mypy checks that the class implements the Network protocol

@@ -32,9 +32,11 @@ from dataclasses import dataclass, field
 import trio
 
 from mesh.core import limits
+from mesh.core.capacity import RecordValidator, split_record_key
 from mesh.core.framing import FrameReader, encode_frames
-from mesh.errors import DeadlineExceeded, MeshError, PeerUnavailable, TooLarge
-from mesh.net.interface import PeerAddr, RecordValidator, RequestHandler
+from mesh.errors import Closed, ConfigError, DeadlineExceeded, MeshError, PeerUnavailable, TooLarge
+from mesh.net.health import HealthList
+from mesh.net.interface import Inbound, OnPartial, PeerAddr, RequestHandler, SendPartial
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +46,6 @@ MAX_PUBSUB_BYTES = 64 * limits.KiB
 # A subscriber that does not keep up loses messages instead of blocking the
 # publisher (gossip is lossy anyway).
 _SUBSCRIPTION_BUFFER = 256
-# How long a peer marked unhealthy is skipped by find_providers/known_peers.
-UNHEALTHY_BACKOFF_S = 30.0
 
 
 _Sub = trio.MemorySendChannel[tuple[str, bytes]]
@@ -75,7 +75,7 @@ class MemoryHub:
     async def join(self, peer_id: str) -> AsyncIterator[MemoryNetwork]:
         """Add a peer for the duration of the block; it leaves (like a clean exit) after."""
         if peer_id in self._peers:
-            raise ValueError(f"peer {peer_id} already joined")
+            raise ConfigError(f"peer {peer_id} already joined")
         async with trio.open_nursery() as nursery:
             net = MemoryNetwork(self, peer_id, nursery)
             self._peers[peer_id] = _PeerState(net)
@@ -83,6 +83,7 @@ class MemoryHub:
                 yield net
             finally:
                 # Leaving: new requests fail at once; handlers still running are cancelled.
+                net._closed = True
                 self._peers.pop(peer_id, None)
                 for subs in self._subscribers.values():
                     subs[:] = [(p, ch) for p, ch in subs if p != peer_id]
@@ -140,7 +141,8 @@ class MemoryNetwork:
         self._handlers: dict[str, RequestHandler] = {}
         self._validators: dict[str, RecordValidator] = {}
         self._records: dict[str, tuple[int, bytes]] = {}
-        self._unhealthy_until: dict[str, float] = {}
+        self._health = HealthList()
+        self._closed = False
         self.requests_sent = 0
 
     @property
@@ -164,14 +166,24 @@ class MemoryNetwork:
         payload: bytes,
         *,
         timeout: float,  # noqa: ASYNC109 (the Network interface takes timeouts)
+        on_partial: OnPartial | None = None,
     ) -> bytes:
+        self._check_open()
         self.requests_sent += 1
-        with trio.move_on_after(timeout) as scope:
-            return await self._deliver(peer.peer_id, protocol, payload)
+        try:
+            with trio.move_on_after(timeout) as scope:
+                return await self._deliver(peer.peer_id, protocol, payload, on_partial)
+        except PeerUnavailable:
+            # As the libp2p adapter does: transport failures feed the health list.
+            self.mark_unhealthy(peer.peer_id)
+            raise
         assert scope.cancelled_caught
+        self.mark_unhealthy(peer.peer_id)
         raise DeadlineExceeded(f"request to {peer.peer_id} timed out after {timeout} s")
 
-    async def _deliver(self, peer_id: str, protocol: str, payload: bytes) -> bytes:
+    async def _deliver(
+        self, peer_id: str, protocol: str, payload: bytes, on_partial: OnPartial | None
+    ) -> bytes:
         self._hub._state(self._peer_id)  # a killed peer cannot send either
         state = await self._hub._wait_reachable(peer_id)
         callee = state.network
@@ -183,37 +195,48 @@ class MemoryNetwork:
             raise PeerUnavailable(f"peer {peer_id} closed the stream: message over the caps")
         if state.dropping:
             await trio.sleep_forever()
-        send, receive = trio.open_memory_channel[bytes | MeshError](1)
+        send, receive = trio.open_memory_channel[_Answer | MeshError](1)
         # The handler runs in the callee's nursery, so the callee's lifetime (kill,
         # leave) bounds it, not the caller's patience.
-        callee._nursery.start_soon(_serve_one, handler, self._peer_id, message, send)
+        inbound = Inbound(self._peer_id, f"/memory/{self._peer_id}", message, _partials(send))
+        callee._nursery.start_soon(_serve_one, handler, inbound, send)
         self._hub.requests_served[peer_id] += 1
         async with receive:
-            try:
-                answer = await receive.receive()
-            except trio.EndOfChannel:
-                raise PeerUnavailable(f"peer {peer_id} went away mid-request") from None
-        if isinstance(answer, MeshError):
-            raise answer
-        reply = _through_frames(answer)
+            while True:
+                try:
+                    answer = await receive.receive()
+                except trio.EndOfChannel:
+                    raise PeerUnavailable(f"peer {peer_id} went away mid-request") from None
+                if isinstance(answer, MeshError):
+                    raise answer
+                if not answer.partial:
+                    break
+                if on_partial is None:
+                    raise PeerUnavailable(f"{peer_id} sent a partial answer nobody asked for")
+                await on_partial(answer.data)
+        reply = _through_frames(answer.data)
         if reply is None:
             raise PeerUnavailable(f"peer {peer_id} sent a reply over the caps")
         if self._hub._peers.get(peer_id) is not state or state.killed:
             raise PeerUnavailable(f"peer {peer_id} went away mid-request")
+        self._health.record_success(peer_id)
         return reply
 
     async def connect(self, peer: PeerAddr, *, timeout: float) -> None:  # noqa: ASYNC109 (the Network interface takes timeouts)
+        self._check_open()
         with trio.move_on_after(timeout):
             await self._hub._wait_reachable(peer.peer_id)
             return
         raise DeadlineExceeded(f"connect to {peer.peer_id} timed out after {timeout} s")
 
     async def provide(self, key: bytes, *, timeout: float) -> None:  # noqa: ASYNC109 (the Network interface takes timeouts)
+        self._check_open()
         self._hub._state(self._peer_id)
         self._hub._providers.setdefault(bytes(key), {})[self._peer_id] = None
         await trio.lowlevel.checkpoint()
 
     async def find_providers(self, key: bytes, *, count: int, timeout: float) -> list[PeerAddr]:  # noqa: ASYNC109 (the Network interface takes timeouts)
+        self._check_open()
         await trio.lowlevel.checkpoint()
         # Like libp2p, stale records of dead or frozen peers are returned; only
         # peers this network has seen fail are left out.
@@ -225,6 +248,7 @@ class MemoryNetwork:
         return found[:count]
 
     async def put_record(self, key: str, value: bytes, *, timeout: float) -> None:  # noqa: ASYNC109 (the Network interface takes timeouts)
+        self._check_open()
         self._hub._state(self._peer_id)
         # The storing peer's own validator runs first and its error propagates,
         # as KadDHT.put_value does; every other peer validates what it stores.
@@ -239,6 +263,8 @@ class MemoryNetwork:
         await trio.lowlevel.checkpoint()
 
     async def get_record(self, key: str, *, timeout: float) -> bytes | None:  # noqa: ASYNC109 (the Network interface takes timeouts)
+        self._check_open()
+        self._validator_for(key)  # like the libp2p adapter: no validator, no lookup
         await trio.lowlevel.checkpoint()
         candidates: list[tuple[int, bytes]] = []
         for state in self._hub._peers.values():
@@ -264,6 +290,7 @@ class MemoryNetwork:
         self._records[key] = (self._hub_clock(), value)
 
     async def publish(self, topic: str, data: bytes, *, timeout: float) -> None:  # noqa: ASYNC109 (the Network interface takes timeouts)
+        self._check_open()
         if len(data) > MAX_PUBSUB_BYTES:
             raise TooLarge(f"pubsub message of {len(data)} bytes exceeds {MAX_PUBSUB_BYTES}")
         self._hub._state(self._peer_id)
@@ -277,6 +304,7 @@ class MemoryNetwork:
         await trio.lowlevel.checkpoint()
 
     async def subscribe(self, topic: str) -> trio.abc.ReceiveChannel[tuple[str, bytes]]:
+        self._check_open()
         send, receive = trio.open_memory_channel[tuple[str, bytes]](_SUBSCRIPTION_BUFFER)
         self._hub._subscribers.setdefault(topic, []).append((self._peer_id, send))
         await trio.lowlevel.checkpoint()
@@ -290,17 +318,30 @@ class MemoryNetwork:
         ]
 
     def mark_unhealthy(self, peer_id: str) -> None:
-        self._unhealthy_until[peer_id] = trio.current_time() + UNHEALTHY_BACKOFF_S
+        self._health.record_failure(peer_id, now=trio.current_time())
+
+    def is_healthy(self, peer_id: str) -> bool:
+        return not self._health.is_dead(peer_id, now=trio.current_time())
+
+    def consecutive_failures(self, peer_id: str) -> int:
+        return self._health.failures(peer_id)
 
     # -- internals -------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise Closed(f"memory network of {self._peer_id} is closed")
+
     def _is_unhealthy(self, peer_id: str) -> bool:
-        until = self._unhealthy_until.get(peer_id)
-        return until is not None and trio.current_time() < until
+        return self._health.is_dead(peer_id, now=trio.current_time())
+
+    def _validator_for(self, key: str) -> RecordValidator:
+        namespace, _ = split_record_key(key)
+        if namespace not in self._validators:
+            raise ConfigError(f"no record validator for key {key!r}")
+        return self._validators[namespace]
 
     def _validate(self, key: str, value: bytes) -> None:
-        validator = self._validators.get(_namespace(key))
-        if validator is not None:
-            validator(key, value)
+        self._validator_for(key)(key, value)
 
     def _store(self, key: str, value: bytes) -> None:
         self._validate(key, value)
@@ -311,12 +352,6 @@ class MemoryNetwork:
         return next(self._hub._record_order)
 
 
-def _namespace(key: str) -> str:
-    # "/mesh-cap/<peer id>" -> "mesh-cap"
-    parts = key.split("/")
-    return parts[1] if len(parts) > 2 and parts[0] == "" else ""
-
-
 def _through_frames(payload: bytes) -> bytes | None:
     """Pass a message through the real framing; None when a cap closes the stream."""
     reader = FrameReader()
@@ -324,30 +359,46 @@ def _through_frames(payload: bytes) -> bytes | None:
         messages = reader.feed(encode_frames(payload))
     except MeshError:
         return None
-    return messages[0] if len(messages) == 1 else None
+    return messages[0].data if len(messages) == 1 else None
 
 
-async def _serve_one(
-    handler: RequestHandler,
-    caller: str,
-    message: bytes,
-    send: trio.MemorySendChannel[bytes | MeshError],
-) -> None:
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    data: bytes
+    partial: bool
+
+
+_AnswerSend = trio.MemorySendChannel[_Answer | MeshError]
+
+
+def _partials(send: _AnswerSend) -> SendPartial:
+    async def send_partial(data: bytes) -> None:
+        reply = _through_frames(data)
+        if reply is None:
+            raise TooLarge("partial answer over the caps")
+        try:
+            await send.send(_Answer(reply, partial=True))
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            # As a write to a stream whose reader left: the requester went away.
+            raise PeerUnavailable("the requester went away mid-answer") from exc
+
+    return send_partial
+
+
+async def _serve_one(handler: RequestHandler, inbound: Inbound, send: _AnswerSend) -> None:
     async with send:
         try:
-            answer = await handler(caller, message)
+            answer = await handler(inbound)
         except MeshError as exc:
-            # The handler refused the message outright (garbage): the stream is
-            # reset, which the caller sees as an unavailable peer.
-            logger.debug("handler closed the stream from %s: %s", caller, exc)
+            # The handler refused the message outright (garbage), or the requester
+            # left: the stream is reset, which the caller sees as an unavailable peer.
+            logger.debug("handler closed the stream from %s: %s", inbound.peer_id, exc)
             await _send_quietly(send, PeerUnavailable(f"stream closed by peer: {exc}"))
             return
-        await _send_quietly(send, answer)
+        await _send_quietly(send, _Answer(answer, partial=False))
 
 
-async def _send_quietly(
-    send: trio.MemorySendChannel[bytes | MeshError], item: bytes | MeshError
-) -> None:
+async def _send_quietly(send: _AnswerSend, item: _Answer | MeshError) -> None:
     # The caller may have given up (deadline): then the answer has nowhere to go.
-    with contextlib.suppress(trio.BrokenResourceError, trio.WouldBlock):
-        send.send_nowait(item)
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        await send.send(item)

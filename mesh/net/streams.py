@@ -2,7 +2,8 @@
 
 py-libp2p 0.8.1 gives up on single reads past ~6.5 MB (notes, bug 3), so we
 never ask the library for a whole message: we read whatever the stream has and
-feed :class:`mesh.core.framing.FrameReader` until one message is complete.
+feed :class:`mesh.core.framing.FrameReader` until a message is complete
+(:class:`MessageReader`).
 
 A stream carries one request at a time; the client keeps idle streams in a
 small pool per (peer, protocol) and reuses them (a new stream costs ~4 ms, a
@@ -20,9 +21,9 @@ import trio
 from libp2p.abc import INetStream
 from libp2p.exceptions import BaseLibp2pError
 
-from mesh.core.framing import FrameReader, encode_frames
-from mesh.errors import PeerUnavailable, ProtocolError
-from mesh.net.interface import RequestHandler
+from mesh.core.framing import FrameReader, Message, encode_frames
+from mesh.errors import MalformedMessage, PeerUnavailable, ProtocolError
+from mesh.net.interface import Inbound, RequestHandler
 
 logger = logging.getLogger(__name__)
 
@@ -31,11 +32,8 @@ READ_CHUNK_BYTES = 256 * 1024
 # Idle streams kept per (peer, protocol): enough for a few concurrent requests.
 MAX_IDLE_STREAMS_PER_KEY = 4
 # How long an idle pooled stream is trusted; shorter than the server's idle
-# deadline (DEFAULT_SERVER_IDLE_S) so we do not reuse one the server dropped.
+# deadline (NetTimeouts.server_idle) so we do not reuse one the server dropped.
 POOL_IDLE_S = 30.0
-# A server drops a stream on which no new request starts within this time, so a
-# dead or silent client cannot pin a stream (and its task) forever.
-DEFAULT_SERVER_IDLE_S = 60.0
 # Cleanup of a stream (reset/close) gets this long before we give up on it.
 CLEANUP_S = 1.0
 
@@ -47,48 +45,53 @@ STREAM_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-class StreamClosedByPeer(PeerUnavailable):
-    """The peer closed the stream cleanly between messages (not exported)."""
+class MessageReader:
+    """Reads framed messages from one stream, in order.
 
-
-async def read_message(stream: INetStream, reader: FrameReader) -> bytes | None:
-    """Read until ``reader`` completes one message.
-
-    Returns:
-        The message, or None when the peer closed the stream cleanly before the
-        first byte of a new message.
-
-    Raises:
-        TooLarge / MalformedMessage: from the frame reader.
-        PeerUnavailable: the stream broke, or closed in the middle of a message.
+    An answer may hold several messages (partials, then the final one) and one
+    read may carry several of them: the ones not yet asked for wait here.
     """
-    while True:
-        try:
-            data = await stream.read(READ_CHUNK_BYTES)
-        except EOFError:
-            data = b""
-        except STREAM_ERRORS as exc:
-            raise PeerUnavailable(f"stream read failed: {exc!r}") from exc
-        if not data:
-            if reader.idle:
-                return None
-            raise PeerUnavailable("stream closed in the middle of a message")
-        messages = reader.feed(data)
-        if messages:
-            if len(messages) > 1 or not reader.idle:
-                # One request in flight per stream: anything more is a protocol breach.
-                raise PeerUnavailable("peer sent more than one message")
-            return messages[0]
+
+    def __init__(self, stream: INetStream) -> None:
+        self._stream = stream
+        self._frames = FrameReader()
+        self._ready: deque[Message] = deque()
+
+    @property
+    def idle(self) -> bool:
+        """True when nothing received is waiting or half-read."""
+        return not self._ready and self._frames.idle
+
+    async def next(self) -> Message | None:
+        """The next message, or None when the peer closed the stream cleanly between messages.
+
+        Raises:
+            TooLarge / MalformedMessage: from the frame reader.
+            PeerUnavailable: the stream broke, or closed in the middle of a message.
+        """
+        while not self._ready:
+            try:
+                data = await self._stream.read(READ_CHUNK_BYTES)
+            except EOFError:
+                data = b""
+            except STREAM_ERRORS as exc:
+                raise PeerUnavailable(f"stream read failed: {exc!r}") from exc
+            if not data:
+                if self._frames.idle:
+                    return None
+                raise PeerUnavailable("stream closed in the middle of a message")
+            self._ready.extend(self._frames.feed(data))
+        return self._ready.popleft()
 
 
-async def write_message(stream: INetStream, message: bytes) -> None:
-    """Write one framed message.
+async def write_message(stream: INetStream, message: bytes, *, partial: bool = False) -> None:
+    """Write one framed message (``partial``: a partial answer, more follow).
 
     Raises:
         PeerUnavailable: the stream broke.
     """
     try:
-        await stream.write(encode_frames(message))
+        await stream.write(encode_frames(message, partial=partial))
     except STREAM_ERRORS as exc:
         raise PeerUnavailable(f"stream write failed: {exc!r}") from exc
 
@@ -179,6 +182,20 @@ class StreamPool:
         return gone
 
 
+def remote_addr(stream: INetStream) -> str:
+    """The remote transport address of ``stream`` as a multiaddr string, ``""`` if unknown."""
+    try:
+        remote = stream.get_remote_address()
+    except AttributeError:  # a stream type without addresses
+        return ""
+    except STREAM_ERRORS:
+        return ""
+    if remote is None:
+        return ""
+    host, port = remote
+    return f"/{'ip6' if ':' in host else 'ip4'}/{host}/tcp/{port}"
+
+
 async def serve_stream(
     stream: INetStream,
     handler: RequestHandler,
@@ -192,14 +209,22 @@ async def serve_stream(
     A garbage or oversized frame, a broken stream, a silent client or a handler
     exception ends the conversation by resetting the stream; nothing propagates
     into the library's task (which would take the connection down with it).
+    Requests end with a final message; a partial message from the requester is
+    a protocol breach.
     """
     peer = str(stream.muxed_conn.peer_id)
-    reader = FrameReader()
+    addr = remote_addr(stream)
+    reader = MessageReader(stream)
+
+    async def send_partial(data: bytes) -> None:
+        with trio.fail_after(write_s):
+            await write_message(stream, data, partial=True)
+
     try:
         while True:
-            message: bytes | None = None
+            message: Message | None = None
             with trio.move_on_after(idle_s) as idle:
-                message = await read_message(stream, reader)
+                message = await reader.next()
             if idle.cancelled_caught:
                 logger.debug("stream from %s idle for %.0f s, dropping it", peer, idle_s)
                 await discard(stream)
@@ -207,10 +232,13 @@ async def serve_stream(
             if message is None:
                 await close_quietly(stream)
                 return
+            if message.partial or not reader.idle:
+                # One request at a time per stream, and a request is one final message.
+                raise MalformedMessage("a request must be one final message at a time")
             try:
-                response = await handler(peer, message)
-            except trio.Cancelled:
-                raise
+                response = await handler(Inbound(peer, addr, message.data, send_partial))
+            except (trio.Cancelled, PeerUnavailable, trio.TooSlowError, ProtocolError):
+                raise  # cancelled, the requester went away mid-answer, or garbage: below
             except Exception:
                 # The handler is service code: whatever it raises, this stream
                 # ends without an answer and every other stream keeps going.

@@ -1,6 +1,7 @@
 """Admission control: a bounded number of tasks in flight, a cap per client.
 
-Sans-IO: time is passed in (trio seconds). When full, the node answers
+Sans-IO: time is passed in (trio seconds); the counts are read from the node's
+task table, the one record of tasks in flight. When full, the node answers
 ``busy`` with a ``retry_after_ms`` estimated from the measured throughput: the
 time for the excess work ahead of the caller to drain, clamped to a sane range.
 """
@@ -8,9 +9,10 @@ time for the excess work ahead of the caller to drain, clamped to a sane range.
 from __future__ import annotations
 
 import math
-from collections import Counter, deque
+from collections import deque
 
-from mesh.errors import Busy
+from mesh.errors import Busy, ConfigError
+from mesh.node.lifecycle import TaskTable
 
 # Without a measurement yet (fresh node), suggest a short wait.
 DEFAULT_RETRY_AFTER_MS = 500
@@ -52,51 +54,50 @@ class ThroughputMeter:
 
 
 class Admission:
-    """Counts tasks in flight and refuses past the caps with :class:`Busy`."""
+    """Refuses tasks past the caps with :class:`Busy`; the counts are the task table's.
 
-    def __init__(self, *, capacity: int, per_client: int, meter: ThroughputMeter) -> None:
+    Args:
+        capacity: tasks in flight (admitted, not answered) before answering busy.
+        per_client: tasks in flight per client key.
+        table: the node's task table (:mod:`mesh.node.lifecycle`), read, never written.
+        meter: completions per second, for the retry-after estimate.
+
+    Raises:
+        ConfigError: a cap below 1.
+    """
+
+    def __init__(
+        self, *, capacity: int, per_client: int, table: TaskTable, meter: ThroughputMeter
+    ) -> None:
         if capacity < 1 or per_client < 1:
-            raise ValueError("capacity and per_client must be at least 1")
+            raise ConfigError("capacity and per_client must be at least 1")
         self.capacity = capacity
         self.per_client = per_client
+        self._table = table
         self._meter = meter
-        self._by_client: Counter[bytes] = Counter()
-        self._in_flight = 0
         self.closed = False
 
     @property
     def in_flight(self) -> int:
-        return self._in_flight
-
-    def admit(self, client: bytes, *, now: float) -> None:
-        """Take a slot for ``client`` or raise Busy (with retry-after)."""
-        self.check(client, now=now)
-        self._in_flight += 1
-        self._by_client[client] += 1
+        """Tasks admitted and not yet answered."""
+        return self._table.count()
 
     def check(self, client: bytes, *, now: float) -> None:
-        """Raise Busy if :meth:`admit` would, without taking a slot."""
+        """Raise Busy unless a task of ``client`` may be admitted now."""
         if self.closed:
             raise Busy("node is draining", retry_after_ms=MAX_RETRY_AFTER_MS)
-        if self._in_flight >= self.capacity:
-            excess = self._in_flight - self.capacity + 1
+        in_flight = self.in_flight
+        if in_flight >= self.capacity:
+            excess = in_flight - self.capacity + 1
             raise Busy(
-                f"queue full ({self._in_flight}/{self.capacity})",
+                f"queue full ({in_flight}/{self.capacity})",
                 retry_after_ms=self.retry_after_ms(excess, now=now),
             )
-        if self._by_client[client] >= self.per_client:
+        if self._table.count_for(client) >= self.per_client:
             raise Busy(
                 f"too many tasks in flight for this client (cap {self.per_client})",
                 retry_after_ms=self.retry_after_ms(1, now=now),
             )
-
-    def release(self, client: bytes, *, now: float) -> None:
-        """Give back a slot taken by :meth:`admit` once the task is finished."""
-        self._in_flight -= 1
-        self._by_client[client] -= 1
-        if self._by_client[client] <= 0:
-            del self._by_client[client]
-        self._meter.record(now)
 
     def retry_after_ms(self, excess: int, *, now: float) -> int:
         """Time for ``excess`` tasks to drain at the measured rate, clamped."""

@@ -5,7 +5,7 @@
   nothing about liveness.
 - A :class:`~mesh.core.messages.CapacityRecord`, signed by the node, is put under
   ``/mesh-cap/<peer id>`` every refresh period and expires a few periods later;
-  :func:`capacity_validator` is what every peer runs on put and get.
+  :func:`mesh.core.capacity.capacity_validator` is what every peer runs on put and get.
 - Load changes are gossiped on ``LOAD_TOPIC`` as the same signed record (about
   400 bytes, far under the 64 KiB pubsub cap), so clients verify gossip exactly
   like DHT records and no new message kind is needed.
@@ -19,13 +19,13 @@ from collections.abc import Callable
 
 import trio
 
-from mesh.core.envelope import Signed, open_signed, sign_message
-from mesh.core.identity import Identity, public_key_from_peer_id
+from mesh.aio.clock import WallClock
+from mesh.core.capacity import capacity_key
+from mesh.core.envelope import Signed, sign_message
+from mesh.core.identity import Identity
 from mesh.core.messages import CapacityRecord
-from mesh.core.signing import verify_capacity
-from mesh.errors import MalformedMessage, MeshError
-from mesh.net.interface import CAPACITY_NAMESPACE, LOAD_TOPIC, Network, RecordValidator
-from mesh.node.clock import WallClock
+from mesh.errors import MeshError
+from mesh.net.interface import LOAD_TOPIC, Network
 from mesh.node.config import NodeConfig
 from mesh.node.runner import TaskRunner
 
@@ -33,36 +33,6 @@ logger = logging.getLogger(__name__)
 
 # Delays of the first re-announcements after start (seconds), then every period.
 EARLY_REFRESH_S = (2.0, 5.0, 15.0)
-
-
-def capacity_key(peer_id: str) -> str:
-    """The DHT key of a peer's capacity record."""
-    return f"/{CAPACITY_NAMESPACE}/{peer_id}"
-
-
-def open_capacity(data: bytes, *, peer_id: str, now_ms: int) -> Signed[CapacityRecord]:
-    """Open and check a capacity record claimed to belong to ``peer_id``.
-
-    Raises:
-        MalformedMessage: not a capacity envelope, or ``peer_id`` is not a PeerID.
-        BadSignature: bad signature, or signed by another peer than ``peer_id``.
-        Expired: expired, from the future, or living too long.
-    """
-    signed = open_signed(data, CapacityRecord)
-    verify_capacity(signed, now_ms=now_ms, expected_peer=public_key_from_peer_id(peer_id))
-    return signed
-
-
-def capacity_validator(wall_clock: WallClock) -> RecordValidator:
-    """The validator for ``/mesh-cap/<peer id>`` records that every peer registers."""
-
-    def validate(key: str, value: bytes) -> None:
-        prefix = f"/{CAPACITY_NAMESPACE}/"
-        if not key.startswith(prefix):
-            raise MalformedMessage(f"not a capacity key: {key!r}")
-        open_capacity(value, peer_id=key[len(prefix) :], now_ms=wall_clock())
-
-    return validate
 
 
 class Advertiser:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from mesh.core import limits
 from mesh.core.identity import Identity
+from mesh.errors import ConfigError
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,11 +62,11 @@ class NodeConfig:
 
     def __post_init__(self) -> None:
         if self.max_queue < 1 or self.max_batch < 1 or self.max_in_flight_per_client < 1:
-            raise ValueError("max_queue, max_batch and max_in_flight_per_client must be >= 1")
+            raise ConfigError("max_queue, max_batch and max_in_flight_per_client must be >= 1")
         if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda, not {self.device!r}")
+            raise ConfigError(f"device must be auto, cpu or cuda, not {self.device!r}")
         if self.capacity_refresh_s <= 0 or self.capacity_ttl_periods < 1:
-            raise ValueError("capacity_refresh_s must be > 0 and capacity_ttl_periods >= 1")
+            raise ConfigError("capacity_refresh_s must be > 0 and capacity_ttl_periods >= 1")
 
     @property
     def receipt_log_path(self) -> Path:

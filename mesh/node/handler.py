@@ -26,19 +26,20 @@ from typing import Any, TypeVar
 
 import trio
 
+from mesh.aio.clock import WallClock
 from mesh.core import canonical
 from mesh.core.envelope import Signed
 from mesh.core.identity import Identity
 from mesh.core.messages import ErrorReply, Receipt, Task, decode_request, encode_result
-from mesh.core.receipt_log import ReceiptLog
 from mesh.core.replay import ReplayCache
 from mesh.core.signing import verify_task
 from mesh.core.tensors import Tensor
 from mesh.core.values import Values, values_hash
 from mesh.errors import InternalError, MalformedMessage, MeshError, ProtocolError, UnknownModel
-from mesh.node.admission import Admission
-from mesh.node.clock import WallClock
+from mesh.net.interface import Inbound
+from mesh.node.admission import Admission, ThroughputMeter
 from mesh.node.lifecycle import TaskState, TaskTable
+from mesh.node.receipt_log import ReceiptLog
 from mesh.node.runner import ExecutionLike, TaskRunner
 
 logger = logging.getLogger(__name__)
@@ -84,6 +85,8 @@ class TaskHandler:
         receipt_log: ReceiptLog,
         replay: ReplayCache,
         admission: Admission,
+        table: TaskTable,
+        meter: ThroughputMeter,
         wall_clock: WallClock,
         blocking: BlockingCall | None = None,
     ) -> None:
@@ -92,15 +95,15 @@ class TaskHandler:
         self._log = receipt_log
         self._replay = replay
         self._admission = admission
+        self._table = table
+        self._meter = meter
         self._now_ms = wall_clock
         self._blocking = blocking or run_in_thread
-        self.table = TaskTable()
-        self.idle = trio.Event()
-        self.idle.set()
         self.answered: dict[str, int] = {}  # reply code ("ok" or error code) -> count
 
-    async def handle(self, remote_peer: str, message: bytes) -> bytes:
+    async def handle(self, inbound: Inbound) -> bytes:
         """Answer one request message (see the module docstring for the order)."""
+        remote_peer, message = inbound.peer_id, inbound.message
         try:
             request = await _off_loop_if_big(len(message), decode_request, message)
         except MalformedMessage as exc:
@@ -135,29 +138,29 @@ class TaskHandler:
         # the check and the admit, so the slot cannot be taken meanwhile.
         self._admission.check(body.client, now=trio.current_time())
         self._replay.check_and_add(task, now_ms=self._now_ms())
-        self._admission.admit(body.client, now=trio.current_time())
-        self.idle = trio.Event() if self.idle.is_set() else self.idle
+        self._table.admit(task.digest, body.client)
         try:
-            self.table.receive(task.digest)
-            self.table.move(task.digest, TaskState.ADMITTED)
             return await self._run(remote_peer, task, inputs)
         finally:
-            self.table.fail(task.digest)
-            self._admission.release(body.client, now=trio.current_time())
-            if self._admission.in_flight == 0:
-                self.idle.set()
+            self._table.fail(task.digest)  # a no-op once answered (closed)
+            self._meter.record(trio.current_time())
 
     async def _run(self, remote_peer: str, task: Signed[Task], inputs: Values) -> bytes:
         body = task.message
-        # The runner queues and runs; it does not report when a queued task
-        # starts, so QUEUED -> RUNNING is taken as soon as it is handed over.
-        self.table.move(task.digest, TaskState.QUEUED)
-        self.table.move(task.digest, TaskState.RUNNING)
+        self._table.move(task.digest, TaskState.QUEUED)
         started_ms = self._now_ms()
-        execution = await self._execute(body.model_root, inputs, dict(body.params))
+
+        def on_start() -> None:
+            # The runner calls this when the task's batch starts: the receipt's
+            # start time is then, not when the task joined the queue.
+            nonlocal started_ms
+            self._table.move(task.digest, TaskState.RUNNING)
+            started_ms = self._now_ms()
+
+        execution = await self._execute(body.model_root, inputs, dict(body.params), on_start)
         finished_ms = self._now_ms()
-        self.table.move(task.digest, TaskState.DONE)
-        self.table.require_done(task.digest)
+        self._table.move(task.digest, TaskState.DONE)
+        self._table.require_done(task.digest)
         out_bytes = _values_bytes(execution.outputs)
         output_hash = await _off_loop_if_big(out_bytes, values_hash, execution.outputs)
 
@@ -181,7 +184,7 @@ class TaskHandler:
             # receipt there is no result to give; the client retries elsewhere.
             logger.error("cannot issue a receipt: %s", exc)
             raise InternalError("this worker cannot issue receipts") from exc
-        self.table.close(task.digest)
+        self._table.close(task.digest)
         logger.info(
             "task %s from %s done: model %s seq %d batch %d compute %.1f ms",
             task.digest.hex()[:8],
@@ -194,10 +197,14 @@ class TaskHandler:
         return await _off_loop_if_big(out_bytes, encode_result, receipt, execution.outputs)
 
     async def _execute(
-        self, model_root: bytes, inputs: Values, params: dict[str, int]
+        self,
+        model_root: bytes,
+        inputs: Values,
+        params: dict[str, int],
+        on_start: Callable[[], None],
     ) -> ExecutionLike:
         try:
-            return await self._runner.run(model_root, inputs, params)
+            return await self._runner.run(model_root, inputs, params, on_start=on_start)
         except MeshError:
             raise
         except Exception as exc:

@@ -1,25 +1,33 @@
-"""A task's life on a node, as a table (STYLE.md #2).
+"""A task's life on a node, as a table (STYLE.md #2): the one record of tasks in flight.
 
 Rules:
-- a task enters as RECEIVED once its envelope decoded;
-- RECEIVED -> ADMITTED after every check passed (signature, window, target,
-  input hash, model, replay, admission) or -> FAILED;
+- a task enters as ADMITTED once every check passed (signature, window, target,
+  input hash, model, admission, replay): the checks before that are one step of
+  the handler, with nothing to record;
 - ADMITTED -> QUEUED when handed to the runner; QUEUED -> RUNNING when the
-  runner starts it; RUNNING -> DONE with outputs, or -> FAILED;
-- ADMITTED/QUEUED may also fail (drain, runner refusal);
-- DONE and FAILED are final; a receipt is issued only from DONE.
+  runner reports that the task's batch started; RUNNING -> DONE with outputs;
+- any state before DONE may go to FAILED (drain, deadline, runner refusal, a
+  failed batch); a task leaves the table when it fails or, once DONE, when its
+  receipt was issued (:meth:`TaskTable.close`);
+- a receipt is issued only from DONE (:meth:`TaskTable.require_done`).
+
+Admission reads its counts here (per state and per client), the drain waits on
+:meth:`TaskTable.wait_idle`, and a node's status reports :meth:`TaskTable.count`:
+nothing else keeps its own count of tasks in flight.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass
+
+import trio
 
 from mesh.errors import InternalError
 
 
 class TaskState(enum.Enum):
-    RECEIVED = "received"
     ADMITTED = "admitted"
     QUEUED = "queued"
     RUNNING = "running"
@@ -28,7 +36,6 @@ class TaskState(enum.Enum):
 
 
 TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
-    TaskState.RECEIVED: frozenset({TaskState.ADMITTED, TaskState.FAILED}),
     TaskState.ADMITTED: frozenset({TaskState.QUEUED, TaskState.FAILED}),
     TaskState.QUEUED: frozenset({TaskState.RUNNING, TaskState.FAILED}),
     TaskState.RUNNING: frozenset({TaskState.DONE, TaskState.FAILED}),
@@ -39,60 +46,84 @@ TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
 FINAL = frozenset({TaskState.DONE, TaskState.FAILED})
 
 
-@dataclass
+@dataclass(slots=True)
+class _Entry:
+    client: bytes
+    state: TaskState
+
+
 class TaskTable:
-    """States of the tasks a node is handling, keyed by task id.
+    """The tasks a node has admitted and not yet answered, keyed by task id."""
 
-    FAILED tasks are dropped at once; DONE tasks stay until :meth:`close` (after
-    their receipt is issued), so the table's size is bounded by the admitted
-    tasks plus those being checked.
-    """
+    def __init__(self) -> None:
+        self._entries: dict[bytes, _Entry] = {}
+        self._by_client: Counter[bytes] = Counter()
+        self._idle = trio.Event()
+        self._idle.set()
 
-    _states: dict[bytes, TaskState] = field(default_factory=dict)
-
-    def receive(self, task_id: bytes) -> None:
-        """Start tracking ``task_id``; a duplicate id in flight is a replay."""
-        if task_id in self._states:
+    def admit(self, task_id: bytes, client: bytes) -> None:
+        """Start tracking an admitted task; a duplicate id in flight is a bug upstream."""
+        if task_id in self._entries:
             raise InternalError("task already in flight")
-        self._states[task_id] = TaskState.RECEIVED
+        self._entries[task_id] = _Entry(client, TaskState.ADMITTED)
+        self._by_client[client] += 1
+        if self._idle.is_set():
+            self._idle = trio.Event()
 
     def move(self, task_id: bytes, new: TaskState) -> None:
         """Apply one transition; raises InternalError for one the table forbids."""
-        old = self._states.get(task_id)
-        if old is None or new not in TRANSITIONS[old]:
+        entry = self._entries.get(task_id)
+        old = None if entry is None else entry.state
+        if entry is None or new not in TRANSITIONS[entry.state]:
             raise InternalError(f"illegal task transition {old} -> {new}")
         if new is TaskState.FAILED:
-            del self._states[task_id]
+            self._forget(task_id)
         else:
-            self._states[task_id] = new
+            entry.state = new
 
     def close(self, task_id: bytes) -> None:
         """Forget a DONE task once its answer is built."""
-        if self._states.get(task_id) is TaskState.DONE:
-            del self._states[task_id]
+        entry = self._entries.get(task_id)
+        if entry is not None and entry.state is TaskState.DONE:
+            self._forget(task_id)
 
     def fail(self, task_id: bytes) -> None:
-        """Mark a tracked task failed (from any non-final state) and forget it.
+        """Forget a tracked task that ends without an answer, whatever its state.
 
-        Unknown ids are ignored; a DONE task whose answer could not be built
-        (no receipt) is simply forgotten.
+        Unknown ids are ignored (the task was closed already); a DONE task whose
+        answer could not be built (no receipt) is forgotten too.
         """
-        state = self._states.get(task_id)
-        if state is TaskState.DONE:
-            del self._states[task_id]
-        elif state is not None:
-            self.move(task_id, TaskState.FAILED)
+        if task_id in self._entries:
+            self._forget(task_id)
 
     def state(self, task_id: bytes) -> TaskState | None:
-        return self._states.get(task_id)
+        entry = self._entries.get(task_id)
+        return None if entry is None else entry.state
 
     def count(self, *states: TaskState) -> int:
         """How many tracked tasks are in any of ``states`` (all when none given)."""
         if not states:
-            return len(self._states)
-        return sum(1 for s in self._states.values() if s in states)
+            return len(self._entries)
+        return sum(1 for e in self._entries.values() if e.state in states)
+
+    def count_for(self, client: bytes) -> int:
+        """Tasks in flight for one client key."""
+        return self._by_client.get(client, 0)
 
     def require_done(self, task_id: bytes) -> None:
         """Raise unless ``task_id`` is DONE: guards receipt issuance."""
-        if self._states.get(task_id) is not TaskState.DONE:
+        if self.state(task_id) is not TaskState.DONE:
             raise InternalError("a receipt can only be issued for a task that ran")
+
+    async def wait_idle(self) -> None:
+        """Return once no task is in flight (at once if none is)."""
+        while self._entries:
+            await self._idle.wait()
+
+    def _forget(self, task_id: bytes) -> None:
+        entry = self._entries.pop(task_id)
+        self._by_client[entry.client] -= 1
+        if self._by_client[entry.client] <= 0:
+            del self._by_client[entry.client]
+        if not self._entries:
+            self._idle.set()

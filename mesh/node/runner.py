@@ -8,7 +8,7 @@ roots and names it serves and its device. Component tests inject a fake runner;
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from mesh.core.values import Values
@@ -45,8 +45,15 @@ class TaskRunner(Protocol):
     def device(self) -> str: ...
 
     async def run(
-        self, model_root: bytes, inputs: Values, params: dict[str, int]
-    ) -> ExecutionLike: ...
+        self,
+        model_root: bytes,
+        inputs: Values,
+        params: dict[str, int],
+        *,
+        on_start: Callable[[], None] | None = None,
+    ) -> ExecutionLike:
+        """Run one task; ``on_start`` is called (on the trio thread) when its batch starts."""
+        ...
 
     def queue_depth(self) -> int: ...
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import trio
 
 from mesh.core.values import Values
-from mesh.errors import ConfigError, ModelError
+from mesh.errors import ConfigError
 from mesh.node.config import NodeConfig
 from mesh.node.runner import ExecutionLike
 
@@ -42,8 +42,15 @@ class RuntimeRunner:
     def device(self) -> str:
         return self._device
 
-    async def run(self, model_root: bytes, inputs: Values, params: dict[str, int]) -> ExecutionLike:
-        return await self._executor.run(model_root, inputs, params)
+    async def run(
+        self,
+        model_root: bytes,
+        inputs: Values,
+        params: dict[str, int],
+        *,
+        on_start: Callable[[], None] | None = None,
+    ) -> ExecutionLike:
+        return await self._executor.run(model_root, inputs, params, on_start=on_start)
 
     def queue_depth(self) -> int:
         return self._executor.queue_depth()
@@ -119,15 +126,11 @@ def load_zoo_models(
     weights or a model_root mismatch.
     """
     from mesh.runtime.registry import load_model
-    from mesh.runtime.zoo import Zoo
+    from mesh.runtime.zoo import find_manifest
 
-    zoos = [Zoo(path) for path in zoo_dirs] + [Zoo.builtin()]
-    loaded = []
-    for name in names:
-        zoo = next((z for z in zoos if name in z.names()), None)
-        if zoo is None:
-            known = sorted({n for z in zoos for n in z.names()})
-            raise ModelError(f"unknown model {name!r} (zoo has: {', '.join(known)})")
-        weights_dir = (weights or {}).get(name)
-        loaded.append(load_model(zoo.manifest(name), device=device, weights_dir=weights_dir))
-    return loaded
+    return [
+        load_model(
+            find_manifest(name, zoo_dirs), device=device, weights_dir=(weights or {}).get(name)
+        )
+        for name in names
+    ]

@@ -16,21 +16,24 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 import trio
 
-from mesh.core.receipt_log import ReceiptLog
+from mesh.aio.clock import WallClock, trio_wall_clock
+from mesh.aio.groups import unwrap_single_error
+from mesh.core.capacity import CAPACITY_NAMESPACE, capacity_validator
 from mesh.core.replay import ReplayCache
 from mesh.errors import ConfigError
-from mesh.net.interface import CAPACITY_NAMESPACE, TASK_PROTOCOL, Network
+from mesh.net.interface import TASK_PROTOCOL, Network
 from mesh.node.admission import Admission, ThroughputMeter
-from mesh.node.advertiser import Advertiser, capacity_validator
-from mesh.node.clock import WallClock, trio_wall_clock
+from mesh.node.advertiser import Advertiser
 from mesh.node.config import NodeConfig
-from mesh.node.groups import unwrap_single_error
 from mesh.node.handler import BlockingCall, TaskHandler
+from mesh.node.lifecycle import TaskState, TaskTable
+from mesh.node.receipt_log import ReceiptLog
 from mesh.node.runner import TaskRunner
 
 if TYPE_CHECKING:
@@ -44,6 +47,31 @@ NetworkFactory = Callable[[NodeConfig], AbstractAsyncContextManager[Network]]
 RunnerFactory = Callable[[NodeConfig], Awaitable[TaskRunner]]
 
 
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    """A snapshot of a running node (:meth:`Node.status`).
+
+    Attributes:
+        peer_id: the node's PeerID.
+        models: served model names and their hex model_roots.
+        in_flight: tasks admitted and not yet answered.
+        running: of those, tasks whose batch is running now.
+        capacity: tasks in flight before new ones are answered busy.
+        answered: replies sent, by code ("ok" or an error code).
+        adverts_published: capacity records stored in the DHT so far.
+        draining: True once the node stopped admitting tasks.
+    """
+
+    peer_id: str
+    models: dict[str, str]
+    in_flight: int
+    running: int
+    capacity: int
+    answered: dict[str, int]
+    adverts_published: int
+    draining: bool
+
+
 class Node:
     """A running node. Use as ``async with Node(config, network=..., runner=...) as node:``.
 
@@ -51,10 +79,9 @@ class Node:
         config: the node's configuration.
         network: the network to serve on (already running).
         runner: runs the tasks (the runtime executor, or a fake in tests).
-        receipt_log: the chained receipt log; opened from ``config.data_dir`` if None.
         wall_clock: epoch milliseconds; defaults to trio's clock plus the real offset.
         blocking: how to call blocking receipt-log appends (default: a worker
-            thread; component tests on a fake clock call inline).
+            thread; tests on a fake clock pass :func:`mesh.testing.inline_blocking`).
         memory_free_mb: free memory to advertise (the runtime's figure).
     """
 
@@ -64,47 +91,47 @@ class Node:
         *,
         network: Network,
         runner: TaskRunner,
-        receipt_log: ReceiptLog | None = None,
         wall_clock: WallClock | None = None,
         blocking: BlockingCall | None = None,
         memory_free_mb: Callable[[], int] = lambda: 0,
     ) -> None:
         self.config = config
-        self.network = network
-        self.runner = runner
+        self._network = network
+        self._runner = runner
         self._wall_clock = wall_clock or trio_wall_clock()
-        self._owns_log = receipt_log is None
-        if receipt_log is None:
-            try:
-                config.data_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise ConfigError(f"cannot create data dir {config.data_dir}: {exc}") from exc
-            receipt_log = ReceiptLog.open(config.receipt_log_path, config.identity)
-        self._log = receipt_log
-        self.meter = ThroughputMeter()
+        try:
+            config.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create data dir {config.data_dir}: {exc}") from exc
+        self._log = ReceiptLog.open(config.receipt_log_path, config.identity)
+        self._meter = ThroughputMeter()
+        self._table = TaskTable()
         capacity = min(config.max_queue, runner.queue_capacity())
-        self.admission = Admission(
+        self._admission = Admission(
             capacity=max(1, capacity),
             per_client=config.max_in_flight_per_client,
-            meter=self.meter,
+            table=self._table,
+            meter=self._meter,
         )
-        self.handler = TaskHandler(
+        self._handler = TaskHandler(
             identity=config.identity,
             runner=runner,
             receipt_log=self._log,
             replay=ReplayCache(config.replay_entries),
-            admission=self.admission,
+            admission=self._admission,
+            table=self._table,
+            meter=self._meter,
             wall_clock=self._wall_clock,
             blocking=blocking,
         )
-        self.advertiser = Advertiser(
+        self._advertiser = Advertiser(
             config=config,
             network=network,
             runner=runner,
             wall_clock=self._wall_clock,
             throughput_milli=self._throughput_milli,
-            queue_depth=lambda: self.admission.in_flight,
-            queue_capacity=lambda: self.admission.capacity,
+            queue_depth=lambda: self._admission.in_flight,
+            queue_capacity=lambda: self._admission.capacity,
             memory_free_mb=memory_free_mb,
         )
         self._stack: AsyncExitStack | None = None
@@ -112,26 +139,46 @@ class Node:
 
     @property
     def peer_id(self) -> str:
-        return self.network.peer_id
+        return self._network.peer_id
+
+    @property
+    def model_names(self) -> list[str]:
+        """Names of the models this node serves."""
+        return list(self._runner.models.values())
+
+    def listen_addrs(self) -> list[str]:
+        """Full multiaddrs (with ``/p2p/<peer id>``) others dial this node on."""
+        return self._network.listen_addrs()
+
+    def status(self) -> NodeStatus:
+        """What this node is doing now (a snapshot)."""
+        return NodeStatus(
+            peer_id=self.peer_id,
+            models={name: root.hex() for root, name in self._runner.models.items()},
+            in_flight=self._table.count(),
+            running=self._table.count(TaskState.RUNNING),
+            capacity=self._admission.capacity,
+            answered=dict(self._handler.answered),
+            adverts_published=self._advertiser.published,
+            draining=self._admission.closed,
+        )
 
     def _throughput_milli(self) -> int:
-        rate = self.meter.rate(trio.current_time())
+        rate = self._meter.rate(trio.current_time())
         return 0 if rate is None else int(rate * 1000)
 
     async def __aenter__(self) -> Node:
-        self.meter.start(trio.current_time())
-        self.network.set_record_validator(CAPACITY_NAMESPACE, capacity_validator(self._wall_clock))
+        self._meter.start(trio.current_time())
+        self._network.set_record_validator(CAPACITY_NAMESPACE, capacity_validator(self._wall_clock))
         stack = AsyncExitStack()
         nursery = await stack.enter_async_context(trio.open_nursery())
         self._stack, self._nursery = stack, nursery
-        nursery.start_soon(self.runner.run_forever)
+        nursery.start_soon(self._runner.run_forever)
         # Serve before advertising: a client that finds us must get an answer.
-        self.network.set_request_handler(TASK_PROTOCOL, self.handler.handle)
-        await self.advertiser.advertise_once()
-        nursery.start_soon(self.advertiser.run)
-        logger.info(
-            "node %s serving %s", self.peer_id, ", ".join(self.runner.models.values()) or "nothing"
-        )
+        self._network.set_request_handler(TASK_PROTOCOL, self._handler.handle)
+        await self._advertiser.advertise_once()
+        nursery.start_soon(self._advertiser.run)
+        logger.info("node %s serving %s", self.peer_id, ", ".join(self.model_names) or "nothing")
         return self
 
     async def __aexit__(
@@ -150,8 +197,7 @@ class Node:
                 with unwrap_single_error():
                     result = await self._stack.__aexit__(exc_type, exc, tb)
             finally:
-                if self._owns_log:
-                    self._log.close()
+                self._log.close()
         return result
 
     async def drain(self, *, timeout: float | None = None) -> bool:  # noqa: ASYNC109 (a drain bound, not a call deadline)
@@ -159,15 +205,15 @@ class Node:
 
         New tasks are answered ``busy`` meanwhile, so clients retry elsewhere.
         """
-        self.admission.closed = True
+        self._admission.closed = True
         limit = self.config.drain_timeout_s if timeout is None else timeout
-        in_flight = self.admission.in_flight
+        in_flight = self._table.count()
         if in_flight:
             logger.info("draining %d task(s), at most %.0f s", in_flight, limit)
         with trio.move_on_after(limit):
-            await self.handler.idle.wait()
+            await self._table.wait_idle()
             return True
-        logger.warning("drain deadline passed with %d task(s) in flight", self.admission.in_flight)
+        logger.warning("drain deadline passed with %d task(s) in flight", self._table.count())
         return False
 
 

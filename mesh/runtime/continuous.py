@@ -76,6 +76,9 @@ class ContinuousLane:
                 # Admit under the limiter: tasks that came while it was busy join now.
                 seats = [s for s in seats if s.job.waiting]
                 joining = self._lane.take(self._max_batch - len(seats))
+                for job in joining:
+                    job.start()
+                joining = [job for job in joining if job.waiting]  # a start hook may fail it
                 if not seats and not joining:
                     continue
                 outcome = await trio.to_thread.run_sync(

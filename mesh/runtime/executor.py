@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import trio
@@ -42,7 +42,7 @@ import trio
 from mesh.core.model_root import format_root
 from mesh.core.tensors import Tensor
 from mesh.core.values import Values
-from mesh.errors import InternalError, InvalidInput, UnknownModel
+from mesh.errors import ConfigError, InternalError, InvalidInput, UnknownModel
 from mesh.runtime.continuous import ContinuousLane
 from mesh.runtime.convert import to_torch
 from mesh.runtime.device import apply_thread_count
@@ -80,7 +80,7 @@ class Executor:
             lanes always run, e.g. to compare the two in one benchmark.
         """
         if max_batch < 1 or max_wait_ms < 0 or max_queue < 1:
-            raise ValueError("max_batch and max_queue must be >= 1, max_wait_ms >= 0")
+            raise ConfigError("max_batch and max_queue must be >= 1, max_wait_ms >= 0")
         self._lanes = {m.model_root: Lane(m) for m in models}
         self._continuous = continuous
         self._max_batch = max_batch
@@ -110,6 +110,7 @@ class Executor:
         inputs: Values,
         params: dict[str, int],
         *,
+        on_start: Callable[[], None] | None = None,
         on_tokens: TokenHook | None = None,
     ) -> Execution:
         """Run one task, batched with concurrent callers of the same model.
@@ -118,6 +119,10 @@ class Executor:
             model_root: the model.
             inputs: the task's inputs.
             params: the task's integer params.
+            on_start: called on the trio thread when the task starts running: when
+                its batch starts, or under continuous batching when it joins the
+                running batch (the step that prefills its prompt). If it raises,
+                the task stops and this call raises that exception.
             on_tokens: for generation models, called on the trio thread (never
                 from a worker thread) with this task's new token ids after each
                 step that produced some: one id per step under continuous
@@ -138,7 +143,7 @@ class Executor:
         lane.model.validate(inputs, params)
         if on_tokens is not None and lane.model.manifest.kind != "generate":
             raise InvalidInput(f"{lane.model.name} emits no tokens to stream")
-        job = Job(inputs, params, trio.current_time(), on_tokens)
+        job = Job(inputs, params, trio.current_time(), on_start, on_tokens)
         lane.submit(job)
         self._depth += 1
         try:
@@ -190,6 +195,8 @@ class Executor:
     async def _run_batch(self, model: LoadedModel, batch: list[Job]) -> None:
         items = [(job.inputs, job.params) for job in batch]
         async with self._device:
+            for job in batch:
+                job.start()
             try:
                 outputs, compute_ms = await trio.to_thread.run_sync(_timed_run, model, items)
                 if len(outputs) != len(batch):

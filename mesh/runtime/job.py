@@ -52,6 +52,7 @@ class Job:
     inputs: Values
     params: dict[str, int]
     enqueued: float
+    on_start: Callable[[], None] | None = None
     on_tokens: TokenHook | None = None
     done: trio.Event = field(default_factory=trio.Event)
     result: Execution | None = None
@@ -74,6 +75,19 @@ class Job:
         if not self.done.is_set():
             self.error = error
             self.done.set()
+
+    def start(self) -> None:
+        """Tell the caller its task starts running; call on the trio thread.
+
+        A hook that raises fails this job with its own exception.
+        """
+        if self.on_start is None or not self.waiting:
+            return
+        try:
+            self.on_start()
+        except Exception as exc:  # the caller's hook; its failure ends its own task only
+            log.warning("a start hook raised %r; its task stops", exc)
+            self.fail(exc)
 
     def emit(self, ids: list[int]) -> None:
         """Hand new token ids to the hook; call on the trio thread.

@@ -9,7 +9,10 @@ A manifest is a TOML file, ``<entry>/manifest.toml``::
     [architecture]               # file resolved in the entry folder; "builtin:<entry>/<file>"
     file = "model.py"            # names a file of the installed zoo
     config = { ... }             # keyword arguments of the file's build(**config)
-    [weights]                    # source = seed | package | file
+    config_file = "config.json"  # optional: a JSON object of more arguments, read from the
+                                 # weights folder (the entry folder for seed weights); the
+                                 # manifest's own config wins where both name a key
+    [weights]                    # source = seed | package | file | folder
     [inputs.<name>] / [outputs.<name>]   dtype ("str" for a list of strings), shape (-1 = any)
     [limits]                     # max_rows, max_seq_len, max_tokens, max_texts, max_prompt_tokens
     [tolerance.<dtype>]          # output_abs, hidden_abs, logit_abs, prob_abs (measured, see there)
@@ -20,14 +23,16 @@ Floats are fine here: a manifest is local configuration, never signed.
 
 from __future__ import annotations
 
+import json
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from mesh.errors import ModelError
 
 KINDS = ("classify", "embed", "generate")
+SOURCES = ("seed", "package", "file", "folder")
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,7 @@ class Manifest:
     tokenizer: dict[str, Any] = field(default_factory=dict)
     commitment: dict[str, int] = field(default_factory=dict)
     description: str = ""
+    config_file: str = ""
 
     def limit(self, key: str, default: int) -> int:
         """A named limit from ``[limits]``, or ``default``."""
@@ -123,8 +129,8 @@ def _parse(raw: dict[str, Any], folder: Path) -> Manifest:
         raise ValueError("model_root must be 32 bytes of hex")
     arch = raw["architecture"]
     weights = dict(raw["weights"])
-    if weights.get("source") not in ("seed", "package", "file"):
-        raise ValueError("weights.source must be seed, package or file")
+    if weights.get("source") not in SOURCES:
+        raise ValueError(f"weights.source must be one of {SOURCES}")
     return Manifest(
         name=name,
         kind=kind,
@@ -144,7 +150,32 @@ def _parse(raw: dict[str, Any], folder: Path) -> Manifest:
         tokenizer=dict(raw.get("tokenizer", {})),
         commitment={k: int(v) for k, v in raw.get("commitment", {}).items()},
         description=str(raw.get("description", "")),
+        config_file=str(arch.get("config_file", "")),
     )
+
+
+def with_config_file(manifest: Manifest, folder: Path) -> Manifest:
+    """The manifest with its ``config_file`` (a JSON object in ``folder``) merged under its config.
+
+    Keys of the manifest's own ``config`` win, so an operator's manifest can pin
+    or override what a checkpoint's ``config.json`` says. Without a
+    ``config_file`` the manifest comes back unchanged; merging twice gives the same.
+
+    Raises:
+        ModelError: the file is missing, unreadable, not JSON, or not a JSON object.
+    """
+    if not manifest.config_file:
+        return manifest
+    path = folder / manifest.config_file
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ModelError(f"{manifest.name}: architecture config {path} not found") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{manifest.name}: cannot read architecture config {path}: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise ModelError(f"{manifest.name}: architecture config {path} is not a JSON object")
+    return replace(manifest, config={**loaded, **manifest.config})
 
 
 def _spec(value: dict[str, Any]) -> TensorSpec:

@@ -24,8 +24,14 @@ from mesh.runtime.embed import Embedder
 from mesh.runtime.generate import Generator
 from mesh.runtime.manifest import Manifest
 from mesh.runtime.output import ModelOutput, check_schema
-from mesh.runtime.tokenize import ByteTokenizer, HFTokenizer, TextTokenizer
-from mesh.runtime.weights import build_model, weights_folder
+from mesh.runtime.tokenize import (
+    ByteTokenizer,
+    HFTokenizer,
+    TextTokenizer,
+    read_tokenizer_config,
+    special_token_text,
+)
+from mesh.runtime.weights import build_model, resolve_config, weights_folder
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +82,8 @@ def load_model(
     """Build and check a zoo entry.
 
     Args:
-        manifest: the entry.
+        manifest: the entry; the loaded model carries it with its ``config_file``
+            merged in (see :func:`mesh.runtime.weights.resolve_config`).
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
         weights_dir: the operator's folder of weights (for ``file`` sources, or
             instead of a package's).
@@ -89,6 +96,7 @@ def load_model(
     device = resolve_device(device)
     run_dtype = dtype or manifest.dtype
     tdtype = torch_dtype(run_dtype)
+    manifest = resolve_config(manifest, weights_dir)
     module, root = build_model(manifest, weights_dir)
     if manifest.model_root is None:
         log.warning(
@@ -123,15 +131,55 @@ def _handler(
         if not isinstance(tokenizer, HFTokenizer):
             raise ModelError(f"{manifest.name}: an embedding model needs an hf tokenizer")
         return Embedder(manifest, cast(Any, module), tokenizer, device=device, dtype=dtype)
-    eos: Any = manifest.tokenizer.get("eos_id")
     return Generator(
         manifest,
         cast(Any, module),
         tokenizer,
         device=device,
         dtype=dtype,
-        eos_id=None if eos is None else int(eos),
+        eos_id=_eos_id(manifest, tokenizer, weights_dir),
     )
+
+
+def _eos_id(
+    manifest: Manifest, tokenizer: TextTokenizer | None, weights_dir: Path | None
+) -> int | None:
+    """The end-of-text id: ``[tokenizer] eos_id``, else one found through ``config_file``.
+
+    With ``[tokenizer] config_file`` (a Hugging Face tokenizer_config.json next to the
+    tokenizer), its ``eos_token`` is looked up in the tokenizer; a folder without that
+    file, or a config naming none, falls back to the architecture config's
+    ``eos_token_id``. Without either key the model has no end-of-text token.
+
+    Raises:
+        ModelError: the files name no single end-of-text token, or one the tokenizer lacks.
+    """
+    explicit: Any = manifest.tokenizer.get("eos_id")
+    if explicit is not None:
+        return int(explicit)
+    config_file = manifest.tokenizer.get("config_file")
+    if config_file is None:
+        return None
+    path = _tokenizer_folder(manifest, weights_dir) / str(config_file)
+    if path.is_file() and isinstance(tokenizer, HFTokenizer):
+        text = special_token_text(read_tokenizer_config(path), "eos_token")
+        if text is not None:
+            return tokenizer.token_id(text)
+    eos = manifest.config.get("eos_token_id")
+    if isinstance(eos, list) and len(eos) == 1:
+        eos = eos[0]
+    if isinstance(eos, int) and not isinstance(eos, bool) and eos >= 0:
+        return eos
+    # Several end ids (Llama 3.1's config lists three): the runtime stops at one only.
+    raise ModelError(
+        f"{manifest.name}: no single end-of-text token ({path} names no eos_token, the "
+        f"config's eos_token_id is {eos!r}); set [tokenizer] eos_id in the manifest"
+    )
+
+
+def _tokenizer_folder(manifest: Manifest, weights_dir: Path | None) -> Path:
+    """Where tokenizer files are: the weights folder, or the entry's own for seeded weights."""
+    return weights_folder(manifest, weights_dir) or manifest.folder
 
 
 def _tokenizer(manifest: Manifest, weights_dir: Path | None) -> TextTokenizer | None:
@@ -140,8 +188,9 @@ def _tokenizer(manifest: Manifest, weights_dir: Path | None) -> TextTokenizer | 
         return ByteTokenizer()
     if kind != "hf":
         return None
-    folder = weights_folder(manifest, weights_dir)
-    path = (folder or manifest.folder) / str(manifest.tokenizer.get("file", "tokenizer.json"))
+    path = _tokenizer_folder(manifest, weights_dir) / str(
+        manifest.tokenizer.get("file", "tokenizer.json")
+    )
     if not path.is_file():
         if manifest.tokenizer.get("optional", False):
             log.info("%s: no tokenizer at %s; prompts must be token ids", manifest.name, path)

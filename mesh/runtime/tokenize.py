@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from tokenizers import Tokenizer
 
@@ -63,3 +64,46 @@ class HFTokenizer:
 
     def decode(self, ids: list[int]) -> str:
         return str(self._tok.decode(ids, skip_special_tokens=True))
+
+    def token_id(self, token: str) -> int:
+        """The id of one token of the vocabulary (e.g. a special token by its text).
+
+        Raises:
+            ModelError: the vocabulary has no such token.
+        """
+        found = self._tok.token_to_id(token)
+        if found is None:
+            raise ModelError(f"the tokenizer has no token {token!r}")
+        return int(found)
+
+
+def read_tokenizer_config(path: Path) -> dict[str, Any]:
+    """A Hugging Face ``tokenizer_config.json`` (bos/eos tokens, ``chat_template``, ...).
+
+    Raises:
+        ModelError: unreadable, not JSON, or not a JSON object.
+    """
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"cannot read tokenizer config {path}: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise ModelError(f"tokenizer config {path} is not a JSON object")
+    return loaded
+
+
+def special_token_text(config: dict[str, Any], key: str) -> str | None:
+    """The text of a special token (``"eos_token"``, ``"bos_token"``) of a tokenizer config.
+
+    Accepts both spellings Hugging Face writes: a string, or an ``AddedToken``
+    object ``{"content": ...}``; None when the config names none.
+
+    Raises:
+        ModelError: the entry is neither.
+    """
+    value = config.get(key)
+    if isinstance(value, dict):
+        value = value.get("content")
+    if value is None or isinstance(value, str):
+        return value
+    raise ModelError(f"tokenizer config {key} is {value!r}, not a token")

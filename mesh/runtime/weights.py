@@ -5,7 +5,14 @@ Sources (``[weights]`` in the manifest):
   architecture's ``init_weights``, so they are identical on every machine;
 - ``package``: safetensors files shipped in an installed Python package (found
   through the package, never downloaded), or the operator's folder instead;
-- ``file``: a safetensors path relative to the operator's weights folder.
+- ``file``: a safetensors path relative to the operator's weights folder;
+- ``folder``: the operator's weights folder is a checkpoint in the Hugging Face
+  layout: the shards its ``model.safetensors.index.json`` names, else every
+  ``*.safetensors`` file there (one ``model.safetensors`` or several shards).
+
+An ``[architecture] config_file`` is read from the weights folder (the entry's
+own folder for seeded weights) and merged under the manifest's config
+(:func:`resolve_config`).
 
 The model_root is computed over the tensors *as stored* (names and dtype of the
 source, before any cast to the run dtype), so it equals the root of the files.
@@ -14,6 +21,7 @@ source, before any cast to the run dtype), so it equals the root of the files.
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,10 +35,13 @@ from safetensors.torch import load_file
 from mesh.core.model_root import TensorLeaf, make_leaf, model_root_of_tensors
 from mesh.errors import ModelError
 from mesh.runtime.convert import raw_bytes
-from mesh.runtime.manifest import Manifest
+from mesh.runtime.manifest import Manifest, with_config_file
 from mesh.runtime.zoo import architecture_path
 
 log = logging.getLogger(__name__)
+
+# The Hugging Face name of a sharded checkpoint's index (tensor name -> shard file).
+SHARD_INDEX = "model.safetensors.index.json"
 
 # torch dtype -> safetensors dtype code, the names model_root leaves carry.
 SAFETENSORS_CODES: dict[torch.dtype, str] = {
@@ -71,6 +82,13 @@ def weights_folder(manifest: Manifest, weights_dir: Path | None) -> Path | None:
         return None
     if source == "file":
         return _file_source(manifest, weights_dir).parent
+    if source == "folder":
+        if weights_dir is None or not weights_dir.is_dir():
+            raise ModelError(
+                f"{manifest.name} serves operator-provided weights: give the folder of a "
+                f"checkpoint (safetensors shards, config.json), not {weights_dir}"
+            )
+        return weights_dir
     if weights_dir is not None:
         return weights_dir
     package = str(manifest.weights["package"])
@@ -105,14 +123,47 @@ def _file_source(manifest: Manifest, weights_dir: Path | None) -> Path:
     raise ModelError(f"weights of {manifest.name} not found: no {path} under {weights_dir}")
 
 
+def resolve_config(manifest: Manifest, weights_dir: Path | None) -> Manifest:
+    """The manifest with its ``config_file`` merged in (unchanged without one).
+
+    Raises:
+        ModelError: the weights folder or the config file is missing or invalid.
+    """
+    if not manifest.config_file:
+        return manifest
+    return with_config_file(manifest, weights_folder(manifest, weights_dir) or manifest.folder)
+
+
+def _shards(folder: Path) -> list[Path]:
+    """A checkpoint folder's safetensors files: those its index names, else all of them."""
+    index = folder / SHARD_INDEX
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            names = sorted({str(v) for v in weight_map.values()})
+        # ValueError: not JSON; the others: not an object with a weight_map object.
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ModelError(f"cannot read shard index {index}: {exc!r}") from exc
+        if not names or any(Path(n).name != n for n in names):
+            raise ModelError(f"shard index {index} must name shard files in its own folder")
+        return [folder / n for n in names]
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise ModelError(f"no *.safetensors weights in {folder}")
+    return files
+
+
 def weight_files(manifest: Manifest, weights_dir: Path | None) -> list[Path]:
-    """Safetensors files of a ``file`` or ``package`` entry."""
+    """Safetensors files of a ``file``, ``folder`` or ``package`` entry."""
     if manifest.weights["source"] == "file":
         return [_file_source(manifest, weights_dir)]
     folder = weights_folder(manifest, weights_dir)
     assert folder is not None
-    names = [str(n) for n in manifest.weights.get("files", ["model.safetensors"])]
-    files = [folder / n for n in names]
+    if manifest.weights["source"] == "folder":
+        files = _shards(folder)
+    else:
+        names = [str(n) for n in manifest.weights.get("files", ["model.safetensors"])]
+        files = [folder / n for n in names]
     for f in files:
         if not f.is_file():
             raise ModelError(f"weights of {manifest.name} not found: {f}")
@@ -140,6 +191,7 @@ def build_model(manifest: Manifest, weights_dir: Path | None) -> tuple[torch.nn.
     Returns:
         The module on CPU in the stored dtype, and the 32-byte root of its weights.
     """
+    manifest = resolve_config(manifest, weights_dir)
     arch = load_architecture(manifest)
     try:
         module: torch.nn.Module = arch.build(**manifest.config)

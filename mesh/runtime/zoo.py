@@ -6,7 +6,9 @@ package ``mesh._zoo``; operators can point a node at a folder of their own.
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
+from collections.abc import Sequence
 from pathlib import Path
 
 from mesh.errors import ConfigError, ModelError
@@ -59,6 +61,50 @@ class Zoo:
             raise ModelError(
                 f"no model {name!r} in zoo {self.path} (has: {', '.join(self.names())})"
             ) from None
+
+
+def search_path(zoo_dirs: Sequence[Path] = ()) -> list[Zoo]:
+    """The zoos a name is looked up in, in order: the operator's folders, then the built-in one.
+
+    Raises:
+        ConfigError: a folder does not exist.
+    """
+    return [*(Zoo(path) for path in zoo_dirs), Zoo.builtin()]
+
+
+@functools.lru_cache(maxsize=64)
+def _manifests(zoo_dirs: tuple[Path, ...]) -> dict[str, Manifest]:
+    # Read once per process: resolving a name per task would parse every manifest
+    # of the zoo each time (milliseconds per task).
+    found: dict[str, Manifest] = {}
+    for zoo in search_path(zoo_dirs):
+        for name in zoo.names():
+            found.setdefault(name, zoo.manifest(name))
+    return found
+
+
+def manifests(zoo_dirs: Sequence[Path] = ()) -> dict[str, Manifest]:
+    """Every model name of the search path and its manifest; the first zoo naming it wins.
+
+    Cached per tuple of folders (a zoo edited while the process runs is not re-read).
+
+    Raises:
+        ConfigError: a folder does not exist. ModelError: a bad manifest.
+    """
+    return _manifests(tuple(zoo_dirs))
+
+
+def find_manifest(name: str, zoo_dirs: Sequence[Path] = ()) -> Manifest:
+    """The manifest of ``name`` along the search path.
+
+    Raises:
+        ModelError: no zoo has it (the message lists the names known).
+    """
+    known = manifests(zoo_dirs)
+    if name not in known:
+        listed = ", ".join(sorted(known)) or "none"
+        raise ModelError(f"unknown model {name!r} (zoo has: {listed})")
+    return known[name]
 
 
 def architecture_path(manifest: Manifest) -> Path:

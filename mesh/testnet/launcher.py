@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from mesh.core.identity import Identity, write_key_file
+from mesh.core.identity import Identity
 from mesh.errors import DeadlineExceeded, MeshError
+from mesh.files.keyfile import write_key_file
 from mesh.node.config import NodeConfig
 from mesh.testnet.processes import Child, fork_child, stop_children, wait_for_reports
 
@@ -266,7 +267,7 @@ class Testnet:
 
         async def one(peer_id: str) -> None:
             async with limiter:
-                record = await client.discovery.fetch_record(peer_id, timeout=3.0)
+                record = await client.record(peer_id, timeout=3.0)
             if record is not None and roots <= set(record.models):
                 found.add(peer_id)
 
@@ -277,21 +278,17 @@ class Testnet:
 
     @staticmethod
     async def _providers_found(client: AsyncClient, root: bytes, want: set[str]) -> bool:
-        try:
-            providers = await client.network.find_providers(root, count=len(want), timeout=3.0)
-        except MeshError:
-            return False
-        seen = {p.peer_id for p in providers}
+        seen = set(await client.providers(root, timeout=3.0))
         return seen <= want and len(seen) >= min(len(want), PROVIDER_ANSWER_CAP)
 
 
 def _node_main(
     config: NodeConfig, models: Sequence[LoadedModel]
 ) -> Callable[[Callable[[dict[str, Any]], None]], int]:
-    """The body of one forked node process: the CLI's ``serve``, reporting to the launcher."""
+    """The body of one forked node process: ``mesh node``'s lifecycle, reporting to the launcher."""
 
     def main(report: Callable[[dict[str, Any]], None]) -> int:
-        from mesh.cli.node import serve
+        from mesh.node.serve import serve_until_signal
         from mesh.node.service import Node, libp2p_network_factory
 
         async def runner_factory(_config: NodeConfig) -> RuntimeRunner:
@@ -303,11 +300,11 @@ def _node_main(
             return RuntimeRunner(executor, models, device="cpu")
 
         def on_ready(node: Node) -> None:
-            report({"peer_id": node.peer_id, "addrs": node.network.listen_addrs()})
+            report({"peer_id": node.peer_id, "addrs": node.listen_addrs()})
 
         trio.run(
             functools.partial(
-                serve,
+                serve_until_signal,
                 config,
                 network_factory=libp2p_network_factory,
                 runner_factory=runner_factory,

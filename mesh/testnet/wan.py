@@ -38,8 +38,9 @@ from typing import Any
 
 import trio
 
+from mesh.core.capacity import RecordValidator
 from mesh.errors import ConfigError, DeadlineExceeded, MeshError
-from mesh.net.interface import Network, PeerAddr, RecordValidator, RequestHandler
+from mesh.net.interface import Network, OnPartial, PeerAddr, RequestHandler
 from mesh.node.config import NodeConfig
 from mesh.testnet.launcher import NodeProcess, Testnet, TestnetConfig
 
@@ -326,9 +327,12 @@ class DelayedNetwork:
         payload: bytes,
         *,
         timeout: float,  # noqa: ASYNC109
+        on_partial: OnPartial | None = None,
     ) -> bytes:
         left = await self._delay(peer.peer_id, timeout)
-        return await self._inner.request(peer, protocol, payload, timeout=left)
+        return await self._inner.request(
+            peer, protocol, payload, timeout=left, on_partial=on_partial
+        )
 
     async def connect(self, peer: PeerAddr, *, timeout: float) -> None:  # noqa: ASYNC109
         left = await self._delay(peer.peer_id, timeout)
@@ -366,6 +370,12 @@ class DelayedNetwork:
 
     def mark_unhealthy(self, peer_id: str) -> None:
         self._inner.mark_unhealthy(peer_id)
+
+    def is_healthy(self, peer_id: str) -> bool:
+        return self._inner.is_healthy(peer_id)
+
+    def consecutive_failures(self, peer_id: str) -> int:
+        return self._inner.consecutive_failures(peer_id)
 
 
 def region_of(net: Testnet) -> dict[str, str]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import trio
 
+from mesh.aio.clock import WallClock
 from mesh.client.async_client import AsyncClient, ClientConfig
 from mesh.core.envelope import Signed, sign_message
 from mesh.core.identity import Identity
@@ -22,10 +23,9 @@ from mesh.core.messages import Task, encode_request
 from mesh.core.tensors import Tensor
 from mesh.core.values import Values, values_hash
 from mesh.errors import InvalidInput
-from mesh.net.memory import MemoryHub
-from mesh.node.clock import WallClock, trio_wall_clock
 from mesh.node.config import NodeConfig
 from mesh.node.service import Node
+from mesh.testing import MemoryHub, fixed_wall_clock, inline_blocking
 
 # Virtual epoch: trio's MockClock starts near 0; wall time = that + this offset.
 EPOCH_OFFSET_S = 1_700_000_000.0
@@ -35,7 +35,7 @@ MODELS = {ROOT_A: "model-a"}
 
 
 def wall() -> WallClock:
-    return trio_wall_clock(offset_s=EPOCH_OFFSET_S)
+    return fixed_wall_clock(EPOCH_OFFSET_S)
 
 
 def identity(n: int) -> Identity:
@@ -85,7 +85,14 @@ class FakeRunner:
     def device(self) -> str:
         return self.device_name
 
-    async def run(self, model_root: bytes, inputs: Values, params: dict[str, int]) -> FakeExecution:
+    async def run(
+        self,
+        model_root: bytes,
+        inputs: Values,
+        params: dict[str, int],
+        *,
+        on_start: Callable[[], None] | None = None,
+    ) -> FakeExecution:
         if "bad" in inputs:
             raise InvalidInput("input 'bad' is not accepted by this model")
         if "crash" in inputs:
@@ -95,6 +102,8 @@ class FakeRunner:
         try:
             if self.gate is not None:
                 await self.gate.wait()
+            if on_start is not None:
+                on_start()
             await trio.sleep(self.compute_s)
         finally:
             self.depth -= 1
@@ -110,11 +119,6 @@ class FakeRunner:
 
     async def run_forever(self) -> None:
         await trio.sleep_forever()
-
-
-async def inline(fn: Callable[[], Any]) -> Any:
-    """Call blocking ``fn`` on the loop: worker threads would let MockClock jump."""
-    return fn()
 
 
 async def serve_node(
@@ -134,7 +138,7 @@ async def serve_node(
         cfg = NodeConfig(identity=ident, data_dir=data_dir / f"node{n}", listen=(), **config)
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         async with Node(
-            cfg, network=net, runner=runner, wall_clock=wall(), blocking=inline
+            cfg, network=net, runner=runner, wall_clock=wall(), blocking=inline_blocking
         ) as node:
             task_status.started(node)
             if stop is None:

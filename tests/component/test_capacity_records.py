@@ -11,12 +11,12 @@ import trio
 from meshfakes import MODELS, ROOT_A, FakeRunner, identity, open_client, start_node, wall
 
 from mesh.core import canonical
+from mesh.core.capacity import CAPACITY_NAMESPACE, capacity_key, capacity_validator
 from mesh.core.envelope import sign_message
 from mesh.core.messages import CapacityRecord
 from mesh.errors import BadSignature, Expired
-from mesh.net.interface import CAPACITY_NAMESPACE, LOAD_TOPIC
-from mesh.net.memory import MemoryHub
-from mesh.node.advertiser import capacity_key, capacity_validator
+from mesh.net.interface import LOAD_TOPIC
+from mesh.testing import MemoryHub
 
 pytestmark = pytest.mark.component
 
@@ -51,8 +51,8 @@ async def test_node_publishes_a_record_that_clients_accept(
         assert views[0].record.models == (ROOT_A,) and views[0].record.region == "eu"
         # Records are refreshed each period and stay valid in between.
         await trio.sleep(node.config.capacity_refresh_s * 2.5)
-        assert node.advertiser.published >= 3
-        assert await client.discovery.fetch_record(node.peer_id, timeout=1) is not None
+        assert node.status().adverts_published >= 3
+        assert await client._discovery.fetch_record(node.peer_id, timeout=1) is not None
         nursery.cancel_scope.cancel()
 
 
@@ -125,18 +125,18 @@ async def test_load_gossip_updates_clients_and_forged_gossip_is_dropped(
             for bad in (b"garbage", forged, expired.envelope):
                 await evil.publish(LOAD_TOPIC, bad, timeout=1)
             await trio.testing.wait_all_tasks_blocked()
-            assert client.discovery.record(identity(1).peer_id) is None
-            assert client.discovery.rejected == 3
+            assert client._discovery.record(identity(1).peer_id) is None
+            assert client._discovery.rejected == 3
             # A genuine record is accepted whoever relays it.
             honest = sign_message(identity(2), _record(2, now(), queue_depth=3))
             await evil.publish(LOAD_TOPIC, honest.envelope, timeout=1)
             await trio.testing.wait_all_tasks_blocked()
-            held = client.discovery.record(identity(2).peer_id)
+            held = client._discovery.record(identity(2).peer_id)
             assert held is not None and held.queue_depth == 3
             stale = replace(_record(2, now() - 1000), queue_depth=7)
             await evil.publish(LOAD_TOPIC, sign_message(identity(2), stale).envelope, timeout=1)
             await trio.testing.wait_all_tasks_blocked()
-            held = client.discovery.record(identity(2).peer_id)
+            held = client._discovery.record(identity(2).peer_id)
             assert held is not None and held.queue_depth == 3  # older record ignored
         nursery.cancel_scope.cancel()
 
@@ -149,8 +149,8 @@ async def test_node_gossips_load_changes_to_clients(
     async with trio.open_nursery() as nursery:
         client = await nursery.start(open_client, hub, 40)
         node = await start_node(nursery, hub, 1, FakeRunner(gate=gate), tmp_path)
-        assert await client.discovery.fetch_record(node.peer_id, timeout=1) is not None
-        held = client.discovery.record(node.peer_id)
+        assert await client._discovery.fetch_record(node.peer_id, timeout=1) is not None
+        held = client._discovery.record(node.peer_id)
         assert held is not None and held.queue_depth == 0
         for _ in range(3):
             task = client.build_task(ROOT_A, {"t": ["x"]})
@@ -158,9 +158,9 @@ async def test_node_gossips_load_changes_to_clients(
                 functools.partial(client.run_task, task, {"t": ["x"]}, deadline=1000.0)
             )
         await trio.testing.wait_all_tasks_blocked()
-        assert node.admission.in_flight == 3
+        assert node.status().in_flight == 3
         await trio.sleep(node.config.load_gossip_s + 0.1)
-        held = client.discovery.record(node.peer_id)
+        held = client._discovery.record(node.peer_id)
         assert held is not None and held.queue_depth == 3  # from gossip, not the DHT
         gate.set()
         nursery.cancel_scope.cancel()
@@ -176,7 +176,7 @@ async def test_adverts_are_repeated_early_then_every_period(
         counts = []
         for at in (0.5, 2.5, 7.5, 22.5, 82.5, 142.5):
             await trio.sleep_until(start + at)
-            counts.append(node.advertiser.published)
+            counts.append(node.status().adverts_published)
         # Once at start, then after 2, 5 and 15 s (a lone first node's records reach
         # peers that joined meanwhile), then every 60 s.
         assert counts == [1, 2, 3, 4, 5, 6]

@@ -7,14 +7,15 @@ import trio
 import trio.testing
 
 from mesh.errors import DeadlineExceeded
-from mesh.net.interface import PeerAddr
-from mesh.net.memory import MemoryHub
+from mesh.net.interface import Inbound, PeerAddr
+from mesh.testing import MemoryHub
 from mesh.testnet.wan import DelayedNetwork, rtt_ms
 
 pytestmark = pytest.mark.component
 
 
-async def _echo(peer: str, message: bytes) -> bytes:
+async def _echo(request: Inbound) -> bytes:
+    message = request.message
     return message
 
 

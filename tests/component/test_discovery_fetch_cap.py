@@ -11,7 +11,7 @@ from meshfakes import ROOT_A, FakeRunner, open_client, start_node
 
 from mesh.client.async_client import AsyncClient
 from mesh.client.discovery import MAX_RECORD_FETCHES
-from mesh.net.memory import MemoryHub
+from mesh.testing import MemoryHub
 
 pytestmark = pytest.mark.component
 
@@ -20,13 +20,13 @@ NODES = 8
 
 def _count_record_gets(client: AsyncClient) -> list[str]:
     calls: list[str] = []
-    real = client.network.get_record
+    real = client._network.get_record
 
     async def counting(key: str, *, timeout: float) -> Any:  # noqa: ASYNC109
         calls.append(key)
         return await real(key, timeout=timeout)
 
-    client.network.get_record = counting  # type: ignore[method-assign]
+    client._network.get_record = counting  # type: ignore[method-assign]
     return calls
 
 
@@ -39,13 +39,13 @@ async def test_cold_lookup_fetches_at_most_the_cap_and_keeps_every_candidate(
         nodes = [await start_node(nursery, hub, i, FakeRunner(), tmp_path) for i in range(NODES)]
         client: AsyncClient = await nursery.start(open_client, hub, 99)
         calls = _count_record_gets(client)
-        known = sum(client.discovery.record(n.peer_id) is not None for n in nodes)
-        found = await client.discovery.candidates(ROOT_A, timeout=5)
+        known = sum(client._discovery.record(n.peer_id) is not None for n in nodes)
+        found = await client._discovery.candidates(ROOT_A, timeout=5)
         assert {c.peer.peer_id for c in found} == {n.peer_id for n in nodes}
         assert len(calls) == min(MAX_RECORD_FETCHES, NODES - known)
         assert sum(c.record is not None for c in found) == known + len(calls)
         # Asked for all, every record is there.
-        found = await client.discovery.candidates(ROOT_A, timeout=5, max_fetches=None)
+        found = await client._discovery.candidates(ROOT_A, timeout=5, max_fetches=None)
         assert all(c.record is not None for c in found)
         # ...and a task still runs.
         result = await client.run(ROOT_A, {"x": ["a"]}, timeout=10)

@@ -6,16 +6,55 @@ import pytest
 import trio
 
 from mesh.errors import DeadlineExceeded, MalformedMessage, PeerUnavailable, TooLarge
-from mesh.net.interface import PeerAddr
-from mesh.net.memory import MAX_PUBSUB_BYTES, UNHEALTHY_BACKOFF_S, MemoryHub
+from mesh.net.health import DEFAULT_BASE_BACKOFF_S
+from mesh.net.interface import Inbound, PeerAddr
+from mesh.net.memory import MAX_PUBSUB_BYTES, MemoryHub
 
 pytestmark = pytest.mark.component
 
 
-async def _echo(peer: str, message: bytes) -> bytes:
+async def _echo(request: Inbound) -> bytes:
+    peer, message = request.peer_id, request.message
     if message == b"garbage":
         raise MalformedMessage("not a request")
     return peer.encode() + b":" + message
+
+
+async def test_partial_answers_and_a_requester_that_leaves_mid_answer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    hub = MemoryHub()
+    left = trio.Event()
+
+    async def stream_tokens(request: Inbound) -> bytes:
+        try:
+            for i in range(10):
+                await request.send_partial(b"%d" % i)
+                await trio.sleep(1)
+        except PeerUnavailable:
+            left.set()  # the requester gave up: stop working for it
+            raise
+        return b"done"
+
+    async with hub.join("server") as server, hub.join("client") as client:
+        server.set_request_handler("/p", stream_tokens)
+        got: list[bytes] = []
+
+        async def collect(data: bytes) -> None:
+            got.append(data)
+
+        answer = await client.request(
+            PeerAddr("server"), "/p", b"go", timeout=30, on_partial=collect
+        )
+        assert answer == b"done" and got == [b"%d" % i for i in range(10)]
+        with pytest.raises(PeerUnavailable, match="nobody asked for"):
+            await client.request(PeerAddr("server"), "/p", b"go", timeout=30)
+        got.clear()
+        with pytest.raises(DeadlineExceeded):
+            await client.request(PeerAddr("server"), "/p", b"go", timeout=2.5, on_partial=collect)
+        assert got == [b"0", b"1", b"2"]
+        with trio.fail_after(5):
+            await left.wait()
 
 
 async def test_request_reaches_handler_and_faults_behave(
@@ -69,10 +108,10 @@ async def test_killed_peer_keeps_stale_provider_records(
         assert [p.peer_id for p in found] == ["server"]
         with pytest.raises(PeerUnavailable):
             await client.request(found[0], "/p", b"hi", timeout=1)
-        # ...until the caller marks it unhealthy, for a backoff.
-        client.mark_unhealthy("server")
+        # ...until a request to it fails: the health list then skips it for a backoff.
+        assert not client.is_healthy("server") and client.consecutive_failures("server") == 1
         assert await client.find_providers(b"k" * 32, count=5, timeout=1) == []
-        await trio.sleep(UNHEALTHY_BACKOFF_S + 1)
+        await trio.sleep(DEFAULT_BASE_BACKOFF_S)
         assert len(await client.find_providers(b"k" * 32, count=5, timeout=1)) == 1
 
 

@@ -28,11 +28,11 @@ from meshfakes import (
 from mesh.client.async_client import check_response
 from mesh.core import canonical, limits
 from mesh.core.messages import ErrorReply, decode_response
-from mesh.core.receipt_log import read_receipts
 from mesh.errors import PeerUnavailable
 from mesh.net.interface import TASK_PROTOCOL, PeerAddr
-from mesh.net.memory import MemoryHub, MemoryNetwork
+from mesh.node.receipt_log import read_receipts
 from mesh.node.service import Node
+from mesh.testing import MemoryHub, MemoryNetwork
 
 pytestmark = pytest.mark.component
 
@@ -170,7 +170,7 @@ async def test_bad_task_gets_typed_error_then_node_serves_others(
             assert reply.code == expected, reply.message
         async with hub.join(identity(OTHER).peer_id) as other:
             await _valid_task_succeeds(other, node, OTHER, b"\x07" * 16)
-        assert node.handler.answered.get(expected) == 1
+        assert node.status().answered.get(expected) == 1
         nursery.cancel_scope.cancel()
 
 
@@ -241,12 +241,17 @@ async def test_full_queue_answers_busy_with_retry_after(
             inner.start_soon(send, CLIENT, nets[0])
             inner.start_soon(send, OTHER, nets[1])
             await trio.testing.wait_all_tasks_blocked()
-            assert node.admission.in_flight == 2
+            # Admitted and queued behind the gate: in flight, none running yet.
+            assert (node.status().in_flight, node.status().running) == (2, 0)
             await send(52, nets[2])
             busy = decode_response(answers[-1])
             assert isinstance(busy, ErrorReply) and busy.code == "busy"
             assert busy.retry_after_ms > 0
             gate.set()
+            await trio.testing.wait_all_tasks_blocked()
+            # The runner reported both started: they compute now.
+            assert (node.status().in_flight, node.status().running) == (2, 2)
+        assert node.status().in_flight == 0
         assert sum(not isinstance(decode_response(a), ErrorReply) for a in answers) == 2
         nursery.cancel_scope.cancel()
 
@@ -372,7 +377,7 @@ async def test_run_node_builds_from_factories_and_drains_on_stop(
 ) -> None:
     # Real clock: run_node's node writes receipts from a worker thread, which
     # MockClock's autojump would take for idleness.
-    from mesh.node.clock import trio_wall_clock
+    from mesh.aio.clock import trio_wall_clock
     from mesh.node.config import NodeConfig
     from mesh.node.service import run_node
 

@@ -13,7 +13,7 @@ from meshfakes import ROOT_A, ROOT_B, FakeRunner, identity, inputs, start_node, 
 from mesh.client.async_client import AsyncClient
 from mesh.client.sync_client import Client
 from mesh.errors import MeshError, NoPeersAvailable
-from mesh.net.memory import MemoryHub
+from mesh.testing import MemoryHub
 
 pytestmark = pytest.mark.component
 

@@ -24,12 +24,11 @@ import trio
 from meshproc import TestnetProcess, run_json_script
 
 from mesh.core import canonical
+from mesh.core.capacity import CAPACITY_NAMESPACE, capacity_key, open_capacity
 from mesh.core.envelope import pae, sign_message
 from mesh.core.identity import Identity, public_key_from_peer_id
 from mesh.core.messages import CapacityRecord
-from mesh.net.interface import CAPACITY_NAMESPACE
 from mesh.net.libp2p_net import open_libp2p_network
-from mesh.node.advertiser import capacity_key, open_capacity
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -41,7 +40,7 @@ import json, sys
 import trio
 from mesh.client.async_client import AsyncClient
 from mesh.core.identity import Identity
-from mesh.net.interface import CAPACITY_NAMESPACE
+from mesh.core.capacity import CAPACITY_NAMESPACE
 from mesh.net.libp2p_net import open_libp2p_network
 
 bootstrap, keys = json.loads(sys.argv[1]), json.loads(sys.argv[2])

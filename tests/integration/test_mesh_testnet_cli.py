@@ -26,7 +26,7 @@ from mesh.client.models import resolve_model
 
 async def main():
     async with AsyncClient.connect(bootstrap=sys.argv[1]) as client:
-        found = await client.discovery.candidates(
+        found = await client._discovery.candidates(
             resolve_model("tiny-mlp"), timeout=10, max_fetches=None
         )
     print(json.dumps({"findable": [c.peer.peer_id for c in found if c.record is not None]}))

@@ -117,8 +117,14 @@ class Harness:
 
     async def run(self, name: str, t: Task, then: Callable[[int], None] | None = None) -> None:
         hook = self.log.hook(name, then)
+
+        def on_start() -> None:
+            self.log.events.append((f"{name} starts", 0))
+
         try:
-            self.results[name] = await self.executor.run(self.model.model_root, *t, on_tokens=hook)
+            self.results[name] = await self.executor.run(
+                self.model.model_root, *t, on_start=on_start, on_tokens=hook
+            )
         except (MeshError, HookFailed) as exc:
             self.errors[name] = exc
 
@@ -147,6 +153,13 @@ async def test_a_task_arriving_mid_generation_joins_and_finishes_first(
     log = h.log
     # The short task started and ended while the long one was still decoding.
     assert log.first("short") < log.last("short") < log.last("long")
+    # It started when it joined: right before the step that gave both a token.
+    assert log.first("long starts") == 0
+    joined = log.first("short starts")
+    assert log.events[joined + 1 : joined + 3] == [
+        ("long", log.events[joined + 1][1]),
+        ("short", 1),
+    ]
     assert 3 <= log.events[log.first("short") - 1][1] < 10  # it joined a few steps in
     assert len(log.tokens["long"]) == 100 and len(log.tokens["short"]) == 5
     for name, t in (("long", long), ("short", short)):
@@ -180,9 +193,49 @@ async def test_the_static_switch_makes_a_late_task_wait_for_the_whole_batch(
         assert h.executor.queue_depth() == 2
         release.set()
     # It waited for the whole batch, then ran alone; each hook fired once, with all tokens.
-    assert h.log.events == [("long", 100), ("short", 5)]
+    assert h.log.events == [("long starts", 0), ("long", 100), ("short starts", 0), ("short", 5)]
     assert h.results["long"].batch_size == h.results["short"].batch_size == 1
     assert h.same_as_alone("long", long) and h.same_as_alone("short", short)
+
+
+async def test_a_queued_task_starts_when_it_takes_a_slot(autojump_clock: Any) -> None:
+    h = Harness(loaded("tiny-gpt"), max_batch=1)
+    async with h.executor.running(), trio.open_nursery() as nursery:
+        nursery.start_soon(h.run, "A", task("a", 6))
+        nursery.start_soon(h.run, "B", task("b", 4))
+    first, second = sorted("AB", key=h.log.first)
+    assert h.log.events == [
+        (f"{first} starts", 0),
+        *[(first, n) for n in range(1, len(h.log.tokens[first]) + 1)],
+        (f"{second} starts", 0),
+        *[(second, n) for n in range(1, len(h.log.tokens[second]) + 1)],
+    ]
+
+
+async def test_a_raising_start_hook_stops_its_own_task_only(autojump_clock: Any) -> None:
+    model = loaded("tiny-gpt")
+    executor = Executor([model], max_batch=4)
+    results: dict[str, Execution] = {}
+    errors: list[Exception] = []
+
+    def refuse() -> None:
+        raise HookFailed("the task table refused the move")
+
+    async def doomed() -> None:
+        try:
+            await executor.run(model.model_root, *task("doomed", 5), on_start=refuse)
+        except HookFailed as exc:
+            errors.append(exc)
+
+    async def fine() -> None:
+        results["fine"] = await executor.run(model.model_root, *task("fine", 5))
+
+    async with executor.running(), trio.open_nursery() as nursery:
+        nursery.start_soon(doomed)
+        nursery.start_soon(fine)
+    assert len(errors) == 1
+    assert (results["fine"].outputs, results["fine"].commitment) == alone(task("fine", 5))
+    assert results["fine"].batch_size == 1  # the doomed one never ran a step
 
 
 async def test_run_keeps_its_positional_form(autojump_clock: Any) -> None:

@@ -16,7 +16,8 @@ from collections.abc import Awaitable, Callable
 import trio
 from netsupport import HELPER, addr_of, networks, seed
 
-from mesh.net.interface import CAPACITY_NAMESPACE, LOAD_TOPIC, TASK_PROTOCOL, PeerAddr
+from mesh.core.capacity import CAPACITY_NAMESPACE
+from mesh.net.interface import LOAD_TOPIC, TASK_PROTOCOL, Inbound, PeerAddr
 from mesh.net.libp2p_net import open_libp2p_network
 
 
@@ -34,7 +35,8 @@ async def timed(fn: Callable[[], Awaitable[object]]) -> float:
     return time.perf_counter() - start
 
 
-async def echo(peer: str, message: bytes) -> bytes:
+async def echo(request: Inbound) -> bytes:
+    message = request.message
     return message
 
 

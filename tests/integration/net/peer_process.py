@@ -13,11 +13,12 @@ import sys
 
 import trio
 
-from mesh.net.interface import TASK_PROTOCOL
+from mesh.net.interface import TASK_PROTOCOL, Inbound
 from mesh.net.libp2p_net import open_libp2p_network
 
 
-async def echo(peer: str, message: bytes) -> bytes:
+async def echo(request: Inbound) -> bytes:
+    message = request.message
     return b"echo:" + message
 
 

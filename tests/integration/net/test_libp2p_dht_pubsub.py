@@ -6,9 +6,10 @@ import pytest
 import trio
 from netsupport import networks
 
+from mesh.core.capacity import CAPACITY_NAMESPACE
 from mesh.core.identity import Identity
 from mesh.errors import BadSignature, DeadlineExceeded, Expired, MeshError, TooLarge
-from mesh.net.interface import CAPACITY_NAMESPACE, LOAD_TOPIC
+from mesh.net.interface import LOAD_TOPIC
 from mesh.net.libp2p_net import Libp2pNetwork
 
 pytestmark = pytest.mark.integration

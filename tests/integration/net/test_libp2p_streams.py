@@ -10,15 +10,16 @@ from libp2p.peer.id import ID
 from netsupport import FAST, PeerProcess, addr_of, networks, seed
 
 from mesh.core import limits
-from mesh.core.framing import FrameReader, encode_frames
+from mesh.core.framing import FrameReader, Message, encode_frames
 from mesh.errors import DeadlineExceeded, PeerUnavailable
-from mesh.net.interface import TASK_PROTOCOL
+from mesh.net.interface import TASK_PROTOCOL, Inbound
 from mesh.net.libp2p_net import Libp2pNetwork, NetTimeouts, open_libp2p_network
 
 pytestmark = pytest.mark.integration
 
 
-async def echo(peer: str, message: bytes) -> bytes:
+async def echo(request: Inbound) -> bytes:
+    message = request.message
     return b"echo:" + message
 
 
@@ -26,9 +27,10 @@ async def test_request_round_trip_reuses_the_stream() -> None:
     async with networks(2) as (server, client):
         seen: list[str] = []
 
-        async def handler(peer: str, message: bytes) -> bytes:
-            seen.append(peer)
-            return message[::-1]
+        async def handler(request: Inbound) -> bytes:
+            seen.append(request.peer_id)
+            assert request.addr.startswith("/ip4/127.0.0.1/tcp/")
+            return request.message[::-1]
 
         server.set_request_handler(TASK_PROTOCOL, handler)
         target = addr_of(server)
@@ -41,18 +43,46 @@ async def test_request_round_trip_reuses_the_stream() -> None:
         assert server.stats.served_messages == 3
 
 
+async def _three_partials(request: Inbound) -> bytes:
+    for i in range(3):
+        await request.send_partial(b"part%d:" % i + request.message)
+    return b"final:" + request.message
+
+
+async def test_partial_answers_arrive_in_order_before_the_final_one() -> None:
+    async with networks(2) as (server, client):
+        server.set_request_handler(TASK_PROTOCOL, _three_partials)
+        target = addr_of(server)
+        for payload in (b"a", b"b" * (limits.MAX_FRAME_BYTES + 10)):  # one frame, several
+            got: list[bytes] = []
+
+            async def collect(data: bytes, into: list[bytes] = got) -> None:
+                into.append(data)
+
+            answer = await client.request(
+                target, TASK_PROTOCOL, payload, timeout=30, on_partial=collect
+            )
+            assert got == [b"part%d:" % i + payload for i in range(3)]
+            assert answer == b"final:" + payload
+        assert client.stats.opened == 1  # the stream went back to the pool after each
+        # Partials nobody asked for are a broken answer, and the peer is marked.
+        with pytest.raises(PeerUnavailable, match="nobody asked for"):
+            await client.request(target, TASK_PROTOCOL, b"c", timeout=5)
+        assert not client.is_healthy(server.peer_id)
+
+
 async def test_concurrent_requests_each_get_their_own_stream() -> None:
     async with networks(2) as (server, client):
         release = trio.Event()
         arrived = 0
 
-        async def slow(peer: str, message: bytes) -> bytes:
+        async def slow(request: Inbound) -> bytes:
             nonlocal arrived
             arrived += 1
             if arrived == 2:
                 release.set()
             await release.wait()
-            return message
+            return request.message
 
         server.set_request_handler(TASK_PROTOCOL, slow)
         answers: dict[bytes, bytes] = {}
@@ -147,10 +177,10 @@ async def test_one_peer_cannot_hold_too_many_streams() -> None:
             await stream.write(encode_frames(b"ping"))
             reader = FrameReader()
             with trio.fail_after(5):
-                messages: list[bytes] = []
+                messages: list[Message] = []
                 while not messages:
                     messages = reader.feed(await stream.read(65536))
-            assert messages == [b"echo:ping"]
+            assert messages == [Message(b"echo:ping")]
         try:  # refused: reset at once, sometimes before the opener even sees it open
             extra = await _raw_stream(client, server)
         except BaseLibp2pError:
@@ -165,8 +195,8 @@ async def test_one_peer_cannot_hold_too_many_streams() -> None:
 async def test_a_handler_error_resets_only_its_stream() -> None:
     async with networks(2) as (server, client):
 
-        async def picky(peer: str, message: bytes) -> bytes:
-            if message == b"boom":
+        async def picky(request: Inbound) -> bytes:
+            if request.message == b"boom":
                 raise RuntimeError("handler bug")
             return b"fine"
 
@@ -184,11 +214,11 @@ async def test_a_raw_framed_request_is_answered() -> None:
         stream = await _raw_stream(client, server)
         await stream.write(encode_frames(b"raw"))
         reader = FrameReader()
-        messages: list[bytes] = []
+        messages: list[Message] = []
         with trio.fail_after(5):
             while not messages:
                 messages = reader.feed(await stream.read(65536))
-        assert messages == [b"echo:raw"]
+        assert messages == [Message(b"echo:raw")]
         await stream.close()
 
 

@@ -20,10 +20,11 @@ import trio
 
 from mesh.client.async_client import AsyncClient
 from mesh.core import canonical
-from mesh.core.identity import Identity, write_key_file
+from mesh.core.identity import Identity
 from mesh.core.messages import ErrorReply, decode_response, encode_request
 from mesh.core.receipts import verify_receipt
 from mesh.errors import PeerUnavailable
+from mesh.files.keyfile import write_key_file
 from mesh.net.interface import TASK_PROTOCOL, PeerAddr
 from mesh.node.config import NodeConfig
 from mesh.node.runtime_runner import load_runtime_runner
@@ -57,7 +58,7 @@ async def test_client_runs_tiny_mlp_on_a_libp2p_node(tmp_path: Path) -> None:
                     stop=stop,
                 )
             )
-            addrs = node.network.listen_addrs()
+            addrs = node.listen_addrs()
             async with AsyncClient.connect(bootstrap=addrs) as client:
                 x = {"x": tensor_from_nested(X)}
                 result = await client.run("tiny-mlp", x, timeout=20)
@@ -71,12 +72,13 @@ async def test_client_runs_tiny_mlp_on_a_libp2p_node(tmp_path: Path) -> None:
                 forged["task"]["sig"] = bytes(64)
                 codes = []
                 for payload in (canonical.encode(forged), good, good):
-                    reply = await client.network.request(target, TASK_PROTOCOL, payload, timeout=10)
+                    net = client._network
+                    reply = await net.request(target, TASK_PROTOCOL, payload, timeout=10)
                     decoded = decode_response(reply)
                     codes.append(decoded.code if isinstance(decoded, ErrorReply) else "ok")
                 assert codes == ["bad-signature", "ok", "replayed"]
                 with pytest.raises(PeerUnavailable):
-                    await client.network.request(target, TASK_PROTOCOL, b"\xc1", timeout=10)
+                    await client._network.request(target, TASK_PROTOCOL, b"\xc1", timeout=10)
                 after = await client.run("tiny-mlp", x, timeout=20)
                 assert after.worker == node.peer_id
             verify_receipt(result.receipt, task=result.task, outputs=result.outputs)

@@ -21,9 +21,10 @@ from safetensors.numpy import save_file
 
 from mesh.cli import main
 from mesh.core import canonical
-from mesh.core.identity import load_key_file
-from mesh.core.model_root import format_root, model_root_of_files
+from mesh.core.model_root import format_root
 from mesh.core.values import encode_values
+from mesh.files.keyfile import load_key_file
+from mesh.runtime.model_files import model_root_of_files
 
 pytestmark = pytest.mark.unit
 

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 from mesh.core import canonical
 from mesh.core.envelope import open_signed, sign_message
-from mesh.core.framing import HEADER_BYTES, FrameReader, encode_frames
+from mesh.core.framing import HEADER_BYTES, FrameReader, Message, encode_frames
 from mesh.core.messages import (
     CapacityRecord,
     ErrorReply,
@@ -178,18 +178,22 @@ MAX_MESSAGE = 256
 
 @FUZZ
 @given(
-    messages=st.lists(st.binary(max_size=MAX_MESSAGE), min_size=1, max_size=5),
+    messages=st.lists(
+        st.tuples(st.binary(max_size=MAX_MESSAGE), st.booleans()), min_size=1, max_size=5
+    ),
     cuts=st.lists(st.integers(0, 5000), max_size=20),
 )
-def test_frame_reader_any_split_gives_the_messages(messages: list[bytes], cuts: list[int]) -> None:
-    stream = b"".join(encode_frames(m, max_frame=MAX_FRAME) for m in messages)
+def test_frame_reader_any_split_gives_the_messages(
+    messages: list[tuple[bytes, bool]], cuts: list[int]
+) -> None:
+    stream = b"".join(encode_frames(m, max_frame=MAX_FRAME, partial=p) for m, p in messages)
     points = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
     reader = FrameReader(max_frame=MAX_FRAME, max_message=MAX_MESSAGE)
-    received: list[bytes] = []
+    received: list[Message] = []
     for start, end in itertools.pairwise(points):
         received.extend(reader.feed(stream[start:end]))
         assert reader.buffered <= HEADER_BYTES + MAX_FRAME + MAX_MESSAGE
-    assert received == messages
+    assert [(m.data, m.partial) for m in received] == messages
     assert reader.idle
 
 
@@ -200,7 +204,7 @@ def test_frame_reader_garbage_is_typed_and_bounded(chunks: list[bytes]) -> None:
     for chunk in chunks:
         try:
             for message in reader.feed(chunk):
-                assert len(message) <= MAX_MESSAGE
+                assert len(message.data) <= MAX_MESSAGE
         except MeshError:
             return
         assert reader.buffered <= HEADER_BYTES + MAX_FRAME + MAX_MESSAGE
@@ -214,7 +218,7 @@ def test_frame_reader_on_mutated_frames(data: bytes, split: int) -> None:
     reader = FrameReader(max_frame=MAX_FRAME, max_message=4096)
     try:
         for message in reader.feed(bytes(framed)):
-            _only_typed_errors(decode_response, message)
+            _only_typed_errors(decode_response, message.data)
     except MeshError:
         pass
     assert reader.buffered <= HEADER_BYTES + MAX_FRAME + 4096

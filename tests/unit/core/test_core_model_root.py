@@ -17,13 +17,12 @@ from mesh.core.model_root import (
     inclusion_proof,
     leaf_hash,
     make_leaf,
-    model_root_of_files,
     model_root_of_tensors,
     parse_root,
-    read_safetensors_leaves,
     verify_inclusion,
 )
 from mesh.errors import ModelError
+from mesh.runtime.model_files import model_root_of_files, read_safetensors_leaves
 
 pytestmark = pytest.mark.unit
 

@@ -18,7 +18,6 @@ from core_samples import (
 )
 
 from mesh.core.envelope import sign_message
-from mesh.core.receipt_log import ReceiptLog, read_receipts
 from mesh.core.receipts import ZERO_HASH, make_receipt, verify_receipt
 from mesh.core.values import values_hash
 from mesh.errors import (
@@ -28,6 +27,7 @@ from mesh.errors import (
     TaskMismatch,
     VerificationError,
 )
+from mesh.node.receipt_log import ReceiptLog, read_receipts
 
 pytestmark = pytest.mark.unit
 

@@ -6,7 +6,7 @@ import pytest
 from core_samples import NOW_MS, WORKER, signed_task
 
 from mesh.core.replay import ReplayCache, admit_task
-from mesh.errors import Busy, Expired, MalformedMessage, Replayed
+from mesh.errors import Busy, ConfigError, Expired, MalformedMessage, Replayed
 
 pytestmark = pytest.mark.unit
 
@@ -56,7 +56,7 @@ def test_full_of_live_entries_is_busy_not_forgetful() -> None:
 
 
 def test_invalid_size() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         ReplayCache(0)
 
 

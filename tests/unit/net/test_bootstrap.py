@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from mesh.errors import ConfigError
-from mesh.net.bootstrap import load_bootstrap_file, parse_bootstrap_lines, parse_multiaddr
+from mesh.net.bootstrap import load_bootstrap_file, parse_bootstrap_lines
+from mesh.net.multiaddrs import parse_peer_addr
 
 pytestmark = pytest.mark.unit
 
@@ -41,7 +42,7 @@ def test_bad_lines_name_file_and_line(line: str, why: str) -> None:
 
 
 def test_single_address_is_canonicalised() -> None:
-    assert parse_multiaddr(GOOD) == GOOD
+    assert parse_peer_addr(GOOD) == GOOD
 
 
 def test_load_file(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from mesh.errors import ConfigError
 from mesh.net.health import HealthList
 
 pytestmark = pytest.mark.unit
@@ -60,7 +61,7 @@ def test_huge_failure_counts_do_not_overflow() -> None:
 
 
 def test_bad_configuration_is_refused() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         HealthList(base_backoff=0.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         HealthList(base_backoff=10.0, max_backoff=1.0)

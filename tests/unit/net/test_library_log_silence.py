@@ -12,8 +12,14 @@ pytestmark = pytest.mark.unit
 
 PROGRAM = """
 import logging
-import mesh.net.libp2p_net
-logging.getLogger("libp2p.kad_dht.kad_dht").warning("Failed to read DHT message from stream")
+import trio
+from mesh.net.libp2p_net import open_libp2p_network
+
+async def main():
+    async with open_libp2p_network(identity_seed=bytes(32)):
+        logging.getLogger("libp2p.kad_dht").warning("Failed to read DHT message from stream")
+
+trio.run(main)
 print("done")
 """
 

@@ -9,8 +9,9 @@ import pytest
 from mesh.cli import build_parser
 from mesh.cli.node import DEFAULT_LISTEN, build_config
 from mesh.core import limits
-from mesh.core.identity import Identity, write_key_file
+from mesh.core.identity import Identity
 from mesh.errors import ConfigError
+from mesh.files.keyfile import write_key_file
 from mesh.node.config import NodeConfig
 
 pytestmark = pytest.mark.unit
@@ -24,9 +25,9 @@ def _key(tmp_path: Path) -> Path:
 
 def test_config_rejects_bad_values(tmp_path: Path) -> None:
     ident = Identity.from_seed(b"\x01" * 32)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         NodeConfig(identity=ident, data_dir=tmp_path, max_queue=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         NodeConfig(identity=ident, data_dir=tmp_path, device="tpu")
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mesh.core.model_root import model_root_of_files
 from mesh.errors import InvalidInput
 from mesh.runtime.convert import from_torch
+from mesh.runtime.model_files import model_root_of_files
 from mesh.runtime.registry import LoadedModel, load_model
 from mesh.runtime.sampling import Sampler, SamplingParams
 from mesh.runtime.zoo import Zoo

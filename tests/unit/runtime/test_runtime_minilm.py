@@ -9,8 +9,8 @@ import pytest
 import torch
 from runtime_models import loaded
 
-from mesh.core.model_root import model_root_of_files
 from mesh.runtime.convert import to_torch
+from mesh.runtime.model_files import model_root_of_files
 from mesh.runtime.registry import load_model
 from mesh.runtime.weights import weight_files
 

@@ -20,10 +20,12 @@ pytestmark = pytest.mark.unit
 
 def test_builtin_zoo_lists_its_entries() -> None:
     zoo = Zoo.builtin()
-    assert zoo.names() == ["gpt2", "minilm-l6", "tiny-gpt", "tiny-mlp"]
+    assert zoo.names() == ["gpt2", "llama", "minilm-l6", "tiny-gpt", "tiny-llama", "tiny-mlp"]
     assert zoo.manifest("tiny-mlp").kind == "classify"
     assert zoo.manifest("tiny-gpt").kind == "generate"
     assert zoo.manifest("gpt2").model_root is None  # no weights ship
+    assert zoo.manifest("llama").model_root is None
+    assert zoo.manifest("tiny-llama").kind == "generate"
 
 
 def test_unknown_name_is_a_model_error() -> None:
@@ -36,7 +38,7 @@ def test_missing_zoo_folder_is_a_config_error(tmp_path: Path) -> None:
         Zoo(tmp_path / "absent")
 
 
-@pytest.mark.parametrize("name", ["tiny-mlp", "tiny-gpt"])
+@pytest.mark.parametrize("name", ["tiny-mlp", "tiny-gpt", "tiny-llama"])
 def test_seeded_weights_give_the_pinned_root(name: str) -> None:
     manifest = Zoo.builtin().manifest(name)
     _, root = build_model(manifest, None)

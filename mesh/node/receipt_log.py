@@ -1,18 +1,12 @@
 """A worker's receipt chain on disk: append-only, hash-chained, crash-tolerant.
 
-File format: a sequence of records, each a 4-byte big-endian length followed by
-that many bytes of a receipt envelope (canonical MessagePack). Record ``n`` holds
-the receipt with ``seq = n``, whose ``prev`` is the digest of record ``n - 1``'s
-envelope (32 zero bytes for the first).
-
-On open the whole chain is read and checked (signatures, this worker's key,
-consecutive ``seq``, ``prev`` links). A torn final record -- a crash in the middle
-of a write -- is cut off with a warning; anything else that does not check is an
-error, because silently continuing a broken chain would hide tampering. Appends
-are fsynced before the receipt is handed out, so a receipt a client holds is
-never lost from the chain by a crash.
-
-The file I/O of the core lives here, small and isolated.
+The record format and the chain rules are the core's
+(:mod:`mesh.core.receipt_chain`); this module keeps the file. On open the whole
+chain is read and checked; a torn final record -- a crash in the middle of a
+write -- is cut off with a warning, anything else that does not check is an
+error. Appends are fsynced before the receipt is handed out, so a receipt a
+client holds is never lost from the chain by a crash. An exclusive lock keeps a
+second process from forking the chain (equivocation).
 """
 
 from __future__ import annotations
@@ -20,23 +14,19 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import struct
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
-from mesh.core.envelope import Signed, open_signed
+from mesh.core.envelope import Signed
 from mesh.core.identity import Identity
 from mesh.core.messages import Receipt, RuntimeValue
-from mesh.core.receipts import ZERO_HASH, make_receipt
-from mesh.errors import ConfigError, MeshError, VerificationError
+from mesh.core.receipt_chain import check_chain, encode_record, open_records
+from mesh.core.receipts import make_receipt
+from mesh.errors import ConfigError, VerificationError
 
 logger = logging.getLogger(__name__)
-
-_LENGTH = struct.Struct(">I")
-# A receipt with the largest commitment is ~70 KB; a bigger length is corruption.
-MAX_RECORD_BYTES = 1024 * 1024
 
 
 class ReceiptLog:
@@ -75,12 +65,14 @@ class ReceiptLog:
         try:
             with os.fdopen(os.dup(fd), "rb") as handle:
                 data = handle.read()
-            count, prev, good = _check_chain(data, identity.public_key, path)
-            if good < len(data):
+            chain = check_chain(data, source=str(path), worker=identity.public_key)
+            if chain.good_bytes < len(data):
                 logger.warning(
-                    "receipt log %s: cutting a torn final record (%d bytes)", path, len(data) - good
+                    "receipt log %s: cutting a torn final record (%d bytes)",
+                    path,
+                    len(data) - chain.good_bytes,
                 )
-                os.ftruncate(fd, good)
+                os.ftruncate(fd, chain.good_bytes)
                 os.fsync(fd)
             os.lseek(fd, 0, os.SEEK_END)
         except OSError as exc:
@@ -89,7 +81,7 @@ class ReceiptLog:
         except BaseException:
             os.close(fd)
             raise
-        return cls(path=path, identity=identity, fd=fd, count=count, prev=prev)
+        return cls(path=path, identity=identity, fd=fd, count=chain.count, prev=chain.prev)
 
     @property
     def path(self) -> Path:
@@ -153,7 +145,7 @@ class ReceiptLog:
             )
         if self._fd < 0:
             raise ConfigError(f"receipt log {self._path} is closed")
-        record = _LENGTH.pack(len(signed.envelope)) + signed.envelope
+        record = encode_record(signed)
         try:
             view = memoryview(record)
             while view:
@@ -187,42 +179,13 @@ def read_receipts(path: Path | str) -> list[Signed[Receipt]]:
     """Every receipt in a log file, opened (signatures verified), in order.
 
     A torn final record is ignored. The chain links are not checked here; see
-    :meth:`ReceiptLog.open`.
+    :func:`mesh.core.receipt_chain.check_chain`.
+
+    Raises:
+        ConfigError: the file cannot be read.
     """
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read receipt log {path}: {exc.strerror}") from exc
-    return [open_signed(raw, Receipt) for _, raw in _records(data, Path(path))]
-
-
-def _records(data: bytes, path: Path) -> Iterator[tuple[int, bytes]]:
-    """Yield (end offset, record bytes) of each complete record."""
-    offset = 0
-    while len(data) - offset >= _LENGTH.size:
-        (length,) = _LENGTH.unpack_from(data, offset)
-        if length > MAX_RECORD_BYTES:
-            raise VerificationError(f"receipt log {path}: record of {length} bytes at {offset}")
-        end = offset + _LENGTH.size + length
-        if end > len(data):
-            return  # torn tail
-        yield end, data[offset + _LENGTH.size : end]
-        offset = end
-
-
-def _check_chain(data: bytes, worker: bytes, path: Path) -> tuple[int, bytes, int]:
-    """Check every complete record; return (count, last digest, bytes that are good)."""
-    count, prev, good = 0, ZERO_HASH, 0
-    for end, raw in _records(data, path):
-        try:
-            signed = open_signed(raw, Receipt)
-        except MeshError as exc:
-            msg = f"receipt log {path}: record {count} is invalid: {exc}"
-            raise VerificationError(msg) from exc
-        receipt = signed.message
-        if receipt.worker != worker:
-            raise VerificationError(f"receipt log {path}: record {count} is another worker's")
-        if receipt.seq != count or receipt.prev != prev:
-            raise VerificationError(f"receipt log {path}: chain broken at record {count}")
-        count, prev, good = count + 1, signed.digest, end
-    return count, prev, good
+    return open_records(data, source=str(path))

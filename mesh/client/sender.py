@@ -1,0 +1,182 @@
+"""Sending one signed task until a verified result comes back, within a deadline.
+
+The decisions (which peer next, whether to retry, which error to raise) are
+:class:`~mesh.client.plan.TaskPlan`'s; :class:`TaskSender` carries them out: it
+discovers candidates, sends, verifies each answer (:func:`check_response`) and
+tells the health list, the reputation and the discovery cache what each failed
+attempt taught it (the table in :mod:`mesh.client.retry`).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Mapping, Sequence
+
+import trio
+
+from mesh.client.discovery import Candidate, Discovery
+from mesh.client.plan import GiveUp, Rediscover, TaskPlan, Wait
+from mesh.client.reputation import Reputation
+from mesh.client.results import RunResult
+from mesh.client.retry import Failure, RetryPolicy
+from mesh.client.selection import Load, PeerBook
+from mesh.client.verify import check_response
+from mesh.core.envelope import Signed
+from mesh.core.messages import Receipt, Task, encode_request
+from mesh.core.tensors import Tensor
+from mesh.core.values import Values
+from mesh.errors import MeshError, NoPeersAvailable, UnknownModel
+from mesh.net.interface import TASK_PROTOCOL, Network, PeerAddr
+
+logger = logging.getLogger(__name__)
+
+Inputs = Mapping[str, Tensor | Sequence[str]]
+_REDISCOVER_S = 0.25  # first wait before asking the DHT again when nobody serves yet
+
+
+class TaskSender:
+    """Sends signed tasks to the best live peers and returns verified results.
+
+    Args:
+        network: the running network.
+        discovery: providers and capacity records.
+        book: latency and in-flight counts per peer (scored with the health list).
+        reputation: workers caught answering wrongly (left out).
+        retry: attempt bounds.
+        discovery_timeout_s: deadline of one provider search.
+        rng: randomness for choosing among near-equal peers.
+    """
+
+    def __init__(
+        self,
+        *,
+        network: Network,
+        discovery: Discovery,
+        book: PeerBook,
+        reputation: Reputation,
+        retry: RetryPolicy,
+        discovery_timeout_s: float,
+        rng: random.Random,
+    ) -> None:
+        self._network = network
+        self._discovery = discovery
+        self._book = book
+        self._reputation = reputation
+        self._retry = retry
+        self._discovery_timeout_s = discovery_timeout_s
+        self._rng = rng
+
+    async def send(
+        self,
+        task: Signed[Task],
+        inputs: Inputs,
+        *,
+        deadline: float,
+        target: str | None = None,
+    ) -> RunResult:
+        """Send ``task`` until a verified result comes back or ``deadline`` passes.
+
+        Raises:
+            VerificationError: only unverifiable answers came back.
+            DeadlineExceeded: no verified answer within the deadline.
+            NoPeersAvailable: nobody serves the model.
+            ProtocolError: the task itself was refused (another peer would say the same).
+        """
+        request = encode_request(task, inputs)
+        root = task.message.model_root
+        found = await self._discover(root, deadline=deadline, target=target)
+        by_id = {c.peer.peer_id: c for c in found}
+        plan = TaskPlan(deadline=deadline, policy=self._retry, peers=by_id, what=root.hex()[:16])
+
+        def pick(untried: frozenset[str]) -> str | None:
+            choices = [
+                (pid, self._load(by_id[pid]))
+                for pid in sorted(untried)
+                if not self._reputation.excluded(pid)
+            ]
+            return self._book.choose(choices, rng=self._rng)
+
+        while True:
+            step = plan.next_step(trio.current_time(), pick)
+            if isinstance(step, GiveUp):
+                raise step.error
+            if isinstance(step, Wait):
+                await trio.sleep_until(step.until)
+            elif isinstance(step, Rediscover):
+                timeout = min(deadline - trio.current_time(), self._discovery_timeout_s)
+                fresh = await self._discovery.candidates(root, timeout=timeout, fresh=True)
+                new = {
+                    c.peer.peer_id: c
+                    for c in fresh
+                    if c.peer.peer_id not in by_id and target in (None, c.peer.peer_id)
+                }
+                by_id.update(new)
+                plan.add_peers(new)
+            else:
+                try:
+                    outputs, receipt, latency_ms = await self._attempt(
+                        by_id[step.peer].peer, task, request, step.timeout
+                    )
+                except MeshError as exc:
+                    kind = plan.failed(step.peer, exc, now=trio.current_time())
+                    self._learn(step.peer, root, kind, exc)
+                    continue
+                return RunResult(outputs, receipt, task, step.peer, latency_ms, plan.attempts)
+
+    def _learn(self, peer: str, root: bytes, kind: Failure, exc: MeshError) -> None:
+        """What a failed attempt teaches this client about ``peer`` (see mesh.client.retry)."""
+        if kind is Failure.WORKER_FAULT:
+            self._network.mark_unhealthy(peer)
+        elif kind is Failure.LIED:
+            self._reputation.convict(peer, str(exc))
+        elif kind is Failure.NOT_HERE and isinstance(exc, UnknownModel):
+            self._discovery.forget_provider(root, peer)
+        if kind.retryable:
+            logger.info("attempt on %s failed (%s): %s; trying another peer", peer, kind.value, exc)
+
+    async def _discover(
+        self, root: bytes, *, deadline: float, target: str | None, fresh: bool = False
+    ) -> list[Candidate]:
+        wait = _REDISCOVER_S
+        while True:
+            remaining = deadline - trio.current_time()
+            if remaining <= 0:
+                raise NoPeersAvailable(f"no peer serves model {root.hex()[:16]} (deadline)")
+            timeout = min(remaining, self._discovery_timeout_s)
+            candidates = await self._discovery.candidates(root, timeout=timeout, fresh=fresh)
+            fresh = True  # a retry of discovery must not read the (empty) cache
+            if target is not None:
+                candidates = [c for c in candidates if c.peer.peer_id == target] or [
+                    Candidate(PeerAddr(target), self._discovery.record(target))
+                ]
+            if candidates:
+                return candidates
+            # Provider records can lag a node's start: ask again, backing off.
+            remaining = deadline - trio.current_time()
+            if remaining <= wait:
+                raise NoPeersAvailable(f"no peer serves model {root.hex()[:16]}")
+            await trio.sleep(wait)
+            wait = min(wait * 2, 2.0)
+
+    def _load(self, candidate: Candidate) -> Load | None:
+        record = self._discovery.record(candidate.peer.peer_id) or candidate.record
+        return Candidate(candidate.peer, record).load
+
+    async def _attempt(
+        self,
+        peer: PeerAddr,
+        task: Signed[Task],
+        request: bytes,
+        timeout: float,  # noqa: ASYNC109
+    ) -> tuple[Values, Signed[Receipt], float]:
+        self._book.started(peer.peer_id)
+        started = trio.current_time()
+        try:
+            response = await self._network.request(peer, TASK_PROTOCOL, request, timeout=timeout)
+        finally:
+            self._book.finished(peer.peer_id)
+        latency_ms = (trio.current_time() - started) * 1000
+        outputs, receipt = check_response(response, task=task, worker=peer.peer_id)
+        self._book.success(peer.peer_id, latency_ms)
+        return outputs, receipt, latency_ms

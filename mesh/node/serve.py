@@ -1,0 +1,63 @@
+"""A node's run-until-signal lifecycle: serve until SIGINT/SIGTERM, then drain.
+
+The first SIGINT or SIGTERM stops accepting tasks (new ones are answered
+``busy`` so clients go elsewhere) and lets tasks in flight finish within the
+node's drain timeout; a second one stops at once. ``mesh node`` and a
+testnet's forked node processes both run this; what each does once the node
+is ready (print a line, report to a launcher) is the caller's ``on_ready``.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import trio
+
+from mesh.node.config import NodeConfig
+from mesh.node.service import NetworkFactory, Node, RunnerFactory, run_node
+
+logger = logging.getLogger(__name__)
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+async def serve_until_signal(
+    config: NodeConfig,
+    *,
+    network_factory: NetworkFactory,
+    runner_factory: RunnerFactory,
+    on_ready: Callable[[Node], None],
+) -> None:
+    """Run a node until SIGINT/SIGTERM, calling ``on_ready`` once it serves; then drain."""
+    stop = trio.Event()
+    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def node_then_stop(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+                await run_node(
+                    config,
+                    network_factory=network_factory,
+                    runner_factory=runner_factory,
+                    stop=stop,
+                    task_status=task_status,
+                )
+                nursery.cancel_scope.cancel()  # drained: stop watching signals
+
+            nursery.start_soon(_on_signals, signals, stop, nursery.cancel_scope)
+            on_ready(await nursery.start(node_then_stop))
+
+
+async def _on_signals(
+    signals: AsyncIterator[int], stop: trio.Event, scope: trio.CancelScope
+) -> None:
+    async for signum in signals:
+        if not stop.is_set():
+            logger.info("signal %d: draining (again to stop at once)", signum)
+            stop.set()
+        else:
+            logger.warning("signal %d again: stopping now", signum)
+            scope.cancel()
+            return

@@ -23,6 +23,7 @@ NoPeersAvailable,        503     nobody live serves the model, or could be
 PeerUnavailable,                 reached
 NetworkError
 DeadlineExceeded         504     no verified result within the deadline
+Closed                   503     the gateway is shutting down (its client closed)
 KeyFileError,            500     the gateway itself is misconfigured
 ConfigError
 =======================  ======  ===========================================
@@ -36,6 +37,7 @@ from typing import Any
 from mesh.errors import (
     BadSignature,
     Busy,
+    Closed,
     ConfigError,
     DeadlineExceeded,
     Expired,
@@ -134,6 +136,7 @@ MESH_ERRORS: tuple[tuple[type[MeshError], int, str, str], ...] = (
     (NoPeersAvailable, 503, SERVICE_UNAVAILABLE, "no_peers"),
     (PeerUnavailable, 503, SERVICE_UNAVAILABLE, "peers_unreachable"),
     (NetworkError, 503, SERVICE_UNAVAILABLE, "network_error"),
+    (Closed, 503, SERVICE_UNAVAILABLE, "shutting_down"),
     (KeyFileError, 500, SERVER, "gateway_misconfigured"),
     (ConfigError, 500, SERVER, "gateway_misconfigured"),
 )

@@ -26,6 +26,7 @@ _COMMAND_MODULES = (
     "mesh.cli.testnet",
     "mesh.cli.status",
     "mesh.cli.receipts",
+    "mesh.cli.gateway",
 )
 
 

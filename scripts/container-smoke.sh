@@ -178,7 +178,7 @@ done
 import re, sys, urllib.request
 body = urllib.request.urlopen(sys.argv[1], timeout=10).read().decode()
 def value(pattern):
-    found = re.search(pattern + r" (\S+)$", body, flags=re.MULTILINE)
+    found = re.search("^" + pattern + r" (\S+)$", body, flags=re.MULTILINE)
     assert found, f"no {pattern} in:\n{body[:3000]}"
     return float(found.group(1))
 ok = value(r'mesh_tasks_total\{code="ok",model="tiny-mlp"\}')

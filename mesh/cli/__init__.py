@@ -24,6 +24,9 @@ _COMMAND_MODULES = (
     "mesh.cli.node",
     "mesh.cli.client",
     "mesh.cli.testnet",
+    "mesh.cli.status",
+    "mesh.cli.receipts",
+    "mesh.cli.gateway",
 )
 
 

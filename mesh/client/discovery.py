@@ -185,7 +185,8 @@ class Discovery:
         return [
             candidate_of(s, pid)
             for pid, s in self.book.live_items(now_ms=self._now_ms(), model_root=model_root)
-            if pid != own
+            # A draining record says the peer is leaving (mesh.node.departure).
+            if pid != own and not s.message.draining
         ]
 
     def _has_worker(self, model_root: bytes) -> bool:
@@ -386,7 +387,9 @@ class Discovery:
     def _live_view(self) -> dict[str, CapacityRecord]:
         own = self._network.peer_id
         return {
-            pid: s.message for pid, s in self.book.live_items(now_ms=self._now_ms()) if pid != own
+            pid: s.message
+            for pid, s in self.book.live_items(now_ms=self._now_ms())
+            if pid != own and not s.message.draining  # a leaving peer is not live
         }
 
     async def watch_gossip(self) -> None:

@@ -149,6 +149,7 @@ async def test_node_gossips_load_changes_to_clients(
     async with trio.open_nursery() as nursery:
         client = await nursery.start(open_client, hub, 40)
         node = await start_node(nursery, hub, 1, FakeRunner(gate=gate), tmp_path)
+        await trio.testing.wait_all_tasks_blocked()  # its DHT adverts go out in the background
         assert await client._discovery.fetch_record(node.peer_id, timeout=1) is not None
         held = client._discovery.record(node.peer_id)
         assert held is not None and held.queue_depth == 0

@@ -59,6 +59,10 @@ __all__ = [
 ]
 
 _NONCE_BYTES = 16
+# peer_list(): a dial to measure one peer's latency. A peer whose record is still
+# live but whose process is gone would otherwise hold the whole list for its
+# deadline; a dial on a working link takes milliseconds.
+PROBE_TIMEOUT_S = 2.0
 
 
 class AsyncClient:
@@ -331,7 +335,8 @@ class AsyncClient:
             rtt = self._book.stats(peer_id).rtt_ms
             if rtt is None and probe:
                 peer = dial_addr(peer_id, record)
-                rtt = await self._probe(peer, timeout=max(0.1, deadline - trio.current_time()))
+                left = max(0.1, deadline - trio.current_time())
+                rtt = await self._probe(peer, timeout=min(left, PROBE_TIMEOUT_S))
             views.append(PeerView(peer_id, record, rtt))
 
         # Probed concurrently: one frozen peer must not cost its timeout per peer.

@@ -368,11 +368,11 @@ class Discovery:
             self.stats.exchange_rounds += 1
             good = [a for a in answers if a.error is None]
             answered = len(good)
+            # What each peer holds (itself included; leaving peers too, so all who
+            # heard of a departure agree), as accepted here.
             views = {frozenset(_peer_id(s) for s in a.records) | {a.peer_id} for a in good}
             if answered == len(targets) and len(views) == 1:
-                view = self._live_view()
-                if set(view) >= next(iter(views)):
-                    return Survey(view, True, len(targets), answered)
+                return Survey(self._live_view(), True, len(targets), answered)
             if answered < len(targets):
                 note = f"{answered} of {len(targets)} bootstrap peers answered"
             else:

@@ -21,6 +21,7 @@ from meshfakes import (
     identity,
     inputs,
     open_client,
+    serve_node,
     signed_task,
     start_node,
     wall,
@@ -209,4 +210,29 @@ async def test_a_client_survey_is_partial_until_the_bootstrap_peers_agree(
         hub.kill(two.peer_id)
         gone = await client.peer_list(timeout=1)
         assert not gone.complete and gone.note == "1 of 2 bootstrap peers answered"
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_departing_node_leaves_a_complete_view_at_once(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hub = MemoryHub()
+    async with trio.open_nursery() as nursery:
+        one = await start_node(nursery, hub, 1, FakeRunner(), tmp_path)
+        two = await start_node(nursery, hub, 2, FakeRunner(), tmp_path, bootstrap=(one.peer_id,))
+        boot = (one.peer_id, two.peer_id)
+        stop = trio.Event()
+        leaver = await nursery.start(
+            functools.partial(serve_node, hub, 3, FakeRunner(), tmp_path, stop=stop, bootstrap=boot)
+        )
+        client: AsyncClient = await nursery.start(
+            functools.partial(open_client, hub, CLIENT, bootstrap=boot)
+        )
+        before = await client.peer_list(timeout=5)
+        assert before.complete and leaver.peer_id in {v.peer_id for v in before.peers}
+        stop.set()  # it drains: its draining record goes to both bootstrap peers
+        await trio.testing.wait_all_tasks_blocked()
+        after = await client.peer_list(timeout=5)
+        assert after.complete
+        assert {v.peer_id for v in after.peers} == {one.peer_id, two.peer_id}
         nursery.cancel_scope.cancel()

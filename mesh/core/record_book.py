@@ -125,6 +125,10 @@ class RecordBook:
             if model_root is None or model_root in s.message.models
         ]
 
+    def peer_ids(self) -> list[str]:
+        """The peers whose records are held (live or not yet pruned)."""
+        return list(self._records)
+
     def discard(self, peer_id: str) -> None:
         """Forget ``peer_id``'s record (its peer left, or it proved useless)."""
         self._drop(peer_id)

@@ -42,6 +42,11 @@ logger = logging.getLogger(__name__)
 
 # Delays of the first re-announcements after start (seconds), then every period.
 EARLY_REFRESH_S = (2.0, 5.0, 15.0)
+# Records a node takes from each bootstrap peer per push: a sample, not the mesh.
+# Each period every node asks; a bootstrap peer of N nodes then sends N samples
+# of ~32 x 450 B per period, where whole books would cost N x N records (the
+# simulation in benchmarks/scenarios/simulation.py measures both ends).
+PULL_RECORDS = 32
 
 
 class Advertiser:
@@ -108,8 +113,9 @@ class Advertiser:
     async def announce(self) -> int:
         """Push a fresh record to the bootstrap peers (and learn theirs); return how many took it.
 
-        Each answer carries the records that peer holds, so a joining node also
-        learns the mesh it joined.
+        Each answer carries a sample of the records that peer holds (at most
+        ``PULL_RECORDS``), so a node also learns the mesh it joined and can hand
+        part of it to clients that bootstrap through it.
         """
         if self._exchange is None:
             return 0
@@ -117,7 +123,10 @@ class Advertiser:
         if not peers:
             return 0
         answers = await self._exchange.ask_many(
-            peers, own=self.build_record(), timeout=self._config.net_timeout_s
+            peers,
+            own=self.build_record(),
+            limit=PULL_RECORDS,
+            timeout=self._config.net_timeout_s,
         )
         took = sum(a.error is None for a in answers)
         self.announced += took

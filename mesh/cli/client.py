@@ -133,11 +133,19 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def write_receipt_files(result: RunResult, path: Path) -> None:
-    """Write PATH, PATH.task and PATH.output in the formats ``mesh verify`` reads."""
+    """Write PATH, PATH.task and PATH.output in the formats ``mesh verify`` reads.
+
+    For an item of a batched task, also PATH.proof and PATH.input (``mesh verify
+    --proof PATH.proof --input PATH.input`` checks the item alone).
+    """
     try:
         path.write_bytes(result.receipt.envelope)
         Path(f"{path}.task").write_bytes(result.task.envelope)
         Path(f"{path}.output").write_bytes(encode_values(result.outputs))
+        if result.proof is not None:
+            Path(f"{path}.proof").write_bytes(result.proof.encode())
+            if result.inputs is not None:
+                Path(f"{path}.input").write_bytes(encode_values(result.inputs))
     except OSError as exc:
         raise ConfigError(f"cannot write receipt files at {path}: {exc}") from exc
 

@@ -10,8 +10,18 @@ File formats read by ``mesh verify RECEIPT [--task TASK] [--output OUTPUT]``:
 - OUTPUT: the outputs' values wire map in canonical MessagePack
   (:func:`mesh.core.values.encode_values`); its SHA-256 is the receipt's output hash.
 
+One item of a batched task (``map`` sends batches, :mod:`mesh.core.batch`): the
+receipt's output hash is then a Merkle root over the items' outputs, and
+``--proof PROOF`` (with ``--task`` and ``--output``) checks one item alone:
+
+- PROOF: the item's proof, canonical MessagePack (``ItemProof.encode``): its
+  index, the batch's item count and the sibling path to the output hash;
+- OUTPUT: that item's outputs; ``--input INPUT`` (its inputs, same format as
+  OUTPUT) also checks they are the ones the client signed.
+
 Exit 0 and ``OK receipt seq=.. worker=<peer id> task=<hex8> model=<hex8>
-output=<hex8>`` on stdout, or exit 1 and ``FAIL <reason>`` on stderr.
+output=<hex8>`` (with `` item=<i>/<n>`` for an item) on stdout, or exit 1 and
+``FAIL <reason>`` on stderr.
 
 ``mesh model-root FILE... | DIR`` prints the hex model root of the tensors in the
 safetensors files (a folder stands for the ``*.safetensors`` files in it).
@@ -32,13 +42,14 @@ from pathlib import Path
 from typing import Any
 
 from mesh.core import canonical
+from mesh.core.batch import ItemProof, verify_batch_item
 from mesh.core.envelope import M, Signed, open_signed
 from mesh.core.identity import peer_id_from_public_key
 from mesh.core.messages import CapacityRecord, Receipt, Task, Verdict
 from mesh.core.model_root import format_root
 from mesh.core.receipt_chain import MAX_RECORD_BYTES, RECORD_LENGTH, check_chain, open_records
 from mesh.core.receipts import verify_receipt
-from mesh.core.values import decode_values
+from mesh.core.values import Values, decode_values
 from mesh.errors import (
     BadSignature,
     MalformedMessage,
@@ -55,6 +66,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     verify.add_argument("receipt", metavar="RECEIPT", help="receipt envelope bytes")
     verify.add_argument("--task", metavar="TASK", help="task envelope bytes it must answer")
     verify.add_argument("--output", metavar="OUTPUT", help="canonical outputs it must cover")
+    verify.add_argument(
+        "--proof", metavar="PROOF", help="a batch item's proof (then --task and --output)"
+    )
+    verify.add_argument("--input", metavar="INPUT", help="with --proof: the item's inputs")
     verify.set_defaults(func=_verify)
     root = subparsers.add_parser("model-root", help="print the model root of safetensors files")
     root.add_argument("paths", nargs="+", metavar="FILE", help=".safetensors files or a folder")
@@ -90,14 +105,18 @@ def _verify(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> str:
     receipt = _open(args.receipt, Receipt, "receipt")
     task = None if args.task is None else _open(args.task, Task, "task")
-    outputs = None
-    if args.output is not None:
-        try:
-            outputs = decode_values(_read(args.output))
-        except (MalformedMessage, TooLarge) as exc:
-            raise _Fail(f"malformed output: {exc}") from exc
+    outputs = None if args.output is None else _values(args.output, "output")
+    item = ""
     try:
-        verify_receipt(receipt, task=task, outputs=outputs)
+        if args.proof is not None or args.input is not None:
+            if args.proof is None or task is None or outputs is None:
+                raise _Fail("--proof and --input need --task, --output and --proof")
+            proof = _proof(args.proof)
+            inputs = None if args.input is None else _values(args.input, "input")
+            verify_batch_item(receipt, task=task, outputs=outputs, proof=proof, inputs=inputs)
+            item = f" item={proof.index}/{proof.count}"
+        else:
+            verify_receipt(receipt, task=task, outputs=outputs)
     except TaskMismatch as exc:
         raise _Fail(f"task mismatch: {exc}") from exc
     except OutputMismatch as exc:
@@ -108,8 +127,22 @@ def _check(args: argparse.Namespace) -> str:
     return (
         f"OK receipt seq={r.seq} worker={peer_id_from_public_key(r.worker)}"
         f" task={r.task_id.hex()[:8]} model={r.model_root.hex()[:8]}"
-        f" output={r.output_hash.hex()[:8]}"
+        f" output={r.output_hash.hex()[:8]}{item}"
     )
+
+
+def _values(path: str, what: str) -> Values:
+    try:
+        return decode_values(_read(path))
+    except (MalformedMessage, TooLarge) as exc:
+        raise _Fail(f"malformed {what}: {exc}") from exc
+
+
+def _proof(path: str) -> ItemProof:
+    try:
+        return ItemProof.decode(_read(path))
+    except (MalformedMessage, TooLarge) as exc:
+        raise _Fail(f"malformed proof: {exc}") from exc
 
 
 def _open(path: str, kind: type[M], what: str) -> Signed[M]:

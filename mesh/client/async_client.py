@@ -24,6 +24,7 @@ import trio
 
 from mesh.aio.clock import WallClock, trio_wall_clock
 from mesh.aio.groups import unwrap_single_error
+from mesh.client import batching
 from mesh.client.config import ClientConfig, load_bootstrap, load_identity
 from mesh.client.discovery import Discovery, dial_addr
 from mesh.client.models import resolve_model
@@ -33,10 +34,12 @@ from mesh.client.selection import PeerBook
 from mesh.client.sender import Inputs, TaskSender
 from mesh.client.verify import check_response
 from mesh.core import limits
+from mesh.core.batch import check_count, item_proofs, items_root
 from mesh.core.capacity import CAPACITY_NAMESPACE, capacity_validator
 from mesh.core.envelope import Signed, sign_message
 from mesh.core.identity import Identity, public_key_from_peer_id
 from mesh.core.messages import (
+    BATCH_PARAM,
     CapacityRecord,
     Task,
 )
@@ -270,15 +273,33 @@ class AsyncClient:
         *,
         concurrency: int | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 (each task's deadline)
+        batch_size: int | None = None,
         **params: int,
     ) -> list[RunResult]:
         """Run ``model`` on each of ``many_inputs`` concurrently; results in input order.
 
         Tasks spread over live peers (our own in-flight tasks count as load).
-        The first failure cancels the rest and is raised.
+        Items are sent in batched tasks when the model allows it
+        (:mod:`mesh.client.batching`: ``batch_size`` None chooses, 1 sends a task
+        per item); each item's result then carries its proof in the batch.
+        Without batching, the first failure cancels the rest and is raised; with
+        it, every batch runs to its end and the first failed item's error is
+        raised.
         """
         self._check_open()
         items = list(many_inputs)
+        limit = concurrency or self._config.map_concurrency
+        root = resolve_model(model, zoo_dirs=self._config.zoo_dirs)
+        size = batching.batch_size(
+            len(items),
+            concurrency=limit,
+            requested=batch_size,
+            model=model,
+            root=root,
+            zoo_dirs=self._config.zoo_dirs,
+        )
+        if size > 1:
+            return await self._map_batched(model, items, size, limit, timeout, params)
         results: list[RunResult | None] = [None] * len(items)
         errors: list[MeshError] = []
         limiter = trio.CapacityLimiter(concurrency or self._config.map_concurrency)
@@ -304,6 +325,98 @@ class AsyncClient:
         if errors:
             raise errors[0]
         return [r for r in results if r is not None]
+
+    async def _map_batched(
+        self,
+        model: str | bytes,
+        items: list[Inputs],
+        size: int,
+        concurrency: int,
+        timeout: float | None,  # noqa: ASYNC109 (each batch's deadline)
+        params: Mapping[str, int],
+    ) -> list[RunResult]:
+        outcomes: list[RunResult | MeshError | None] = [None] * len(items)
+        limiter = trio.CapacityLimiter(concurrency)
+
+        async def one(indices: range) -> None:
+            async with limiter:
+                chunk = [items[i] for i in indices]
+                try:
+                    done = await self.run_batch(model, chunk, timeout=timeout, params=params)
+                except MeshError as exc:
+                    for i in indices:  # every item of a failed batch fails with it
+                        outcomes[i] = exc
+                    return
+                for i, result in zip(indices, done, strict=True):
+                    outcomes[i] = result
+
+        async with trio.open_nursery() as nursery:
+            for indices in batching.split(len(items), size):
+                nursery.start_soon(one, indices)
+        results: list[RunResult] = []
+        for outcome in outcomes:
+            if isinstance(outcome, MeshError):
+                raise outcome
+            assert outcome is not None  # every batch ran to its end
+            results.append(outcome)
+        return results
+
+    async def run_batch(
+        self,
+        model: str | bytes,
+        items: Sequence[Inputs],
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 (the caller's total deadline)
+        params: Mapping[str, int] | None = None,
+    ) -> list[RunResult]:
+        """Run ``model`` on every item under ONE signed task and one receipt; results in order.
+
+        Each result holds the batch's receipt and task, its own outputs and its
+        :class:`~mesh.core.batch.ItemProof` (``RunResult.verify()`` checks it alone).
+
+        Raises:
+            the same as :meth:`run` (for the whole batch).
+        """
+        self._check_open()
+        limit = self._config.timeout_s if timeout is None else timeout
+        deadline = trio.current_time() + limit
+        root = resolve_model(model, zoo_dirs=self._config.zoo_dirs)
+        check_count(len(items))
+        input_hashes = [values_hash(i) for i in items]
+        window = min(
+            max(self._config.task_window_s, limit + 1.0),
+            (limits.MAX_TASK_WINDOW_MS - limits.MAX_CLOCK_SKEW_MS) / 1000,
+        )
+        now = self._now_ms()
+        task = sign_message(
+            self._identity,
+            Task(
+                client=self._identity.public_key,
+                nonce=os.urandom(_NONCE_BYTES),
+                created_ms=now,
+                expires_ms=now + int(window * 1000),
+                model_root=root,
+                input_hash=items_root(input_hashes),
+                params={**(params or {}), BATCH_PARAM: len(items)},
+                verify="signature",
+                target=b"",
+            ),
+        )
+        run = await self._sender.send_batch(task, items, deadline=deadline)
+        proofs = item_proofs(input_hashes, [values_hash(o) for o in run.outputs])
+        return [
+            RunResult(
+                outputs,
+                run.receipt,
+                task,
+                run.worker,
+                run.latency_ms,
+                run.attempts,
+                proof=proof,
+                inputs=inputs,
+            )
+            for outputs, proof, inputs in zip(run.outputs, proofs, items, strict=True)
+        ]
 
     async def peers(self, *, timeout: float | None = None) -> list[PeerView]:  # noqa: ASYNC109
         """Live peers with valid capacity records, with their measured latency.

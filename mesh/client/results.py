@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from mesh.core.batch import ItemProof, verify_batch_item
 from mesh.core.envelope import Signed
 from mesh.core.messages import CapacityRecord, Receipt, Task
+from mesh.core.receipts import verify_receipt
+from mesh.core.tensors import Tensor
 from mesh.core.values import Values
 
 
@@ -20,9 +24,51 @@ class RunResult:
         worker: the PeerID of the worker that ran it (the receipt's signer).
         latency_ms: client-observed time of the successful attempt.
         attempts: requests sent for this task (1 when the first peer answered).
+        proof: for an item of a batched task (``map`` batches), where it sits in
+            the batch: ``receipt`` and ``task`` are the batch's, ``outputs`` this
+            item's, and the proof ties the two (:func:`mesh.core.batch.verify_batch_item`).
+            None for a task of its own.
+        inputs: the item's inputs when ``proof`` is set (to check them too), else None.
     """
 
     outputs: Values
+    receipt: Signed[Receipt]
+    task: Signed[Task]
+    worker: str
+    latency_ms: float
+    attempts: int
+    proof: ItemProof | None = None
+    inputs: Mapping[str, Tensor | Sequence[str]] | None = None
+
+    def verify(self) -> None:
+        """Check this result offline, as anyone holding it could: receipt, task, outputs.
+
+        Raises:
+            VerificationError: it does not verify.
+        """
+        if self.proof is None:
+            verify_receipt(self.receipt, task=self.task, outputs=self.outputs)
+        else:
+            verify_batch_item(
+                self.receipt, task=self.task, outputs=self.outputs, proof=self.proof,
+                inputs=self.inputs,
+            )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRun:
+    """A verified batched task: every item's outputs under one receipt.
+
+    Attributes:
+        outputs: each item's outputs, in order.
+        receipt: the worker's receipt (``output_hash`` is the items' Merkle root).
+        task: the signed batched task.
+        worker: the PeerID that ran it.
+        latency_ms: client-observed time of the successful attempt.
+        attempts: requests sent for it.
+    """
+
+    outputs: list[Values]
     receipt: Signed[Receipt]
     task: Signed[Task]
     worker: str

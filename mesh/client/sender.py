@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 import trio
 
 from mesh.client.discovery import Candidate, Discovery, dial_addr
 from mesh.client.plan import GiveUp, Rediscover, TaskPlan, Wait
 from mesh.client.reputation import Reputation
-from mesh.client.results import RunResult
+from mesh.client.results import BatchRun, RunResult
 from mesh.client.retry import Failure, RetryPolicy
 from mesh.client.selection import Load, PeerBook
-from mesh.client.verify import check_response
+from mesh.client.verify import check_batch_response, check_response
+from mesh.core.batch import encode_batch_request
 from mesh.core.envelope import Signed
 from mesh.core.messages import Receipt, Task, encode_request
 from mesh.core.tensors import Tensor
@@ -32,6 +34,7 @@ from mesh.net.interface import TASK_PROTOCOL, Network, PeerAddr
 logger = logging.getLogger(__name__)
 
 Inputs = Mapping[str, Tensor | Sequence[str]]
+R = TypeVar("R")
 _REDISCOVER_S = 0.25  # first wait before asking the DHT again when nobody serves yet
 
 
@@ -83,7 +86,47 @@ class TaskSender:
             NoPeersAvailable: nobody serves the model.
             ProtocolError: the task itself was refused (another peer would say the same).
         """
+
+        def check(response: bytes, worker: str) -> tuple[Values, Signed[Receipt]]:
+            return check_response(response, task=task, worker=worker)
+
         request = encode_request(task, inputs)
+        sent = await self._send(task, request, check, deadline=deadline, target=target)
+        (outputs, receipt), peer, latency_ms, attempts = sent
+        return RunResult(outputs, receipt, task, peer, latency_ms, attempts)
+
+    async def send_batch(
+        self,
+        task: Signed[Task],
+        items: Sequence[Inputs],
+        *,
+        deadline: float,
+        target: str | None = None,
+    ) -> BatchRun:
+        """Send a batched task (:mod:`mesh.core.batch`) like :meth:`send`: one receipt back.
+
+        Raises:
+            the same as :meth:`send`.
+        """
+
+        def check(response: bytes, worker: str) -> tuple[list[Values], Signed[Receipt]]:
+            return check_batch_response(response, task=task, worker=worker)
+
+        request = encode_batch_request(task, items)
+        sent = await self._send(task, request, check, deadline=deadline, target=target)
+        (outputs, receipt), peer, latency_ms, attempts = sent
+        return BatchRun(outputs, receipt, task, peer, latency_ms, attempts)
+
+    async def _send(
+        self,
+        task: Signed[Task],
+        request: bytes,
+        check: Callable[[bytes, str], R],
+        *,
+        deadline: float,
+        target: str | None,
+    ) -> tuple[R, str, float, int]:
+        """The retry loop: (checked answer, worker, latency in ms, attempts)."""
         root = task.message.model_root
         found = await self._discover(root, deadline=deadline, target=target)
         by_id = {c.peer.peer_id: c for c in found}
@@ -115,14 +158,14 @@ class TaskSender:
                 plan.add_peers(new)
             else:
                 try:
-                    outputs, receipt, latency_ms = await self._attempt(
-                        by_id[step.peer].peer, task, request, step.timeout
+                    checked, latency_ms = await self._attempt(
+                        by_id[step.peer].peer, request, check, step.timeout
                     )
                 except MeshError as exc:
                     kind = plan.failed(step.peer, exc, now=trio.current_time())
                     self._learn(step.peer, root, kind, exc)
                     continue
-                return RunResult(outputs, receipt, task, step.peer, latency_ms, plan.attempts)
+                return checked, step.peer, latency_ms, plan.attempts
 
     def _learn(self, peer: str, root: bytes, kind: Failure, exc: MeshError) -> None:
         """What a failed attempt teaches this client about ``peer`` (see mesh.client.retry)."""
@@ -168,10 +211,10 @@ class TaskSender:
     async def _attempt(
         self,
         peer: PeerAddr,
-        task: Signed[Task],
         request: bytes,
+        check: Callable[[bytes, str], R],
         timeout: float,  # noqa: ASYNC109
-    ) -> tuple[Values, Signed[Receipt], float]:
+    ) -> tuple[R, float]:
         self._book.started(peer.peer_id)
         started = trio.current_time()
         try:
@@ -179,6 +222,6 @@ class TaskSender:
         finally:
             self._book.finished(peer.peer_id)
         latency_ms = (trio.current_time() - started) * 1000
-        outputs, receipt = check_response(response, task=task, worker=peer.peer_id)
+        checked = check(response, peer.peer_id)
         self._book.success(peer.peer_id, latency_ms)
-        return outputs, receipt, latency_ms
+        return checked, latency_ms

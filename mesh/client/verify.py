@@ -3,6 +3,7 @@ must carry a receipt that verifies against the task, the outputs and the worker.
 
 from __future__ import annotations
 
+from mesh.core.batch import decode_batch_response, verify_batch_receipt
 from mesh.core.envelope import Signed
 from mesh.core.identity import public_key_from_peer_id
 from mesh.core.messages import ErrorReply, Receipt, Task, decode_response
@@ -33,6 +34,36 @@ def check_response(
     receipt = decoded.receipt
     try:
         verify_receipt(receipt, task=task, outputs=decoded.outputs)
+    except VerificationError:
+        raise
+    except ProtocolError as exc:
+        raise VerificationError(f"inconsistent receipt from {worker}: {exc}") from exc
+    if receipt.message.worker != public_key_from_peer_id(worker):
+        raise VerificationError(f"receipt from {worker} is signed by another key")
+    return decoded.outputs, receipt
+
+
+def check_batch_response(
+    response: bytes, *, task: Signed[Task], worker: str
+) -> tuple[list[Values], Signed[Receipt]]:
+    """Decode a worker's answer to a batched task and verify its receipt over every item.
+
+    Returns:
+        Each item's outputs and the verified receipt.
+
+    Raises:
+        ProtocolError: the worker answered with an ErrorReply (its code's class).
+        VerificationError: not a valid, verifying result of ``task`` signed by ``worker``.
+    """
+    try:
+        decoded = decode_batch_response(response)
+    except ProtocolError as exc:
+        raise VerificationError(f"unreadable or forged response from {worker}: {exc}") from exc
+    if isinstance(decoded, ErrorReply):
+        raise decoded.to_exception()
+    receipt = decoded.receipt
+    try:
+        verify_batch_receipt(receipt, task=task, outputs=decoded.outputs)
     except VerificationError:
         raise
     except ProtocolError as exc:

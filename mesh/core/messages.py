@@ -58,6 +58,8 @@ CAPACITY_TYPE = "mesh/capacity/v1"
 VERDICT_TYPE = "mesh/verdict/v1"
 
 VERIFY_MODES = ("signature", "audit", "redundant")
+# The task param that makes a task a batch of that many items (mesh.core.batch).
+BATCH_PARAM = "batch_items"
 
 # Caps on fields; generous for honest peers, small enough to bound a decoder.
 MAX_PARAMS = 16
@@ -250,7 +252,16 @@ def decode_request(data: bytes, *, max_bytes: int = limits.MAX_MESSAGE_BYTES) ->
     Raises:
         MalformedMessage, TooLarge, BadSignature.
     """
-    wire = _decode_kind(data, "task", {"inputs", "kind", "task"}, max_bytes)
+    return request_from_wire(canonical.decode(data, max_bytes=max_bytes))
+
+
+def request_from_wire(wire: Any) -> Request:
+    """:func:`decode_request` on an already decoded message (mesh.core.batch dispatches).
+
+    Raises:
+        MalformedMessage, TooLarge, BadSignature.
+    """
+    wire = _check_kind(wire, "task", {"inputs", "kind", "task"})
     task = open_signed(wire["task"], Task)
     inputs = values_from_wire(wire["inputs"])
     if values_hash(inputs) != task.message.input_hash:
@@ -282,10 +293,6 @@ def decode_response(
     wire = _check_kind(wire, "result", {"kind", "outputs", "receipt"})
     receipt = open_signed(wire["receipt"], Receipt)
     return Result(receipt, values_from_wire(wire["outputs"]))
-
-
-def _decode_kind(data: bytes, kind: str, keys: set[str], max_bytes: int) -> dict[str, Any]:
-    return _check_kind(canonical.decode(data, max_bytes=max_bytes), kind, keys)
 
 
 def _check_kind(wire: Any, kind: str, keys: set[str]) -> dict[str, Any]:

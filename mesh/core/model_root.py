@@ -4,10 +4,9 @@ Leaves are the tensors sorted by name (UTF-8 bytes). Each leaf hash is::
 
     sha256(b"\\x00" + canonical.encode([name, dtype, shape_list, sha256(raw bytes)]))
 
-with ``dtype`` the safetensors code ("F32", "F16", "BF16", "I64", ...). An inner
-node is ``sha256(b"\\x01" + left + right)``; an odd node at the end of a level is
-promoted unchanged; the root of no tensors is ``sha256(b"\\x02")``. The prefixes
-keep leaves, inner nodes and the empty tree apart (no second-preimage tricks).
+with ``dtype`` the safetensors code ("F32", "F16", "BF16", "I64", ...). The tree
+above the leaves is :mod:`mesh.core.merkle`'s (inner nodes ``sha256(b"\\x01" +
+left + right)``, odd nodes promoted, the empty root ``sha256(b"\\x02")``).
 
 File names, sharding, the order of a safetensors header and its ``__metadata__``
 do not change the root; changing one weight, dtype, shape or name does. Per-tensor
@@ -28,13 +27,12 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from mesh.core import canonical
+from mesh.core import canonical, merkle
+from mesh.core.merkle import ProofStep
 from mesh.errors import ModelError
 
 # (name, safetensors dtype code, shape, sha256 of the raw little-endian bytes)
 TensorLeaf = tuple[str, str, tuple[int, ...], bytes]
-# (sibling is on the left, sibling hash), from the leaf up to the root
-ProofStep = tuple[bool, bytes]
 # (name, dtype code, shape, begin, end): one tensor of a safetensors header, offsets
 # relative to the start of the data
 TensorEntry = tuple[str, str, tuple[int, ...], int, int]
@@ -58,7 +56,6 @@ SAFETENSORS_DTYPE_SIZES: dict[str, int] = {
 }
 # The safetensors library refuses headers over 100 MB; so do we.
 MAX_HEADER_BYTES = 100 * 1000 * 1000
-_EMPTY_ROOT = hashlib.sha256(b"\x02").digest()
 
 
 def make_leaf(name: str, dtype: str, shape: Sequence[int], raw: bytes | memoryview) -> TensorLeaf:
@@ -69,12 +66,7 @@ def make_leaf(name: str, dtype: str, shape: Sequence[int], raw: bytes | memoryvi
 def leaf_hash(leaf: TensorLeaf) -> bytes:
     """The Merkle leaf hash of one tensor."""
     name, dtype, shape, data_sha256 = leaf
-    encoded = canonical.encode([name, dtype, list(shape), data_sha256])
-    return hashlib.sha256(b"\x00" + encoded).digest()
-
-
-def _node(left: bytes, right: bytes) -> bytes:
-    return hashlib.sha256(b"\x01" + left + right).digest()
+    return merkle.leaf(canonical.encode([name, dtype, list(shape), data_sha256]))
 
 
 def _sorted_leaves(leaves: Iterable[TensorLeaf]) -> list[TensorLeaf]:
@@ -91,15 +83,7 @@ def model_root_of_tensors(leaves: Iterable[TensorLeaf]) -> bytes:
     Raises:
         ModelError: two tensors share a name.
     """
-    level = [leaf_hash(leaf) for leaf in _sorted_leaves(leaves)]
-    if not level:
-        return _EMPTY_ROOT
-    while len(level) > 1:
-        pairs = [_node(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
-        if len(level) % 2:
-            pairs.append(level[-1])  # odd node promoted unchanged
-        level = pairs
-    return level[0]
+    return merkle.root([leaf_hash(leaf) for leaf in _sorted_leaves(leaves)])
 
 
 def inclusion_proof(leaves: Iterable[TensorLeaf], name: str) -> list[ProofStep]:
@@ -112,17 +96,7 @@ def inclusion_proof(leaves: Iterable[TensorLeaf], name: str) -> list[ProofStep]:
     index = next((i for i, leaf in enumerate(ordered) if leaf[0] == name), None)
     if index is None:
         raise ModelError(f"no tensor named {name!r}")
-    level = [leaf_hash(leaf) for leaf in ordered]
-    proof: list[ProofStep] = []
-    while len(level) > 1:
-        sibling = index ^ 1
-        if sibling < len(level):
-            proof.append((sibling < index, level[sibling]))
-        nxt = [_node(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
-        if len(level) % 2:
-            nxt.append(level[-1])
-        level, index = nxt, index // 2
-    return proof
+    return merkle.path([leaf_hash(leaf) for leaf in ordered], index)
 
 
 def verify_inclusion(root: bytes, leaf: TensorLeaf, proof: Sequence[ProofStep]) -> None:
@@ -131,10 +105,7 @@ def verify_inclusion(root: bytes, leaf: TensorLeaf, proof: Sequence[ProofStep]) 
     Raises:
         ModelError: the proof does not lead to ``root``.
     """
-    node = leaf_hash(leaf)
-    for sibling_is_left, sibling in proof:
-        node = _node(sibling, node) if sibling_is_left else _node(node, sibling)
-    if node != root:
+    if merkle.root_from_path(leaf_hash(leaf), proof) != root:
         raise ModelError(f"tensor {leaf[0]!r} is not in model {format_root(root)}")
 
 

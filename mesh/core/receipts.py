@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 
 from mesh.core.envelope import Signed, sign_message
 from mesh.core.identity import Identity
-from mesh.core.messages import Receipt, RuntimeValue, Task
+from mesh.core.messages import BATCH_PARAM, Receipt, RuntimeValue, Task
 from mesh.core.tensors import Tensor
 from mesh.core.values import values_hash
 from mesh.errors import MalformedMessage, OutputMismatch, TaskMismatch, VerificationError
@@ -86,8 +86,14 @@ def verify_receipt(
             raise TaskMismatch("receipt names another model_root than the task")
         if task.message.target and task.message.target != receipt.worker:
             raise TaskMismatch("receipt signed by a worker the task was not addressed to")
-    if outputs is not None and values_hash(outputs) != receipt.output_hash:
-        raise OutputMismatch("outputs do not match the receipt's output_hash")
+    if outputs is not None:
+        if task is not None and BATCH_PARAM in task.message.params:
+            # A batch's output_hash is a Merkle root over its items (mesh.core.batch).
+            raise TaskMismatch(
+                "a batched task's receipt covers many items: check one with verify_batch_item"
+            )
+        if values_hash(outputs) != receipt.output_hash:
+            raise OutputMismatch("outputs do not match the receipt's output_hash")
 
 
 def verify_chain_link(previous: Signed[Receipt], following: Signed[Receipt]) -> None:

@@ -5,7 +5,10 @@ Order of the checks (each failure is an ErrorReply with its code; see
 
 1. decode the request, verify the task's signature and that the inputs hash to
    the signed ``input_hash`` (``malformed``, ``too-large``, ``bad-signature``);
-   bytes that are not even MessagePack close the stream instead (raise);
+   bytes that are not even MessagePack close the stream instead (raise). A
+   batched task (:mod:`mesh.core.batch`) takes the same steps once for all its
+   items; step 7 runs every item (:mod:`mesh.node.batching`) and step 8 issues
+   one receipt over the Merkle root of their outputs;
 2. the task's validity window against the node's clock (``expired``);
 3. the target: a task pinned to another worker is refused (``malformed``);
 4. the model is one this node serves (``unknown-model``);
@@ -29,6 +32,7 @@ import trio
 
 from mesh.aio.clock import WallClock
 from mesh.core import canonical
+from mesh.core.batch import BatchRequest, decode_any_request, encode_batch_result
 from mesh.core.envelope import Signed
 from mesh.core.identity import Identity
 from mesh.core.messages import (
@@ -36,7 +40,6 @@ from mesh.core.messages import (
     Receipt,
     RuntimeValue,
     Task,
-    decode_request,
     encode_result,
 )
 from mesh.core.replay import ReplayCache
@@ -46,6 +49,7 @@ from mesh.core.values import Values, values_hash
 from mesh.errors import InternalError, MalformedMessage, MeshError, ProtocolError, UnknownModel
 from mesh.net.interface import Inbound
 from mesh.node.admission import Admission, ThroughputMeter
+from mesh.node.batching import BatchExecution, execute_items, outputs_root
 from mesh.node.lifecycle import TaskState, TaskTable
 from mesh.node.receipt_log import ReceiptLog
 from mesh.node.runner import ExecutionLike, TaskRunner
@@ -162,7 +166,7 @@ class TaskHandler:
     async def _handle(self, inbound: Inbound, answer: _Answer) -> bytes:
         remote_peer, message = inbound.peer_id, inbound.message
         try:
-            request = await _off_loop_if_big(len(message), decode_request, message)
+            request = await _off_loop_if_big(len(message), decode_any_request, message)
         except MalformedMessage as exc:
             # Not even MessagePack: no reply makes sense, the stream is closed.
             # (canonical.decode raises here, outside any handler of ours.)
@@ -172,8 +176,10 @@ class TaskHandler:
             return self._refuse(remote_peer, exc, b"", answer)
         task = request.task
         answer.model_root = task.message.model_root
+        # A batch's items (a list) or one task's inputs (a map).
+        payload = request.items if isinstance(request, BatchRequest) else request.inputs
         try:
-            reply = await self._handle_task(remote_peer, task, request.inputs)
+            reply = await self._handle_task(remote_peer, task, payload)
         except ProtocolError as exc:
             return self._refuse(remote_peer, exc, task.digest, answer)
         answer.code = "ok"
@@ -186,7 +192,9 @@ class TaskHandler:
         logger.info("task %s from %s refused: %s %s", task_id.hex()[:8], remote_peer, exc.code, exc)
         return ErrorReply.from_exception(exc, task_id=task_id).encode()
 
-    async def _handle_task(self, remote_peer: str, task: Signed[Task], inputs: Values) -> bytes:
+    async def _handle_task(
+        self, remote_peer: str, task: Signed[Task], inputs: Values | list[Values]
+    ) -> bytes:
         body = task.message
         verify_task(task, now_ms=self._now_ms())
         if body.target and body.target != self._identity.public_key:
@@ -205,7 +213,9 @@ class TaskHandler:
             self._table.fail(task.digest)  # a no-op once answered (closed)
             self._meter.record(trio.current_time())
 
-    async def _run(self, remote_peer: str, task: Signed[Task], inputs: Values) -> bytes:
+    async def _run(
+        self, remote_peer: str, task: Signed[Task], inputs: Values | list[Values]
+    ) -> bytes:
         body = task.message
         self._table.move(task.digest, TaskState.QUEUED)
         started_ms = self._now_ms()
@@ -217,12 +227,20 @@ class TaskHandler:
             self._table.move(task.digest, TaskState.RUNNING)
             started_ms = self._now_ms()
 
-        execution = await self._execute(body.model_root, inputs, dict(body.params), on_start)
+        execution: ExecutionLike | BatchExecution
+        if isinstance(inputs, list):  # a batched task's items (mesh.core.batch)
+            execution = await self._execute_batch(body.model_root, inputs, body.params, on_start)
+            out_bytes = sum(_values_bytes(o) for o in execution.outputs)
+            output_hash = await _off_loop_if_big(out_bytes, outputs_root, execution.outputs)
+            commitment = b""
+        else:
+            execution = await self._execute(body.model_root, inputs, dict(body.params), on_start)
+            out_bytes = _values_bytes(execution.outputs)
+            output_hash = await _off_loop_if_big(out_bytes, values_hash, execution.outputs)
+            commitment = execution.commitment
         finished_ms = self._now_ms()
         self._table.move(task.digest, TaskState.DONE)
         self._table.require_done(task.digest)
-        out_bytes = _values_bytes(execution.outputs)
-        output_hash = await _off_loop_if_big(out_bytes, values_hash, execution.outputs)
 
         def issue() -> Signed[Receipt]:
             return self._log.issue(
@@ -233,7 +251,7 @@ class TaskHandler:
                 output_hash=output_hash,
                 started_ms=started_ms,
                 finished_ms=finished_ms,
-                commitment=execution.commitment,
+                commitment=commitment,
             )
 
         try:
@@ -257,7 +275,26 @@ class TaskHandler:
             execution.batch_size,
             execution.compute_ms,
         )
+        if isinstance(execution, BatchExecution):
+            return await _off_loop_if_big(
+                out_bytes, encode_batch_result, receipt, execution.outputs
+            )
         return await _off_loop_if_big(out_bytes, encode_result, receipt, execution.outputs)
+
+    async def _execute_batch(
+        self,
+        model_root: bytes,
+        items: list[Values],
+        params: Mapping[str, int],
+        on_start: Callable[[], None],
+    ) -> BatchExecution:
+        try:
+            return await execute_items(self._runner, model_root, items, dict(params), on_start)
+        except MeshError:
+            raise
+        except Exception as exc:
+            logger.exception("runner failed on a batch of model %s", model_root.hex()[:8])
+            raise InternalError("the model failed on this batch") from exc
 
     async def _execute(
         self,

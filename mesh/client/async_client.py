@@ -34,7 +34,7 @@ from mesh.client.selection import PeerBook
 from mesh.client.sender import Inputs, TaskSender
 from mesh.client.verify import check_response
 from mesh.core import limits
-from mesh.core.batch import check_count, item_proofs, items_root
+from mesh.core.batch import check_count, encode_items, hash_encoded, item_proofs, items_root
 from mesh.core.capacity import CAPACITY_NAMESPACE, capacity_validator
 from mesh.core.envelope import Signed, sign_message
 from mesh.core.identity import Identity, public_key_from_peer_id
@@ -382,7 +382,8 @@ class AsyncClient:
         deadline = trio.current_time() + limit
         root = resolve_model(model, zoo_dirs=self._config.zoo_dirs)
         check_count(len(items))
-        input_hashes = [values_hash(i) for i in items]
+        encoded = encode_items(items)  # hashed for the task, then sent as they are
+        input_hashes = hash_encoded(encoded)
         window = min(
             max(self._config.task_window_s, limit + 1.0),
             (limits.MAX_TASK_WINDOW_MS - limits.MAX_CLOCK_SKEW_MS) / 1000,
@@ -402,8 +403,8 @@ class AsyncClient:
                 target=b"",
             ),
         )
-        run = await self._sender.send_batch(task, items, deadline=deadline)
-        proofs = item_proofs(input_hashes, [values_hash(o) for o in run.outputs])
+        run = await self._sender.send_batch(task, items, deadline=deadline, encoded=encoded)
+        proofs = item_proofs(input_hashes, run.output_hashes)
         return [
             RunResult(
                 outputs,

@@ -61,6 +61,7 @@ class BatchRun:
 
     Attributes:
         outputs: each item's outputs, in order.
+        output_hashes: their hashes (``values_hash``), the leaves under ``output_hash``.
         receipt: the worker's receipt (``output_hash`` is the items' Merkle root).
         task: the signed batched task.
         worker: the PeerID that ran it.
@@ -69,6 +70,7 @@ class BatchRun:
     """
 
     outputs: list[Values]
+    output_hashes: list[bytes]
     receipt: Signed[Receipt]
     task: Signed[Task]
     worker: str

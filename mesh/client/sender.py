@@ -23,7 +23,7 @@ from mesh.client.results import BatchRun, RunResult
 from mesh.client.retry import Failure, RetryPolicy
 from mesh.client.selection import Load, PeerBook
 from mesh.client.verify import check_batch_response, check_response
-from mesh.core.batch import encode_batch_request
+from mesh.core.batch import BatchResult, encode_batch_request
 from mesh.core.envelope import Signed
 from mesh.core.messages import Receipt, Task, encode_request
 from mesh.core.tensors import Tensor
@@ -102,20 +102,26 @@ class TaskSender:
         *,
         deadline: float,
         target: str | None = None,
+        encoded: Sequence[bytes] | None = None,
     ) -> BatchRun:
         """Send a batched task (:mod:`mesh.core.batch`) like :meth:`send`: one receipt back.
+
+        ``encoded``: the items' canonical bytes when already at hand (they were
+        hashed for the task's ``input_hash``), so they are not encoded twice.
 
         Raises:
             the same as :meth:`send`.
         """
 
-        def check(response: bytes, worker: str) -> tuple[list[Values], Signed[Receipt]]:
+        def check(response: bytes, worker: str) -> tuple[BatchResult, Signed[Receipt]]:
             return check_batch_response(response, task=task, worker=worker)
 
-        request = encode_batch_request(task, items)
+        request = encode_batch_request(task, items, encoded=encoded)
         sent = await self._send(task, request, check, deadline=deadline, target=target)
-        (outputs, receipt), peer, latency_ms, attempts = sent
-        return BatchRun(outputs, receipt, task, peer, latency_ms, attempts)
+        (result, receipt), peer, latency_ms, attempts = sent
+        return BatchRun(
+            result.outputs, result.output_hashes, receipt, task, peer, latency_ms, attempts
+        )
 
     async def _send(
         self,

@@ -3,7 +3,7 @@ must carry a receipt that verifies against the task, the outputs and the worker.
 
 from __future__ import annotations
 
-from mesh.core.batch import decode_batch_response, verify_batch_receipt
+from mesh.core.batch import BatchResult, decode_batch_response, verify_batch_receipt
 from mesh.core.envelope import Signed
 from mesh.core.identity import public_key_from_peer_id
 from mesh.core.messages import ErrorReply, Receipt, Task, decode_response
@@ -45,11 +45,11 @@ def check_response(
 
 def check_batch_response(
     response: bytes, *, task: Signed[Task], worker: str
-) -> tuple[list[Values], Signed[Receipt]]:
+) -> tuple[BatchResult, Signed[Receipt]]:
     """Decode a worker's answer to a batched task and verify its receipt over every item.
 
     Returns:
-        Each item's outputs and the verified receipt.
+        The decoded result (outputs and their hashes) and the verified receipt.
 
     Raises:
         ProtocolError: the worker answered with an ErrorReply (its code's class).
@@ -63,11 +63,13 @@ def check_batch_response(
         raise decoded.to_exception()
     receipt = decoded.receipt
     try:
-        verify_batch_receipt(receipt, task=task, outputs=decoded.outputs)
+        verify_batch_receipt(
+            receipt, task=task, outputs=decoded.outputs, output_hashes=decoded.output_hashes
+        )
     except VerificationError:
         raise
     except ProtocolError as exc:
         raise VerificationError(f"inconsistent receipt from {worker}: {exc}") from exc
     if receipt.message.worker != public_key_from_peer_id(worker):
         raise VerificationError(f"receipt from {worker} is signed by another key")
-    return decoded.outputs, receipt
+    return decoded, receipt

@@ -30,9 +30,12 @@ is refused, so a receipt's ``output_hash`` is never read the wrong way.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import msgpack
 
 from mesh.core import canonical, limits, merkle
 from mesh.core.envelope import Signed, open_signed
@@ -47,7 +50,7 @@ from mesh.core.messages import (
 )
 from mesh.core.receipts import verify_receipt
 from mesh.core.tensors import Tensor
-from mesh.core.values import Values, values_from_wire, values_hash, values_to_wire
+from mesh.core.values import Values, encode_values, values_from_wire, values_hash
 from mesh.errors import MalformedMessage, OutputMismatch, TaskMismatch, TooLarge
 
 ITEM_LEAF_TYPE = "mesh/batch-item/v1"
@@ -75,6 +78,34 @@ def items_root(item_hashes: Sequence[bytes]) -> bytes:
     return merkle.root([item_leaf(i, h) for i, h in enumerate(item_hashes)])
 
 
+def encode_items(items: Items) -> list[bytes]:
+    """Each item's canonical bytes (``values_hash`` is their SHA-256): encoded once, then
+    both hashed and sent (:func:`encode_batch_request`, :func:`encode_batch_result`)."""
+    return [encode_values(i) for i in items]
+
+
+def hash_encoded(encoded: Sequence[bytes]) -> list[bytes]:
+    """The items' hashes from their canonical bytes."""
+    return [hashlib.sha256(e).digest() for e in encoded]
+
+
+def _wire_hash(wire_item: Any) -> bytes:
+    # A value taken from a message that canonical.decode accepted is canonical:
+    # packing it as-is gives its canonical bytes, without re-checking it.
+    return hashlib.sha256(msgpack.packb(wire_item, use_bin_type=True)).digest()
+
+
+def _array(encoded: Sequence[bytes]) -> bytes:
+    packer = msgpack.Packer(use_bin_type=True)
+    header: bytes = packer.pack_array_header(len(encoded))
+    return header + b"".join(encoded)
+
+
+def _key(text: str) -> bytes:
+    packed: bytes = msgpack.packb(text, use_bin_type=True)
+    return packed
+
+
 def check_count(count: int) -> None:
     """Raise unless ``count`` items may form a batch.
 
@@ -98,10 +129,29 @@ class BatchRequest:
     items: list[Values]
 
 
-def encode_batch_request(task: Signed[Task], items: Items) -> bytes:
-    """The request message for a signed batched task and its items."""
-    return canonical.encode(
-        {"items": [values_to_wire(i) for i in items], "kind": "batch", "task": task.to_wire()}
+def encode_batch_request(
+    task: Signed[Task], items: Items, *, encoded: Sequence[bytes] | None = None
+) -> bytes:
+    """The request message for a signed batched task and its items.
+
+    Args:
+        task: the signed batched task.
+        items: each item's inputs.
+        encoded: the items' canonical bytes if already at hand (:func:`encode_items`).
+    """
+    parts = encode_items(items) if encoded is None else encoded
+    # The canonical map {"items", "kind", "task"} assembled from encoded parts:
+    # the same bytes canonical.encode gives, without re-walking every item.
+    return b"".join(
+        (
+            b"\x83",
+            _key("items"),
+            _array(parts),
+            _key("kind"),
+            _key("batch"),
+            _key("task"),
+            canonical.encode(task.to_wire()),
+        )
     )
 
 
@@ -134,7 +184,7 @@ def _batch_from_wire(wire: dict[str, Any]) -> BatchRequest:
     if not isinstance(raw, list) or len(raw) != count:
         raise MalformedMessage(f"the task says {count} items; the request holds another count")
     items = [values_from_wire(item) for item in raw]
-    if items_root([values_hash(i) for i in items]) != task.message.input_hash:
+    if items_root([_wire_hash(item) for item in raw]) != task.message.input_hash:
         raise MalformedMessage("the items do not match the task's input_hash")
     return BatchRequest(task, items)
 
@@ -144,20 +194,35 @@ def _batch_from_wire(wire: dict[str, Any]) -> BatchRequest:
 
 @dataclass(frozen=True, slots=True)
 class BatchResult:
-    """A decoded batch result: the receipt (signature verified) and each item's outputs."""
+    """A decoded batch result: the receipt (signature verified), each item's outputs and
+    their hashes (``values_hash``)."""
 
     receipt: Signed[Receipt]
     outputs: list[Values]
+    output_hashes: list[bytes]
 
 
-def encode_batch_result(receipt: Signed[Receipt], outputs: Items) -> bytes:
-    """The success response of a batch: every item's outputs and the one receipt."""
-    return canonical.encode(
-        {
-            "kind": "batch-result",
-            "outputs": [values_to_wire(o) for o in outputs],
-            "receipt": receipt.to_wire(),
-        }
+def encode_batch_result(
+    receipt: Signed[Receipt], outputs: Items, *, encoded: Sequence[bytes] | None = None
+) -> bytes:
+    """The success response of a batch: every item's outputs and the one receipt.
+
+    Args:
+        receipt: the batch's receipt.
+        outputs: each item's outputs.
+        encoded: their canonical bytes if already at hand (:func:`encode_items`).
+    """
+    parts = encode_items(outputs) if encoded is None else encoded
+    return b"".join(
+        (
+            b"\x83",
+            _key("kind"),
+            _key("batch-result"),
+            _key("outputs"),
+            _array(parts),
+            _key("receipt"),
+            canonical.encode(receipt.to_wire()),
+        )
     )
 
 
@@ -181,7 +246,8 @@ def decode_batch_response(
     if not isinstance(wire["outputs"], list) or len(wire["outputs"]) > MAX_BATCH_ITEMS:
         raise MalformedMessage("a batch result's outputs are a list of at most the batch cap")
     receipt = open_signed(wire["receipt"], Receipt)
-    return BatchResult(receipt, [values_from_wire(o) for o in wire["outputs"]])
+    outputs = [values_from_wire(o) for o in wire["outputs"]]
+    return BatchResult(receipt, outputs, [_wire_hash(o) for o in wire["outputs"]])
 
 
 # -- proofs and checks ---------------------------------------------------------------
@@ -254,29 +320,34 @@ def _steps(raw: Any) -> tuple[ProofStep, ...]:
 def item_proofs(input_hashes: Sequence[bytes], output_hashes: Sequence[bytes]) -> list[ItemProof]:
     """The proof of every item of a batch, from its items' input and output hashes."""
     count = len(output_hashes)
-    ins = [item_leaf(i, h) for i, h in enumerate(input_hashes)]
-    outs = [item_leaf(i, h) for i, h in enumerate(output_hashes)]
-    return [
-        ItemProof(i, count, tuple(merkle.path(outs, i)), tuple(merkle.path(ins, i)))
-        for i in range(count)
-    ]
+    ins = merkle.all_paths([item_leaf(i, h) for i, h in enumerate(input_hashes)])
+    outs = merkle.all_paths([item_leaf(i, h) for i, h in enumerate(output_hashes)])
+    return [ItemProof(i, count, tuple(outs[i]), tuple(ins[i])) for i in range(count)]
 
 
 def verify_batch_receipt(
-    receipt: Signed[Receipt], *, task: Signed[Task], outputs: Sequence[Values]
+    receipt: Signed[Receipt],
+    *,
+    task: Signed[Task],
+    outputs: Sequence[Values],
+    output_hashes: Sequence[bytes] | None = None,
 ) -> None:
     """Check a whole batch's receipt: binding to the task, and every item's outputs.
 
     Raises:
         TaskMismatch: the receipt answers another task, or the task is no batch.
         OutputMismatch: the outputs (their count or values) do not give ``output_hash``.
+
+    ``output_hashes``: the outputs' hashes when already known (a decoded
+    :class:`BatchResult` carries them, taken from the received bytes).
         MalformedMessage: an inconsistent receipt (see ``verify_receipt``).
     """
     count = _count_of(task)
     verify_receipt(receipt, task=task)
     if len(outputs) != count:
         raise OutputMismatch(f"{len(outputs)} outputs for a batch of {count} items")
-    if items_root([values_hash(o) for o in outputs]) != receipt.message.output_hash:
+    hashes = [values_hash(o) for o in outputs] if output_hashes is None else output_hashes
+    if len(hashes) != count or items_root(hashes) != receipt.message.output_hash:
         raise OutputMismatch("the items' outputs do not match the receipt's output_hash")
 
 

@@ -68,6 +68,24 @@ def path(leaves: Sequence[bytes], index: int) -> list[ProofStep]:
     return steps
 
 
+def all_paths(leaves: Sequence[bytes]) -> list[list[ProofStep]]:
+    """The inclusion path of every leaf, building each level once (``n log n``, not ``n^2``)."""
+    levels = [list(leaves)]
+    while len(levels[-1]) > 1:
+        levels.append(_up(levels[-1]))
+    result: list[list[ProofStep]] = []
+    for index in range(len(leaves)):
+        steps: list[ProofStep] = []
+        position = index
+        for level in levels[:-1]:
+            sibling = position ^ 1
+            if sibling < len(level):
+                steps.append((sibling < position, level[sibling]))
+            position //= 2
+        result.append(steps)
+    return result
+
+
 def root_from_path(leaf_hash: bytes, steps: Sequence[ProofStep]) -> bytes:
     """The root that ``leaf_hash`` and its inclusion path lead to."""
     current = leaf_hash

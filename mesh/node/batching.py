@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import trio
 
 from mesh.aio.groups import unwrap_single_error
-from mesh.core.batch import items_root
+from mesh.core.batch import encode_items, hash_encoded, items_root
 from mesh.core.messages import BATCH_PARAM
-from mesh.core.values import Values, values_hash
+from mesh.core.values import Values
 from mesh.errors import InternalError, InvalidInput
 from mesh.node.runner import ExecutionLike, TaskRunner
 
@@ -66,7 +66,7 @@ async def execute_items(
     """
     item_params = {k: v for k, v in params.items() if k != BATCH_PARAM}
     executions: list[ExecutionLike | None] = [None] * len(items)
-    limiter = trio.CapacityLimiter(max(1, min(len(items), PARALLEL_ITEMS)))
+    pending = iter(range(len(items)))
     started = False
 
     def first_start() -> None:
@@ -75,8 +75,10 @@ async def execute_items(
             started = True
             on_start()
 
-    async def one(index: int) -> None:
-        async with limiter:
+    async def worker() -> None:
+        # A few workers taking the next item each (not a task per item waiting on
+        # a limiter): measured ~10% of the node's event loop for 256 items.
+        for index in pending:
             try:
                 executions[index] = await runner.run(
                     model_root, items[index], item_params, on_start=first_start
@@ -86,8 +88,8 @@ async def execute_items(
 
     with unwrap_single_error():
         async with trio.open_nursery() as nursery:
-            for index in range(len(items)):
-                nursery.start_soon(one, index)
+            for _ in range(min(len(items), PARALLEL_ITEMS)):
+                nursery.start_soon(worker)
     done = [e for e in executions if e is not None]
     if len(done) != len(items):
         raise InternalError("a batch item finished without an outcome")
@@ -102,6 +104,8 @@ async def execute_items(
     )
 
 
-def outputs_root(outputs: Sequence[Values]) -> bytes:
-    """The receipt's ``output_hash`` of a batch: the Merkle root of its items' outputs."""
-    return items_root([values_hash(o) for o in outputs])
+def encode_outputs(outputs: Sequence[Values]) -> tuple[list[bytes], bytes]:
+    """The outputs' canonical bytes (sent as they are) and the receipt's ``output_hash``:
+    the Merkle root over their hashes."""
+    encoded = encode_items(outputs)
+    return encoded, items_root(hash_encoded(encoded))

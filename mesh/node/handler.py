@@ -49,7 +49,7 @@ from mesh.core.values import Values, values_hash
 from mesh.errors import InternalError, MalformedMessage, MeshError, ProtocolError, UnknownModel
 from mesh.net.interface import Inbound
 from mesh.node.admission import Admission, ThroughputMeter
-from mesh.node.batching import BatchExecution, execute_items, outputs_root
+from mesh.node.batching import BatchExecution, encode_outputs, execute_items
 from mesh.node.lifecycle import TaskState, TaskTable
 from mesh.node.receipt_log import ReceiptLog
 from mesh.node.runner import ExecutionLike, TaskRunner
@@ -231,7 +231,9 @@ class TaskHandler:
         if isinstance(inputs, list):  # a batched task's items (mesh.core.batch)
             execution = await self._execute_batch(body.model_root, inputs, body.params, on_start)
             out_bytes = sum(_values_bytes(o) for o in execution.outputs)
-            output_hash = await _off_loop_if_big(out_bytes, outputs_root, execution.outputs)
+            encoded, output_hash = await _off_loop_if_big(
+                out_bytes, encode_outputs, execution.outputs
+            )
             commitment = b""
         else:
             execution = await self._execute(body.model_root, inputs, dict(body.params), on_start)
@@ -276,9 +278,7 @@ class TaskHandler:
             execution.compute_ms,
         )
         if isinstance(execution, BatchExecution):
-            return await _off_loop_if_big(
-                out_bytes, encode_batch_result, receipt, execution.outputs
-            )
+            return encode_batch_result(receipt, execution.outputs, encoded=encoded)
         return await _off_loop_if_big(out_bytes, encode_result, receipt, execution.outputs)
 
     async def _execute_batch(

@@ -151,3 +151,32 @@ def test_a_batch_result_verifies_whole_and_item_by_item() -> None:
 def test_bad_proofs_are_refused(wire: dict[str, object]) -> None:
     with pytest.raises(MalformedMessage):
         ItemProof.decode(canonical.encode(wire))
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 5, 8, 13])
+def test_all_paths_equals_each_path(count: int) -> None:
+    leaves = [item_leaf(i, bytes([i]) * 32) for i in range(count)]
+    assert merkle.all_paths(leaves) == [merkle.path(leaves, i) for i in range(count)]
+    for i, steps in enumerate(merkle.all_paths(leaves)):
+        assert merkle.root_from_path(leaves[i], steps) == merkle.root(leaves)
+
+
+def test_assembled_messages_are_exactly_the_canonical_encoding() -> None:
+    from mesh.core.values import values_to_wire
+
+    task = _batch_task()
+    assert encode_batch_request(task, ITEMS) == canonical.encode(
+        {"items": [values_to_wire(i) for i in ITEMS], "kind": "batch", "task": task.to_wire()}
+    )
+    receipt = _receipt(task)
+    many = OUTPUTS * 5  # past 15 items the array header takes another form
+    assert encode_batch_result(receipt, many) == canonical.encode(
+        {
+            "kind": "batch-result",
+            "outputs": [values_to_wire(o) for o in many],
+            "receipt": receipt.to_wire(),
+        }
+    )
+    decoded = decode_batch_response(encode_batch_result(receipt, many))
+    assert not isinstance(decoded, ErrorReply)
+    assert decoded.output_hashes == [values_hash(o) for o in many]

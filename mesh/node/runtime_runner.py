@@ -42,6 +42,9 @@ class RuntimeRunner:
     def device(self) -> str:
         return self._device
 
+    def validate(self, model_root: bytes, inputs: Values, params: dict[str, int]) -> None:
+        self._executor.model(model_root).validate(inputs, params)
+
     async def run(
         self,
         model_root: bytes,

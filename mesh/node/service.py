@@ -24,13 +24,17 @@ import trio
 
 from mesh.aio.clock import WallClock, trio_wall_clock
 from mesh.aio.groups import unwrap_single_error
+from mesh.aio.ratelog import flush_all
 from mesh.core.capacity import CAPACITY_NAMESPACE, capacity_validator
-from mesh.core.replay import ReplayCache
+from mesh.core.replay import ReplayCache, start_rate
+from mesh.core.tokenbucket import TokenBucket
 from mesh.errors import ConfigError
+from mesh.files.keylock import KeyLock
 from mesh.net.interface import TASK_PROTOCOL, Network
 from mesh.node.admission import Admission, ThroughputMeter
 from mesh.node.advertiser import Advertiser
 from mesh.node.config import NodeConfig
+from mesh.node.gate import RunGate
 from mesh.node.handler import BlockingCall, TaskHandler
 from mesh.node.lifecycle import TaskState, TaskTable
 from mesh.node.receipt_log import ReceiptLog
@@ -83,6 +87,8 @@ class Node:
         blocking: how to call blocking receipt-log appends (default: a worker
             thread; tests on a fake clock pass :func:`mesh.testing.inline_blocking`).
         memory_free_mb: free memory to advertise (the runtime's figure).
+        receipt_log: the node's receipt log, opened (and locked) already by
+            :func:`run_node` before the network; opened here when None.
     """
 
     def __init__(
@@ -94,16 +100,13 @@ class Node:
         wall_clock: WallClock | None = None,
         blocking: BlockingCall | None = None,
         memory_free_mb: Callable[[], int] = lambda: 0,
+        receipt_log: ReceiptLog | None = None,
     ) -> None:
         self.config = config
         self._network = network
         self._runner = runner
         self._wall_clock = wall_clock or trio_wall_clock()
-        try:
-            config.data_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot create data dir {config.data_dir}: {exc}") from exc
-        self._log = ReceiptLog.open(config.receipt_log_path, config.identity)
+        self._log = receipt_log or open_receipt_log(config)
         self._meter = ThroughputMeter()
         self._table = TaskTable()
         capacity = min(config.max_queue, runner.queue_capacity())
@@ -112,6 +115,12 @@ class Node:
             per_client=config.max_in_flight_per_client,
             table=self._table,
             meter=self._meter,
+        )
+        # Tasks start no faster than the replay cache can remember for a whole
+        # window (mesh.core.replay: entries <= burst + rate x window).
+        rate = start_rate(config.replay_entries)
+        self._gate = RunGate(
+            slots=config.max_batch, start=TokenBucket(rate=rate.rate, burst=rate.burst)
         )
         self._handler = TaskHandler(
             identity=config.identity,
@@ -122,6 +131,7 @@ class Node:
             table=self._table,
             meter=self._meter,
             wall_clock=self._wall_clock,
+            gate=self._gate,
             blocking=blocking,
         )
         self._advertiser = Advertiser(
@@ -174,6 +184,8 @@ class Node:
         nursery = await stack.enter_async_context(trio.open_nursery())
         self._stack, self._nursery = stack, nursery
         nursery.start_soon(self._runner.run_forever)
+        nursery.start_soon(self._gate.run)
+        nursery.start_soon(_flush_refusal_logs)
         # Serve before advertising: a client that finds us must get an answer.
         self._network.set_request_handler(TASK_PROTOCOL, self._handler.handle)
         await self._advertiser.advertise_once()
@@ -240,15 +252,54 @@ async def run_node(
         from mesh.node.runtime_runner import load_runtime_runner
 
         runner_factory = load_runtime_runner
-    runner = await runner_factory(config)
-    memory_free_mb = getattr(runner, "memory_free_mb", lambda: 0)
-    async with (
-        (network_factory or libp2p_network_factory)(config) as network,
-        Node(config, network=network, runner=runner, memory_free_mb=memory_free_mb) as node,
-    ):
-        task_status.started(node)
-        await (stop if stop is not None else trio.Event()).wait()
-        logger.info("node %s stopping", node.peer_id)
+    # The key's lock and the receipt log's come before anything else, the network
+    # above all: a second node with this key (or this data dir) must fail at once,
+    # never join the mesh under a PeerID that is already serving.
+    with KeyLock.acquire(config.identity, what=f"data dir {config.data_dir}"):
+        receipt_log = open_receipt_log(config)
+        try:
+            runner = await runner_factory(config)
+            memory_free_mb = getattr(runner, "memory_free_mb", lambda: 0)
+            async with (
+                (network_factory or libp2p_network_factory)(config) as network,
+                Node(
+                    config,
+                    network=network,
+                    runner=runner,
+                    memory_free_mb=memory_free_mb,
+                    receipt_log=receipt_log,
+                ) as node,
+            ):
+                task_status.started(node)
+                await (stop if stop is not None else trio.Event()).wait()
+                logger.info("node %s stopping", node.peer_id)
+        finally:
+            receipt_log.close()
+
+
+def open_receipt_log(config: NodeConfig) -> ReceiptLog:
+    """Make the data dir and open (and lock) the node's receipt log.
+
+    Raises:
+        ConfigError: the folder cannot be made, or the log is in use or unreadable.
+        VerificationError: the log holds another worker's or a tampered chain.
+    """
+    try:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create data dir {config.data_dir}: {exc}") from exc
+    return ReceiptLog.open(config.receipt_log_path, config.identity)
+
+
+# How often the "N more suppressed" lines of rate-limited refusal logs are written.
+LOG_FLUSH_S = 10.0
+
+
+async def _flush_refusal_logs() -> None:
+    """Write the counts of suppressed refusal lines, so a flood's size is never lost."""
+    while True:
+        await trio.sleep(LOG_FLUSH_S)
+        flush_all()
 
 
 def libp2p_network_factory(config: NodeConfig) -> AbstractAsyncContextManager[Network]:

@@ -29,7 +29,7 @@ import trio
 
 from mesh.core.identity import Identity
 from mesh.errors import DeadlineExceeded, MeshError
-from mesh.files.keyfile import write_key_file
+from mesh.files.keyfile import load_key_file, write_key_file
 from mesh.node.config import NodeConfig
 from mesh.testnet.processes import Child, fork_child, stop_children, wait_for_reports
 
@@ -198,9 +198,13 @@ class Testnet:
     def _node_config(self, index: int) -> NodeConfig:
         node_dir = self.work_dir / f"node-{index:03d}"
         node_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        identity = Identity.generate()
         key_path = node_dir / "node.key"
-        if not key_path.exists():
+        # A work dir used before keeps its nodes: each one's receipt log is chained
+        # to its key, so a restart must reuse the key, never make a new one.
+        if key_path.exists():
+            identity = load_key_file(key_path)
+        else:
+            identity = Identity.generate()
             write_key_file(key_path, identity)
         regions = self.config.regions
         config = NodeConfig(

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from types import TracebackType
+from typing import Literal, overload
 
 import trio
 
@@ -26,7 +27,9 @@ from mesh.aio.clock import WallClock, trio_wall_clock
 from mesh.aio.groups import unwrap_single_error
 from mesh.client.config import ClientConfig, load_bootstrap, load_identity
 from mesh.client.discovery import Discovery
+from mesh.client.mapping import results_or_raise, run_items
 from mesh.client.models import resolve_model
+from mesh.client.precheck import check_before_sending
 from mesh.client.reputation import Reputation
 from mesh.client.results import PeerView, RunResult
 from mesh.client.selection import PeerBook
@@ -218,10 +221,13 @@ class AsyncClient:
             **more_params: more integer parameters, as keywords (``seed=3``).
 
         Raises:
+            InvalidInput: the inputs or params do not fit the model's manifest
+                (checked before sending), or ``refusal_quorum`` workers refused them.
             VerificationError: only unverifiable answers came back.
-            DeadlineExceeded: no verified answer within ``timeout``.
-            NoPeersAvailable: nobody serves the model.
-            ProtocolError: the task itself was refused (invalid input, ...).
+            DeadlineExceeded: no verified answer within ``timeout`` (also when no
+                provider was found in time).
+            NoPeersAvailable: every provider found was left out before the deadline.
+            ProtocolError: the task itself was refused (expired, ...).
         """
         self._check_open()
         merged = {**(params or {}), **more_params}
@@ -242,6 +248,9 @@ class AsyncClient:
         limit = self._config.timeout_s if timeout is None else timeout
         deadline = trio.current_time() + limit
         root = resolve_model(model, zoo_dirs=self._config.zoo_dirs)
+        # The task must fit the model before it leaves: then a worker's
+        # invalid-input is that worker's fault (mesh.client.retry).
+        check_before_sending(model, root, inputs, params, zoo_dirs=self._config.zoo_dirs)
         # The task must stay valid until the deadline (retries re-send it), but
         # nodes refuse windows over MAX_TASK_WINDOW_MS (their replay caches rely
         # on it); keep a margin for clocks that disagree.
@@ -254,6 +263,30 @@ class AsyncClient:
         )
         return await self.run_task(task, inputs, deadline=deadline, target=target)
 
+    @overload
+    async def map(
+        self,
+        model: str | bytes,
+        many_inputs: Iterable[Inputs],
+        *,
+        concurrency: int | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109
+        return_errors: Literal[False] = False,
+        **params: int,
+    ) -> list[RunResult]: ...
+
+    @overload
+    async def map(
+        self,
+        model: str | bytes,
+        many_inputs: Iterable[Inputs],
+        *,
+        concurrency: int | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109
+        return_errors: Literal[True],
+        **params: int,
+    ) -> list[RunResult | MeshError]: ...
+
     async def map(
         self,
         model: str | bytes,
@@ -261,40 +294,39 @@ class AsyncClient:
         *,
         concurrency: int | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 (each task's deadline)
+        return_errors: bool = False,
         **params: int,
-    ) -> list[RunResult]:
-        """Run ``model`` on each of ``many_inputs`` concurrently; results in input order.
+    ) -> list[RunResult] | list[RunResult | MeshError]:
+        """Run ``model`` on each of ``many_inputs`` concurrently; outcomes in input order.
 
-        Tasks spread over live peers (our own in-flight tasks count as load).
-        The first failure cancels the rest and is raised.
+        Tasks spread over live peers (our own in-flight tasks count as load);
+        each is retried elsewhere on its own (one bad worker fails no other
+        task) within its own deadline, ``timeout`` from when it starts.
+        No item's failure cancels the others (:mod:`mesh.client.mapping`).
+
+        Args:
+            model: a zoo name, a hex model_root or 32 raw bytes.
+            many_inputs: one inputs mapping per task.
+            concurrency: tasks in flight at once (default ``config.map_concurrency``).
+            timeout: each task's deadline in seconds (default ``config.timeout_s``).
+            return_errors: True returns each item's :class:`RunResult` or
+                :class:`~mesh.errors.MeshError` in its place; False (the default)
+                returns the results, or raises the first failed item's error
+                (in input order) once every item finished.
+            **params: integer parameters of every task.
         """
         self._check_open()
         items = list(many_inputs)
-        results: list[RunResult | None] = [None] * len(items)
-        errors: list[MeshError] = []
-        limiter = trio.CapacityLimiter(concurrency or self._config.map_concurrency)
 
-        async def one(index: int, nursery: trio.Nursery) -> None:
-            async with limiter:
-                try:
-                    results[index] = await self._run(
-                        model,
-                        items[index],
-                        timeout=timeout,
-                        target=None,
-                        verify="signature",
-                        params=params,
-                    )
-                except MeshError as exc:
-                    errors.append(exc)
-                    nursery.cancel_scope.cancel()
+        async def one(index: int) -> RunResult:
+            return await self._run(
+                model, items[index], timeout=timeout, target=None, verify="signature", params=params
+            )
 
-        async with trio.open_nursery() as nursery:
-            for index in range(len(items)):
-                nursery.start_soon(one, index, nursery)
-        if errors:
-            raise errors[0]
-        return [r for r in results if r is not None]
+        outcomes = await run_items(
+            one, len(items), concurrency=concurrency or self._config.map_concurrency
+        )
+        return outcomes if return_errors else results_or_raise(outcomes)
 
     async def peers(self, *, timeout: float | None = None) -> list[PeerView]:  # noqa: ASYNC109
         """Live peers with valid capacity records, with their measured latency."""

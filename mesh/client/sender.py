@@ -26,7 +26,7 @@ from mesh.core.envelope import Signed
 from mesh.core.messages import Receipt, Task, encode_request
 from mesh.core.tensors import Tensor
 from mesh.core.values import Values
-from mesh.errors import MeshError, NoPeersAvailable, UnknownModel
+from mesh.errors import DeadlineExceeded, MeshError, UnknownModel
 from mesh.net.interface import TASK_PROTOCOL, Network, PeerAddr
 
 logger = logging.getLogger(__name__)
@@ -79,9 +79,12 @@ class TaskSender:
 
         Raises:
             VerificationError: only unverifiable answers came back.
-            DeadlineExceeded: no verified answer within the deadline.
-            NoPeersAvailable: nobody serves the model.
-            ProtocolError: the task itself was refused (another peer would say the same).
+            DeadlineExceeded: no verified answer within the deadline (also when no
+                provider was found in time).
+            NoPeersAvailable: before the deadline, every provider found was left out
+                or failed without an error worth raising.
+            ProtocolError: the task itself was refused (another peer would say the
+                same); ``InvalidInput`` once ``refusal_quorum`` workers refused it.
         """
         request = encode_request(task, inputs)
         root = task.message.model_root
@@ -122,7 +125,14 @@ class TaskSender:
                     kind = plan.failed(step.peer, exc, now=trio.current_time())
                     self._learn(step.peer, root, kind, exc)
                     continue
+                self._blame_refusers(plan.refused, step.peer)
                 return RunResult(outputs, receipt, task, step.peer, latency_ms, plan.attempts)
+
+    def _blame_refusers(self, refusers: Sequence[str], worker: str) -> None:
+        """Workers that refused a task another worker just ran: their fault (retry table)."""
+        for peer in refusers:
+            logger.info("%s refused as invalid a task %s ran: counted against it", peer, worker)
+            self._network.mark_unhealthy(peer)
 
     def _learn(self, peer: str, root: bytes, kind: Failure, exc: MeshError) -> None:
         """What a failed attempt teaches this client about ``peer`` (see mesh.client.retry)."""
@@ -142,7 +152,7 @@ class TaskSender:
         while True:
             remaining = deadline - trio.current_time()
             if remaining <= 0:
-                raise NoPeersAvailable(f"no peer serves model {root.hex()[:16]} (deadline)")
+                raise _no_provider_in_time(root)
             timeout = min(remaining, self._discovery_timeout_s)
             candidates = await self._discovery.candidates(root, timeout=timeout, fresh=fresh)
             fresh = True  # a retry of discovery must not read the (empty) cache
@@ -152,11 +162,9 @@ class TaskSender:
                 ]
             if candidates:
                 return candidates
-            # Provider records can lag a node's start: ask again, backing off.
-            remaining = deadline - trio.current_time()
-            if remaining <= wait:
-                raise NoPeersAvailable(f"no peer serves model {root.hex()[:16]}")
-            await trio.sleep(wait)
+            # Provider records can lag a node's start: ask again, backing off,
+            # until the caller's deadline (then it is a deadline error, not "nobody").
+            await trio.sleep(max(0.0, min(wait, deadline - trio.current_time())))
             wait = min(wait * 2, 2.0)
 
     def _load(self, candidate: Candidate) -> Load | None:
@@ -180,3 +188,10 @@ class TaskSender:
         outputs, receipt = check_response(response, task=task, worker=peer.peer_id)
         self._book.success(peer.peer_id, latency_ms)
         return outputs, receipt, latency_ms
+
+
+def _no_provider_in_time(root: bytes) -> DeadlineExceeded:
+    return DeadlineExceeded(
+        f"no provider of model {root.hex()[:16]} found within the deadline"
+        " (none announced it, or none answered)"
+    )

@@ -19,13 +19,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 import trio
 
 from mesh.client.async_client import AsyncClient, ClientConfig, Inputs, PeerView, RunResult
+from mesh.client.mapping import results_or_raise
 from mesh.core.identity import Identity
-from mesh.errors import Closed
+from mesh.errors import Closed, MeshError
 
 T = TypeVar("T")
 ClientFactory = Callable[[], AbstractAsyncContextManager[AsyncClient]]
@@ -115,6 +116,7 @@ class Client:
         )
         return result
 
+    @overload
     def map(
         self,
         model: str | bytes,
@@ -122,15 +124,44 @@ class Client:
         *,
         concurrency: int | None = None,
         timeout: float | None = None,
+        return_errors: Literal[False] = False,
         **params: int,
-    ) -> list[RunResult]:
-        """Blocking :meth:`AsyncClient.map`: results in input order."""
+    ) -> list[RunResult]: ...
+
+    @overload
+    def map(
+        self,
+        model: str | bytes,
+        many_inputs: Iterable[Inputs],
+        *,
+        concurrency: int | None = None,
+        timeout: float | None = None,
+        return_errors: Literal[True],
+        **params: int,
+    ) -> list[RunResult | MeshError]: ...
+
+    def map(
+        self,
+        model: str | bytes,
+        many_inputs: Iterable[Inputs],
+        *,
+        concurrency: int | None = None,
+        timeout: float | None = None,
+        return_errors: bool = False,
+        **params: int,
+    ) -> list[RunResult] | list[RunResult | MeshError]:
+        """Blocking :meth:`AsyncClient.map`: outcomes in input order (see there)."""
         assert self._client is not None
         items = list(many_inputs)
-        results: list[RunResult] = self._call(
-            self._client.map, model, items, concurrency=concurrency, timeout=timeout, **params
+        outcomes: list[RunResult | MeshError] = self._call(
+            functools.partial(self._client.map, return_errors=True),
+            model,
+            items,
+            concurrency=concurrency,
+            timeout=timeout,
+            **params,
         )
-        return results
+        return outcomes if return_errors else results_or_raise(outcomes)
 
     def peers(self, *, timeout: float | None = None) -> list[PeerView]:
         """Blocking :meth:`AsyncClient.peers`."""

@@ -4,9 +4,12 @@ Tasks wait under a *path* of levels (address prefix, transport peer, client
 key: :class:`mesh.node.sources.Source`). At each level the next task comes from
 the child that has been served the least so far (the sum of the costs of the
 tasks it was given), ties going to the child that became active first; each
-task's cost is then charged to every level on its path. A child that goes idle
-is forgotten, and one that becomes active starts level with the least-served
-active child, so idleness banks no credit (start-time fair queueing, nested).
+task's cost is then charged to every level on its path. Each level keeps a
+virtual time, the served figure of the child it last chose: a child that
+becomes active (new, or back after its queue emptied) starts at the larger of
+that and what it was served before, so idleness banks no credit and a source
+whose queue empties for a moment (its task was taken at once) keeps its debt
+(start-time fair queueing, nested).
 
 So with two prefixes waiting, each gets half of the turns whatever the number
 of peers or keys behind either; within a prefix, peers share its half; within a
@@ -26,14 +29,33 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 
+# Served figures of idle children are kept while they are ahead of the virtual
+# time (they still owe turns); past this many, those that no longer are go.
+_IDLE_KEPT = 64
+
+
 @dataclass(eq=False, slots=True)
 class _Node(Generic[T]):
     served: float = 0.0
     children: dict[Hashable, _Node[T]] = field(default_factory=dict)
     items: deque[tuple[T, float]] = field(default_factory=deque)
+    vtime: float = 0.0  # the served figure of the child chosen last
+    idle: dict[Hashable, float] = field(default_factory=dict)  # served figures of idle children
 
     def empty(self) -> bool:
         return not self.children and not self.items
+
+    def activate(self, level: Hashable) -> _Node[T]:
+        child = _Node[T](served=max(self.idle.pop(level, 0.0), self.vtime))
+        self.children[level] = child
+        return child
+
+    def retire(self, level: Hashable) -> None:
+        child = self.children.pop(level)
+        if child.served > self.vtime:
+            self.idle[level] = child.served
+        if len(self.idle) > _IDLE_KEPT:
+            self.idle = {k: v for k, v in self.idle.items() if v > self.vtime}
 
 
 class FairQueue(Generic[T]):
@@ -68,11 +90,7 @@ class FairQueue(Generic[T]):
         node = self._root
         for level in key:
             child = node.children.get(level)
-            if child is None:
-                # New (or back from idle): level with the least-served active sibling.
-                floor = min((c.served for c in node.children.values()), default=0.0)
-                child = node.children[level] = _Node(served=floor)
-            node = child
+            node = child if child is not None else node.activate(level)
         node.items.append((item, cost))
         self._paths[id(item)] = key
         self._count += 1
@@ -86,6 +104,7 @@ class FairQueue(Generic[T]):
         for _ in range(self._depth):
             level = min(node.children, key=lambda k: node.children[k].served)
             trail.append((node, level))
+            node.vtime = node.children[level].served
             node = node.children[level]
         item, cost = node.items.popleft()
         for parent, level in trail:
@@ -115,4 +134,4 @@ class FairQueue(Generic[T]):
         self._count -= 1
         for parent, level in reversed(trail):
             if parent.children[level].empty():
-                del parent.children[level]
+                parent.retire(level)

@@ -254,9 +254,14 @@ class StreamPool:
 
 
 def remote_addr(stream: INetStream) -> str:
-    """The remote transport address of ``stream`` as a multiaddr string, ``""`` if unknown."""
+    """The remote transport address of ``stream`` as a multiaddr string, ``""`` if unknown.
+
+    py-libp2p 0.8.1 answers None for every IPv6 connection (it expects a 2-tuple
+    from ``getpeername``; IPv6 gives 4), which would make every IPv6 peer its own
+    address source: the socket under the connection is asked directly then.
+    """
     try:
-        remote = stream.get_remote_address()
+        remote = stream.get_remote_address() or _socket_peer(stream)
     except AttributeError:  # a stream type without addresses
         return ""
     except STREAM_ERRORS:
@@ -265,6 +270,28 @@ def remote_addr(stream: INetStream) -> str:
         return ""
     host, port = remote
     return f"/{'ip6' if ':' in host else 'ip4'}/{host}/tcp/{port}"
+
+
+# The attributes leading from a muxed connection down to its socket in py-libp2p
+# 0.8.1: Yamux.secured_conn -> SecureSession.conn -> NoiseTransportReadWriter.conn
+# -> RawConnection.stream -> TrioTCPStream.stream -> SocketStream.socket.
+_DOWN = ("secured_conn", "conn", "stream", "socket")
+_MAX_HOPS = 8
+
+
+def _socket_peer(stream: INetStream) -> tuple[str, int] | None:
+    layer: object = stream.muxed_conn
+    for _ in range(_MAX_HOPS):
+        peer = getattr(layer, "getpeername", None)
+        if callable(peer):
+            address = peer()
+            if isinstance(address, tuple) and len(address) >= 2:
+                return str(address[0]), int(address[1])
+            return None
+        layer = next((getattr(layer, a) for a in _DOWN if hasattr(layer, a)), None)
+        if layer is None:
+            return None
+    return None
 
 
 async def serve_stream(

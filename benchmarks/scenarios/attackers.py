@@ -4,18 +4,21 @@
 through ``params["bootstrap"]`` and attacks ``params["target"]`` (a node's full
 multiaddr) until SIGTERM/SIGINT or ``params["duration_s"]``. It prints
 ``@@engaged {...}`` once the attack is in place and ``@@done {...}`` (counters)
-when it stops; nothing else on stdout. Each kind is one row of issue 10's
+when it stops (a few kinds print more ``@@`` lines, named below); nothing
+else on stdout. Each kind is one row of issue 10's
 table:
 
 - ``held_streams``: ``peers`` PeerIDs each hold ``streams`` streams after
   sending 3 header bytes, reopening each as soon as the node drops it;
 - ``unfinished_frames``: ``streams`` streams (over ``peers`` PeerIDs) each send
-  ``mib`` MiB of unfinished "more" frames, then hold the stream silently;
+  ``mib`` MiB of unfinished "more" frames, then hold the stream silently
+  (``@@flooded {...}`` once every one of them has ended);
 - ``heavy_tasks``: ``in_flight`` tiny-gpt tasks of ``max_tokens`` tokens kept in
   flight, from one client key (``keys="one"``) or a fresh key per task
   (``"fresh"``), over ``peers`` PeerIDs;
 - ``invalid_tasks``: tasks the node refuses as ``invalid-input`` (a row too
-  short for tiny-mlp), a fresh key each, ``in_flight`` at a time;
+  short for tiny-mlp), a fresh key each, ``in_flight`` at a time (task kinds
+  stop after ``answers`` answers if given, printing ``@@answered {...}``);
 - ``lying_worker``: a node serving tiny-mlp that answers ``invalid-input`` to
   every task (it runs the real node service with a runner that refuses);
 - ``sybil_providers``: ``count`` PeerIDs announce themselves as providers of
@@ -46,6 +49,7 @@ import trio
 
 ENGAGED = "@@engaged "
 DONE = "@@done "
+FLOODED = "@@flooded "  # unfinished_frames: every flooding stream has ended
 # Every attacker request waits at most this long for an answer.
 REQUEST_TIMEOUT_S = 30.0
 
@@ -172,7 +176,8 @@ async def unfinished_frames(
         async with trio.open_nursery() as nursery:
             for i in range(streams):
                 nursery.start_soon(one, nets[i % len(nets)])
-        await trio.sleep_forever()  # every stream is gone; stay until told to stop
+        _say(FLOODED, dict(stats))  # every stream is gone
+        await trio.sleep_forever()  # stay until told to stop
 
 
 # -- task attacks --------------------------------------------------------------------
@@ -213,12 +218,14 @@ async def _keep_in_flight(
 
     target = _target(params)
     in_flight = params.get("in_flight", 64)
+    enough = params.get("answers", 0)  # stop after this many answers (0: never)
     async with _peers(params.get("peers", 4), params["bootstrap"], listen=listen) as nets:
         started = 0
+        all_answered = trio.Event()
 
         async def loop(net: Any) -> None:
             nonlocal started
-            while True:
+            while not all_answered.is_set():
                 payload = make()
                 started += 1
                 if started >= in_flight:
@@ -232,10 +239,14 @@ async def _keep_in_flight(
                 except MeshError as exc:
                     stats[type(exc).__name__] += 1
                     await trio.sleep(0.05)
+                if enough and sum(stats.values()) >= enough:
+                    all_answered.set()
 
         async with trio.open_nursery() as nursery:
             for i in range(in_flight):
                 nursery.start_soon(loop, nets[i % len(nets)])
+        _say(DONE.replace("done", "answered"), dict(stats))
+        await trio.sleep_forever()
 
 
 async def heavy_tasks(params: dict[str, Any], stats: Counter[str], engaged: trio.Event) -> None:

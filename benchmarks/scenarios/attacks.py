@@ -29,6 +29,7 @@ the Internet would be (see :mod:`mesh.node.sources` for why loopback must).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -88,6 +89,7 @@ AIM_P50_RATIO = 3.0
 AIM_RSS_GROWTH_MIB = 100.0
 AIM_RSS_RETURNED_MIB = 16.0
 TASK_TIMEOUT_S = 10.0
+ATTACKER_NICE = 19  # see Attacker: the attacker runs on the CPU the others leave
 ENGAGE_TIMEOUT_S = 120.0
 
 
@@ -144,6 +146,12 @@ class Attacker:
             [sys.executable, "-m", "benchmarks.scenarios.attackers", kind,
              "--params", json.dumps(params)],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+            # An attacker elsewhere on the Internet takes no CPU from this machine;
+            # here it must share two cores with the node and the honest client.
+            # Niced, it runs on what they leave (its attack is still real: it
+            # sends as fast as it gets CPU), so the figures are about the node's
+            # defences more than about this machine's CPU count.
+            preexec_fn=lambda: os.nice(ATTACKER_NICE),
         )  # fmt: skip
         self.lines: list[str] = []
 
@@ -221,6 +229,10 @@ async def _measure(
     async with AsyncClient.connect(bootstrap=bootstrap, listen=listen) as client:
         progress.stage(f"{name}: baseline", 1)
         await _honest(client, 5, target=honest_target, offset=10_000)  # warm-up
+        if "tiny-gpt" in _models:
+            # The generation lane's working memory is allocated once, at its first
+            # batches: warm it up, so "after" compares steady states.
+            await _warm_generation(client, honest_target)
         result["rss_before_mib"] = rss_mib(node.pid)
         result["baseline"] = await _honest(client, tasks, target=honest_target, offset=0)
         if name == "sybil_providers":
@@ -267,6 +279,26 @@ async def _measure(
         )
         progress.advance()
     return result
+
+
+async def _warm_generation(client: AsyncClient, target: str | None) -> None:
+    from mesh.errors import MeshError
+
+    async def one(i: int) -> None:
+        # A warm-up: the figures come from the phases after it.
+        with contextlib.suppress(MeshError):
+            await client.run(
+                "tiny-gpt",
+                {"prompt": [f"warm-up {i}"]},
+                max_tokens=64,
+                seed=i,
+                timeout=60,
+                target=target,
+            )
+
+    async with trio.open_nursery() as nursery:
+        for i in range(16):
+            nursery.start_soon(one, i)
 
 
 async def _sample_rss(pid: int, samples: list[float]) -> None:
@@ -398,6 +430,7 @@ def summarize(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "rows": rows,
         "aims_met": met,
         "aims_missed": [name for name in rows if name not in met],
+        "attacker_nice": ATTACKER_NICE,
         "aims": (
             f"honest success >= {AIM_SUCCESS:.0%}, p50 <= {AIM_P50_RATIO:g}x baseline; "
             f"RSS growth <= {AIM_RSS_GROWTH_MIB:g} MiB, back within "

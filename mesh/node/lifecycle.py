@@ -128,6 +128,10 @@ class TaskTable:
         """Tasks in flight for one client key."""
         return self._by_client.get(client, 0)
 
+    def count_for_peer(self, peer: str) -> int:
+        """Tasks in flight sent by one transport peer."""
+        return sum(1 for e in self._entries.values() if e.source.peer == peer)
+
     def __contains__(self, task_id: object) -> bool:
         return task_id in self._entries
 

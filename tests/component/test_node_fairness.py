@@ -10,6 +10,7 @@ start no faster than the cache can remember for a whole window.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from mesh.core.replay import REPLAY_WINDOW_S
 from mesh.core.values import Values
 from mesh.errors import DeadlineExceeded
 from mesh.net.interface import TASK_PROTOCOL, PeerAddr
+from mesh.node.handler import MAX_BUSY_PACE_S
 from mesh.node.service import Node
 from mesh.testing import MemoryHub, MemoryNetwork
 
@@ -47,9 +49,17 @@ class OrderRunner(FakeRunner):
         return await super().run(model_root, inputs, params, **kw)  # type: ignore[arg-type]
 
 
-async def _ask(net: MemoryNetwork, node: Node, n: int, value: float, **task: object) -> bytes:
+async def _ask(
+    net: MemoryNetwork, node: Node, n: int, value: float, *, nonce: int = 0, **task: object
+) -> bytes:
     values = inputs(value)
-    signed = signed_task(identity(n), values, now_ms=wall()(), nonce=bytes([n]) * 16, **task)  # type: ignore[arg-type]
+    signed = signed_task(
+        identity(n),
+        values,
+        now_ms=wall()(),
+        nonce=bytes([n, nonce]) * 8,
+        **task,  # type: ignore[arg-type]
+    )
     return await net.request(
         PeerAddr(node.peer_id), TASK_PROTOCOL, request_bytes(signed, values), timeout=60
     )
@@ -180,4 +190,36 @@ async def test_tasks_start_no_faster_than_the_replay_cache_can_remember(
         starts = sorted(t - t0 for t, _ in runner.starts)
         assert starts == pytest.approx([0.0, 0.0, 0.5, 1.0, 1.5, 2.0], abs=1e-6)
         assert len(node._handler._replay) == 6
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_flooding_peer_gets_its_busy_answers_late_others_at_once(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hub = MemoryHub()
+    gate = trio.Event()
+    async with trio.open_nursery() as nursery:
+        node = await _start_node(
+            nursery,
+            hub,
+            1,
+            FakeRunner(gate=gate),
+            tmp_path,
+            max_in_flight_per_client=2,
+            max_queue=3,
+        )
+        async with hub.join("flooder") as flooder, hub.join("modest") as modest:
+            for nonce in (1, 2):  # the flooder's key holds its share...
+                nursery.start_soon(functools.partial(_ask, flooder, node, 60, 1.0, nonce=nonce))
+                await trio.testing.wait_all_tasks_blocked()
+            t0 = trio.current_time()
+            assert _code(await _ask(flooder, node, 60, 1.0, nonce=3)) == "busy"
+            assert 0 < trio.current_time() - t0 <= MAX_BUSY_PACE_S  # held back: paced
+            nursery.start_soon(_ask, modest, node, 61, 1.0)
+            await trio.testing.wait_all_tasks_blocked()
+            # The node is full now; a peer holding less than a share hears so at once.
+            t0 = trio.current_time()
+            assert _code(await _ask(modest, node, 62, 1.0)) == "busy"
+            assert trio.current_time() == t0
+            gate.set()
         nursery.cancel_scope.cancel()

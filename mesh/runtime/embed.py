@@ -11,11 +11,15 @@ from typing import Protocol
 import torch
 
 from mesh.core.values import Values
-from mesh.runtime.checks import check_embed
+from mesh.runtime.checks import DEFAULT_MAX_TEXTS, MAX_TEXT_CHARS, check_embed
 from mesh.runtime.convert import from_torch
 from mesh.runtime.manifest import Manifest
 from mesh.runtime.output import ModelOutput
 from mesh.runtime.tokenize import HFTokenizer
+
+# The caps live with the torch-free checks (mesh.runtime.checks); named here too
+# for code that read them from this module.
+__all__ = ["DEFAULT_MAX_TEXTS", "MAX_TEXT_CHARS", "Embedder", "Encoder"]
 
 
 class Encoder(Protocol):

@@ -85,8 +85,9 @@ EXPLAIN: dict[str, str] = {
         "(the node it targets, or the mesh), then after. Per attack: the honest success rate and "
         "p50 latency beside the same run's baseline (`p50_ratio`), the attacked node's RSS before, "
         "at its highest during and after (MiB), the node's log lines and tracebacks during the "
-        "attack, and the attacker's own counters. Attackers run at nice 19 (an attacker elsewhere "
-        "would not share this machine's two cores). The Sybil-provider row belongs to the "
+        "attack, and the attacker's own counters. The attacker shares the machine's cores with the "
+        "node and the client (an attacker elsewhere would not): the figures include that. "
+        "The Sybil-provider row belongs to the "
         "discovery rework (issue 13) and is reported as measured."
     ),
     "wan": (

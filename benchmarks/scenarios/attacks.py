@@ -89,13 +89,14 @@ AIM_P50_RATIO = 3.0
 AIM_RSS_GROWTH_MIB = 100.0
 AIM_RSS_RETURNED_MIB = 16.0
 TASK_TIMEOUT_S = 10.0
-ATTACKER_NICE = 19  # see Attacker: the attacker runs on the CPU the others leave
 ENGAGE_TIMEOUT_S = 120.0
 
 
 def plan(*, quick: bool, wan: str) -> list[dict[str, Any]]:
     tasks = 30 if quick else 100
-    return [{"attack": name, "tasks": tasks, "settle_s": 20.0} for name in ATTACKS]
+    return [
+        {"attack": name, "tasks": tasks, "settle_s": 20.0, "attacker_nice": 0} for name in ATTACKS
+    ]
 
 
 def run(params: dict[str, Any], progress: Progress) -> dict[str, Any]:
@@ -111,6 +112,7 @@ def run(params: dict[str, Any], progress: Progress) -> dict[str, Any]:
         progress.advance()
         measured = trio.run(_measure, net, params, progress, log_path)
     measured["attack"] = name
+    measured["attacker_nice"] = params.get("attacker_nice", 0)
     return measured
 
 
@@ -140,18 +142,17 @@ def rss_mib(pid: int) -> float | None:
 class Attacker:
     """An attacker process and its ``@@`` lines."""
 
-    def __init__(self, kind: str, params: dict[str, Any]) -> None:
+    def __init__(self, kind: str, params: dict[str, Any], *, nice: int = 0) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.scenarios.attackers", kind,
              "--params", json.dumps(params)],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
             # An attacker elsewhere on the Internet takes no CPU from this machine;
-            # here it must share two cores with the node and the honest client.
-            # Niced, it runs on what they leave (its attack is still real: it
-            # sends as fast as it gets CPU), so the figures are about the node's
-            # defences more than about this machine's CPU count.
-            preexec_fn=lambda: os.nice(ATTACKER_NICE),
+            # here it shares the cores with the node and the honest client, at the
+            # same priority (niced, it got no CPU at all on a loaded machine, and
+            # no attack happened): the figures include that contention.
+            preexec_fn=(lambda: os.nice(nice)) if nice else None,
         )  # fmt: skip
         self.lines: list[str] = []
 
@@ -243,7 +244,9 @@ async def _measure(
         samples: list[float] = []
         log_start = (await trio.Path(log_path).stat()).st_size
         attacker = Attacker(
-            kind, {**attacker_params, "bootstrap": net.bootstrap_addrs, "target": target_addr}
+            kind,
+            {**attacker_params, "bootstrap": net.bootstrap_addrs, "target": target_addr},
+            nice=params.get("attacker_nice", 0),
         )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_sample_rss, node.pid, samples)
@@ -430,7 +433,7 @@ def summarize(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "rows": rows,
         "aims_met": met,
         "aims_missed": [name for name in rows if name not in met],
-        "attacker_nice": ATTACKER_NICE,
+        "attacker_nice": parts[0].get("attacker_nice", 0) if parts else 0,
         "aims": (
             f"honest success >= {AIM_SUCCESS:.0%}, p50 <= {AIM_P50_RATIO:g}x baseline; "
             f"RSS growth <= {AIM_RSS_GROWTH_MIB:g} MiB, back within "

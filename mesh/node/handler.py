@@ -147,29 +147,34 @@ class TaskHandler:
         except ProtocolError as exc:
             return self._refuse(remote_peer, exc, b"")
         task = request.task
+        source = source_of(inbound.peer_id, inbound.addr, task.message.client)
         try:
-            reply = await self._handle_task(inbound, task, request.inputs)
+            reply = await self._handle_task(inbound, task, request.inputs, source)
         except Busy as exc:
             refused = self._refuse(remote_peer, exc, task.digest)
-            await self._pace(remote_peer, exc)
+            await self._pace(source, exc)
             return refused
         except ProtocolError as exc:
             return self._refuse(remote_peer, exc, task.digest)
         self._count("ok")
         return reply
 
-    async def _pace(self, remote_peer: str, busy: Busy) -> None:
-        """Hold a busy answer back from a peer that already holds a client's share.
+    async def _pace(self, source: Source, busy: Busy) -> None:
+        """Hold a busy answer back from a source that already holds a large share.
 
         A flooder that ignores ``retry_after_ms`` would otherwise cost the node a
         decode, a signature check and an answer per request, as fast as it can
         send (measured: ~400 busy answers a second to one peer group). Holding its
         answer for the retry-after (at most ``MAX_BUSY_PACE_S``) paces it for free:
-        its streams wait, and a peer has a bounded number of them. A client
-        holding fewer places (an honest one) gets its busy answer at once and
-        goes elsewhere.
+        its streams wait, and a peer has a bounded number of them. A large share
+        is a client's cap (``per_client``) for its key or its transport peer, or
+        half the node for its address prefix; a client holding less (an honest
+        one: it would have taken a waiting place from the larger source instead)
+        gets its busy answer at once and goes elsewhere.
         """
-        if self._table.count_for_peer(remote_peer) < self._admission.per_client:
+        prefix, peer, key = self._table.holding(source)
+        share = self._admission.per_client
+        if max(peer, key) < share and 2 * prefix < self._admission.capacity:
             return
         await trio.sleep(min(busy.retry_after_ms / 1000, MAX_BUSY_PACE_S))
 
@@ -185,7 +190,9 @@ class TaskHandler:
         )
         return ErrorReply.from_exception(exc, task_id=task_id).encode()
 
-    async def _handle_task(self, inbound: Inbound, task: Signed[Task], inputs: Values) -> bytes:
+    async def _handle_task(
+        self, inbound: Inbound, task: Signed[Task], inputs: Values, source: Source
+    ) -> bytes:
         body = task.message
         now_ms = self._now_ms()
         verify_task(task, now_ms=now_ms)
@@ -201,7 +208,6 @@ class TaskHandler:
         self._replay.check(task, now_ms)
         if task.digest in self._table:
             raise Replayed("this task is already in flight here")
-        source = source_of(inbound.peer_id, inbound.addr, body.client)
         # Nothing awaits between the check and the admit: the place cannot be taken meanwhile.
         victim = self._admission.check(body.client, now=trio.current_time(), source=source)
         if victim is not None:

@@ -128,9 +128,16 @@ class TaskTable:
         """Tasks in flight for one client key."""
         return self._by_client.get(client, 0)
 
-    def count_for_peer(self, peer: str) -> int:
-        """Tasks in flight sent by one transport peer."""
-        return sum(1 for e in self._entries.values() if e.source.peer == peer)
+    def holding(self, source: Source) -> tuple[int, int, int]:
+        """Tasks in flight from ``source``'s address prefix, its transport peer, its key."""
+        prefix = peer = key = 0
+        for entry in self._entries.values():
+            if entry.source.prefix == source.prefix:
+                prefix += 1
+                if entry.source.peer == source.peer:
+                    peer += 1
+                    key += entry.source.key == source.key
+        return prefix, peer, key
 
     def __contains__(self, task_id: object) -> bool:
         return task_id in self._entries

@@ -228,6 +228,7 @@ async def _keep_in_flight(
             while not all_answered.is_set():
                 payload = make()
                 started += 1
+                stats["sent"] += 1
                 if started >= in_flight:
                     engaged.set()
                 try:
@@ -239,7 +240,7 @@ async def _keep_in_flight(
                 except MeshError as exc:
                     stats[type(exc).__name__] += 1
                     await trio.sleep(0.05)
-                if enough and sum(stats.values()) >= enough:
+                if enough and sum(stats.values()) - stats["sent"] >= enough:
                     all_answered.set()
 
         async with trio.open_nursery() as nursery:

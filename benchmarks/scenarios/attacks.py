@@ -33,6 +33,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -334,9 +335,12 @@ def _node_log(path: Path, start: int, pid: int) -> dict[str, Any]:
         data = handle.read()
     prefix = f"{pid} ".encode()
     lines = [line for line in data.splitlines() if line.startswith(prefix)]
+    refusals = [line for line in lines if re.search(rb"refused|bad frames|dropped|evicted", line)]
     return {
         "lines": len(lines),
         "bytes": sum(len(line) + 1 for line in lines),
+        "refusal_lines": len(refusals),
+        "refusal_bytes": sum(len(line) + 1 for line in refusals),
         "tracebacks": data.count(b"Traceback (most recent call last)"),
         "suppressed_summaries": sum(1 for line in lines if b"suppressed in the last" in line),
     }

@@ -35,6 +35,7 @@ class ThroughputMeter:
         self._window_s = window_s
         self._done: deque[float] = deque(maxlen=_MAX_SAMPLES)
         self._started: float | None = None
+        self.completed = 0  # tasks finished since the start
 
     def start(self, now: float) -> None:
         """Note when measuring began (rates before a full window use the elapsed time)."""
@@ -45,6 +46,7 @@ class ThroughputMeter:
         """One task finished at ``now``."""
         self.start(now)
         self._done.append(now)
+        self.completed += 1
 
     def rate(self, now: float) -> float | None:
         """Tasks per second, or None before any task finished in the window."""

@@ -71,6 +71,7 @@ from mesh.net.interface import Inbound
 from mesh.node.admission import Admission, ThroughputMeter
 from mesh.node.gate import RunGate
 from mesh.node.lifecycle import TaskState, TaskTable
+from mesh.node.pacing import RefusalPacer
 from mesh.node.receipt_log import ReceiptLog
 from mesh.node.runner import ExecutionLike, TaskRunner
 from mesh.node.sources import Source, source_of
@@ -96,9 +97,6 @@ async def run_in_thread(fn: Callable[[], T]) -> T:
 # loop keeps serving other streams. Small messages stay inline (a thread hop
 # costs ~50 us, and component tests on MockClock must not see threads).
 OFFLOAD_BYTES = 1024 * 1024
-# The longest a busy answer to a peer holding a client's share is held back (see
-# TaskHandler._pace): long enough to pace a flood, short of any task deadline.
-MAX_BUSY_PACE_S = 1.0
 
 
 async def _off_loop_if_big(size: int, fn: Callable[..., T], *args: Any) -> T:
@@ -162,6 +160,7 @@ class TaskHandler:
         self._meter = meter
         self._now_ms = wall_clock
         self._gate = gate
+        self._pacer = RefusalPacer()
         self._blocking = blocking or run_in_thread
         # Metrics hooks (mesh.node.metrics); None: nobody watches.
         self._observer = observer
@@ -208,33 +207,27 @@ class TaskHandler:
         source = source_of(inbound.peer_id, inbound.addr, task.message.client)
         try:
             reply = await self._handle_task(inbound, task, request.inputs, source)
-        except Busy as exc:
-            refused = self._refuse(remote_peer, exc, task.digest, answer)
-            await self._pace(source, exc)
-            return refused
         except ProtocolError as exc:
-            return self._refuse(remote_peer, exc, task.digest, answer)
+            refused = self._refuse(remote_peer, exc, task.digest, answer)
+            await self._pace(source)
+            return refused
         answer.code = "ok"
         return reply
 
-    async def _pace(self, source: Source, busy: Busy) -> None:
-        """Hold a busy answer back from a source that already holds a large share.
+    async def _pace(self, source: Source) -> None:
+        """Hold a refusal back from a source that holds a lot or is refused a lot.
 
-        A flooder that ignores ``retry_after_ms`` would otherwise cost the node a
-        decode, a signature check and an answer per request, as fast as it can
-        send (measured: ~400 busy answers a second to one peer group). Holding its
-        answer for the retry-after (at most ``MAX_BUSY_PACE_S``) paces it for free:
-        its streams wait, and a peer has a bounded number of them. A large share
-        is a client's cap (``per_client``) for its key or its transport peer, or
-        half the node for its address prefix; a client holding less (an honest
-        one: it would have taken a waiting place from the larger source instead)
-        gets its busy answer at once and goes elsewhere.
+        See :mod:`mesh.node.pacing`: it costs the node nothing and slows a flood.
         """
-        prefix, peer, key = self._table.holding(source)
-        share = self._admission.per_client
-        if max(peer, key) < share and 2 * prefix < self._admission.capacity:
-            return
-        await trio.sleep(min(busy.retry_after_ms / 1000, MAX_BUSY_PACE_S))
+        delay = self._pacer.delay(
+            source,
+            holding=self._table.holding(source),
+            share=self._admission.per_client,
+            capacity=self._admission.capacity,
+            now=trio.current_time(),
+        )
+        if delay:
+            await trio.sleep(delay)
 
     def _refuse(
         self, remote_peer: str, exc: ProtocolError, task_id: bytes, answer: _Answer

@@ -31,6 +31,7 @@ from mesh.core.replay import ReplayCache, start_rate
 from mesh.core.tokenbucket import TokenBucket
 from mesh.errors import ConfigError
 from mesh.files.keylock import KeyLock
+from mesh.net.heap import trim_heap
 from mesh.net.interface import TASK_PROTOCOL, Network
 from mesh.node import ops, pricing
 from mesh.node.admission import Admission, ThroughputMeter
@@ -261,7 +262,7 @@ class Node:
         self._stack, self._nursery = stack, nursery
         nursery.start_soon(self._runner.run_forever)
         nursery.start_soon(self._gate.run)
-        nursery.start_soon(_flush_refusal_logs)
+        nursery.start_soon(_housekeeping, self._table, self._meter)
         if self.config.http_listen is not None:
             # Up before the models serve: /healthz/live answers while the node starts.
             await ops.start_http(self, nursery)
@@ -391,11 +392,18 @@ NODE_SWITCH_INTERVAL_S = 0.0005
 LOG_FLUSH_S = 10.0
 
 
-async def _flush_refusal_logs() -> None:
-    """Write the counts of suppressed refusal lines, so a flood's size is never lost."""
+async def _housekeeping(table: TaskTable, meter: ThroughputMeter) -> None:
+    """Every ``LOG_FLUSH_S``: write the counts of suppressed refusal lines (so a flood's
+    size is never lost), and give freed heap back to the OS once tasks ran and none
+    is in flight (glibc keeps what torch and the answers freed: measured +17-19 MiB
+    after a burst of generation tasks, gone after a trim)."""
+    ran = meter.completed
     while True:
         await trio.sleep(LOG_FLUSH_S)
         flush_all()
+        if meter.completed != ran and not table.count():
+            ran = meter.completed
+            trim_heap()
 
 
 def libp2p_network_factory(config: NodeConfig) -> AbstractAsyncContextManager[Network]:

@@ -25,7 +25,7 @@ from mesh.core.replay import REPLAY_WINDOW_S
 from mesh.core.values import Values
 from mesh.errors import DeadlineExceeded
 from mesh.net.interface import TASK_PROTOCOL, PeerAddr
-from mesh.node.handler import MAX_BUSY_PACE_S
+from mesh.node.pacing import PACE_S
 from mesh.node.service import Node
 from mesh.testing import MemoryHub, MemoryNetwork
 
@@ -214,7 +214,7 @@ async def test_a_flooding_peer_gets_its_busy_answers_late_others_at_once(
                 await trio.testing.wait_all_tasks_blocked()
             t0 = trio.current_time()
             assert _code(await _ask(flooder, node, 60, 1.0, nonce=3)) == "busy"
-            assert 0 < trio.current_time() - t0 <= MAX_BUSY_PACE_S  # held back: paced
+            assert trio.current_time() - t0 == pytest.approx(PACE_S)  # held back: paced
             nursery.start_soon(_ask, modest, node, 61, 1.0)
             await trio.testing.wait_all_tasks_blocked()
             # The node is full now; a peer holding less than a share hears so at once.

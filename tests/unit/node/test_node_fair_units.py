@@ -8,6 +8,7 @@ import pytest
 
 from mesh.node.fairqueue import FairQueue
 from mesh.node.fairshare import Held, room_for
+from mesh.node.pacing import PACE_S, REFUSAL_BURST, RefusalPacer
 from mesh.node.sources import Source, address_prefix, source_of
 
 pytestmark = pytest.mark.unit
@@ -135,3 +136,23 @@ def test_within_one_prefix_peers_share_and_within_a_peer_keys_share() -> None:
     assert room_for(Source("net", "third", b"k"), held) == bytes([4])
     held = [_held(i, "net", "p", "greedy") for i in range(1, 4)]
     assert room_for(Source("net", "p", b"other"), held) == bytes([3])
+
+
+def test_refusals_are_paced_for_a_source_holding_much_or_refused_often() -> None:
+    pacer = RefusalPacer()
+    modest = Source("net-a", "p", b"k")
+    # Holding little, refused rarely: answered at once.
+    assert pacer.delay(modest, holding=(1, 1, 1), share=16, capacity=64, now=0.0) == 0.0
+    # Its key (or peer) at a client's cap, or its prefix at half the node: held back.
+    assert pacer.delay(modest, holding=(1, 1, 16), share=16, capacity=64, now=0.0) == PACE_S
+    assert pacer.delay(modest, holding=(32, 1, 1), share=16, capacity=64, now=0.0) == PACE_S
+    # A peer refused again and again, holding nothing: paced past its burst...
+    flood = Source("net-b", "flooder", b"fresh")
+    delays = [
+        pacer.delay(flood, holding=(0, 0, 0), share=16, capacity=64, now=1.0) for _ in range(100)
+    ]
+    assert delays[: int(REFUSAL_BURST)] == [0.0] * int(REFUSAL_BURST)
+    assert set(delays[int(REFUSAL_BURST) :]) == {PACE_S}
+    # ...while another peer of another prefix is not.
+    other = Source("net-c", "other", b"k")
+    assert pacer.delay(other, holding=(0, 0, 0), share=16, capacity=64, now=1.0) == 0.0

@@ -472,6 +472,9 @@ def _row(part: dict[str, Any]) -> dict[str, Any]:
         "rss_after_minus_before_mib": returned,
         "rss_settle_s": part.get("rss_settle_s"),
         "after_success": round(part["after"]["success"], 3),
+        # The phase after the attack is a second no-attack window of the same run:
+        # beside the baseline it shows how much the machine's own load moved.
+        "after_p50_ms": _round(part["after"].get("p50_ms")),
         "honest_errors": attack["errors"],
         "attacker": part.get("attacker", {}),
         "node_log_during_attack": part.get("log", {}),

@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 import trio
 
 from mesh.client.async_client import AsyncClient, ClientConfig, Inputs, PeerView, RunResult
+from mesh.client.reputation import Reputation
+from mesh.core.evidence import VerdictFile
 from mesh.core.identity import Identity
 from mesh.errors import Closed
 
@@ -100,10 +102,18 @@ class Client:
         *,
         timeout: float | None = None,
         target: str | None = None,
+        verify: str | None = None,
+        audit_rate: float | None = None,
+        replicas: int | None = None,
         params: Mapping[str, int] | None = None,
         **more_params: int,
     ) -> RunResult:
-        """Blocking :meth:`AsyncClient.run`: a verified result, or a MeshError."""
+        """Blocking :meth:`AsyncClient.run`: a verified result, or a MeshError.
+
+        ``verify`` is ``signature`` (trusts the worker), ``audit`` (re-checks a
+        random ``audit_rate`` share on independent workers) or ``redundant``
+        (``replicas`` independent workers must agree); see AsyncClient.run.
+        """
         assert self._client is not None
         result: RunResult = self._call(
             self._client.run,
@@ -111,6 +121,9 @@ class Client:
             inputs,
             timeout=timeout,
             target=target,
+            verify=verify,
+            audit_rate=audit_rate,
+            replicas=replicas,
             params={**(params or {}), **more_params},
         )
         return result
@@ -122,15 +135,37 @@ class Client:
         *,
         concurrency: int | None = None,
         timeout: float | None = None,
+        verify: str | None = None,
+        audit_rate: float | None = None,
+        replicas: int | None = None,
         **params: int,
     ) -> list[RunResult]:
-        """Blocking :meth:`AsyncClient.map`: results in input order."""
+        """Blocking :meth:`AsyncClient.map`: results in input order, each verified as ``verify``."""
         assert self._client is not None
         items = list(many_inputs)
         results: list[RunResult] = self._call(
-            self._client.map, model, items, concurrency=concurrency, timeout=timeout, **params
+            self._client.map,
+            model,
+            items,
+            concurrency=concurrency,
+            timeout=timeout,
+            verify=verify,
+            audit_rate=audit_rate,
+            replicas=replicas,
+            **params,
         )
         return results
+
+    def verdicts(self) -> list[VerdictFile]:
+        """The verdicts this client made so far (see :meth:`AsyncClient.verdicts`)."""
+        assert self._client is not None
+        return self._client.verdicts()
+
+    @property
+    def reputation(self) -> Reputation:
+        """This client's table of workers (read it, do not change it from this thread)."""
+        assert self._client is not None
+        return self._client.reputation
 
     def peers(self, *, timeout: float | None = None) -> list[PeerView]:
         """Blocking :meth:`AsyncClient.peers`."""

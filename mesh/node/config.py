@@ -37,6 +37,8 @@ class NodeConfig:
         load_gossip_s: how often a changed load is gossiped on ``LOAD_TOPIC``.
         net_timeout_s: deadline of each DHT and pubsub call made by the advertiser.
         drain_timeout_s: on shutdown, how long in-flight tasks may finish.
+        lie: for researchers only: ``""`` (honest), or ``perturb``, ``lazy`` or
+            ``rate:F`` to make this node sign wrong answers (see mesh.node.lies).
     """
 
     identity: Identity
@@ -59,8 +61,12 @@ class NodeConfig:
     load_gossip_s: float = 2.0
     net_timeout_s: float = 5.0
     drain_timeout_s: float = 30.0
+    lie: str = ""
 
     def __post_init__(self) -> None:
+        from mesh.node.lies import parse_lie
+
+        parse_lie(self.lie)  # raises ConfigError for a kind that does not exist
         if self.max_queue < 1 or self.max_batch < 1 or self.max_in_flight_per_client < 1:
             raise ConfigError("max_queue, max_batch and max_in_flight_per_client must be >= 1")
         if self.device not in ("auto", "cpu", "cuda"):

@@ -30,11 +30,14 @@ from mesh.errors import ConfigError
 from mesh.net.interface import TASK_PROTOCOL, Network
 from mesh.node.admission import Admission, ThroughputMeter
 from mesh.node.advertiser import Advertiser
+from mesh.node.checks import CheckingRunner
 from mesh.node.config import NodeConfig
 from mesh.node.handler import BlockingCall, TaskHandler
+from mesh.node.lies import advertised_depth, apply_lie
 from mesh.node.lifecycle import TaskState, TaskTable
 from mesh.node.receipt_log import ReceiptLog
 from mesh.node.runner import TaskRunner
+from mesh.node.verdict_relay import relay_verdicts
 
 if TYPE_CHECKING:
     # The trio-stubs package (pulled in by libp2p) shadows trio's own annotations
@@ -97,6 +100,9 @@ class Node:
     ) -> None:
         self.config = config
         self._network = network
+        # Check tasks (another worker's generation to check) are answered by the
+        # runner's forward pass; a researcher's lying node alters answers after it.
+        runner = apply_lie(CheckingRunner(runner), config.lie)
         self._runner = runner
         self._wall_clock = wall_clock or trio_wall_clock()
         try:
@@ -130,7 +136,7 @@ class Node:
             runner=runner,
             wall_clock=self._wall_clock,
             throughput_milli=self._throughput_milli,
-            queue_depth=lambda: self._admission.in_flight,
+            queue_depth=advertised_depth(config.lie, lambda: self._admission.in_flight),
             queue_capacity=lambda: self._admission.capacity,
             memory_free_mb=memory_free_mb,
         )
@@ -174,6 +180,7 @@ class Node:
         nursery = await stack.enter_async_context(trio.open_nursery())
         self._stack, self._nursery = stack, nursery
         nursery.start_soon(self._runner.run_forever)
+        nursery.start_soon(relay_verdicts, self._network)
         # Serve before advertising: a client that finds us must get an answer.
         self._network.set_request_handler(TASK_PROTOCOL, self._handler.handle)
         await self._advertiser.advertise_once()

@@ -57,11 +57,17 @@ none confirmed, fewer than ``MAX_RESULTS`` held          another result from a n
                                                          judged
 =======================================================  ======================================
 
-Judging a generation: a check (locally when the client holds the model, else a
-check task on another worker, :mod:`mesh.core.checks`). Pass: confirmed. Fail:
-a second check by a third party (locally first). It fails too: verdict against
-the generation's worker. It passes: the first checker answered wrongly, verdict
-against it, the generation is confirmed. No third party: :class:`Disputed`.
+Judging a generation: check answers are votes of independent checkers (a check
+task on another worker, :mod:`mesh.core.checks`; the client's own check when it
+holds the model, which decides alone). It is confirmed when two checkers pass
+it (so that one lying checker cannot vouch alone; one when no other independent
+worker exists and none failed it) and they outnumber those failing it; found wrong
+when at least two fail it and they outnumber those passing it; otherwise one
+more independent checker is asked (at most ``MAX_CHECKS``, else
+:class:`Disputed`). Every checker on the losing side answered wrongly and gets
+a ``check`` verdict; a generation found wrong gets a ``commitment`` verdict. A
+check answer is one bit, cheap to fake ("pass" without running anything): that
+is why one "fail" never convicts a generation and one "pass" rarely confirms it.
 
 A drawn audit that finds no independent worker (one worker serves the model)
 returns the result with ``verification.note`` saying it was not checked.
@@ -117,6 +123,15 @@ MAX_REPLICAS = 8
 # disagreement than that is not worth more compute: the caller gets Disputed.
 MAX_RESULTS = 4
 LOCAL = "local"  # confirmed_by / checked_by entry for the client's own check
+# Check answers asked for one generation at most (a majority of 3 settles any one liar).
+MAX_CHECKS = 5
+
+
+# Passing checkers that confirm a generation, when that many independent ones exist:
+# a check answer is one bit, and a lazy checker answers "pass" without running
+# anything; with two, one lying checker cannot vouch alone. Checks are cheap (one
+# forward pass, about 1/n of an n-token generation), so audits ask two as well.
+CONFIRMING_CHECKS = 2
 
 
 # A result computed by the client itself: outputs and runtime claim.
@@ -324,11 +339,10 @@ class Verifier:
 
     # -- settling ------------------------------------------------------------------
     async def _settle(self, job: _Job, results: list[RunResult]) -> RunResult:
-        first = results[0]
+        # Without a manifest, a result with an activation commitment marks a language model.
         generation = job.profile.commits or (
             job.profile.kind == "unknown"
-            and bool(first.receipt.message.commitment)
-            and "token_ids" in first.outputs
+            and any(r.receipt.message.commitment and "token_ids" in r.outputs for r in results)
         )
         if generation:
             return await self._settle_generation(job, results)
@@ -487,29 +501,57 @@ class Verifier:
         return self._finish(job, confirmed, checked=True)
 
     async def _judge(self, job: _Job, result: RunResult) -> bool | None:
-        """True: confirmed; False: found wrong (a verdict made); None: nobody could check."""
-        first = await self._check(job, result, avoid={result.worker})
-        if first is None:
-            return None
-        if first.passed:
+        """True: confirmed; False: found wrong (verdicts made); None: nobody could check.
+
+        Check answers are votes of independent checkers (see the module docstring):
+        the client's own check (or the result's own malformed shape) decides alone;
+        otherwise a pass needs ``CONFIRMING_CHECKS`` passing checkers outnumbering
+        the failing ones (fewer when no more independent checkers exist and none
+        failed), a fail needs two failing checkers outnumbering the passing ones,
+        and each checker on the losing side answered wrongly and gets a verdict.
+        """
+        needed = CONFIRMING_CHECKS
+        votes: list[_Check] = []
+        while True:
+            trusted = next((v for v in votes if v.exhibit is None), None)
+            passes = [v for v in votes if v.passed]
+            fails = [v for v in votes if not v.passed]
+            if trusted is not None:
+                passed = trusted.passed
+                break
+            if len(passes) >= needed and len(passes) > len(fails):
+                passed = True
+                break
+            if len(fails) >= 2 and len(fails) > len(passes):
+                passed = False
+                break
+            if len(votes) >= MAX_CHECKS:
+                raise Disputed(
+                    f"{len(passes)} checker(s) pass and {len(fails)} fail the generation of "
+                    f"{result.worker}: no majority"
+                )
+            vote = await self._check(job, result, avoid={result.worker, *(v.by for v in votes)})
+            if vote is None:
+                if not votes:
+                    return None
+                if passes and not fails:
+                    # Every independent worker there is passed it: as confirmed as it gets.
+                    job.note = f"confirmed by {len(passes)} checker(s): no more independent ones"
+                    passed = True
+                    break
+                raise Disputed(
+                    f"{len(passes)} checker(s) pass and {len(fails)} fail the generation of "
+                    f"{result.worker}, and no further independent checker is available"
+                )
+            votes.append(vote)
+        right = [v for v in votes if v.passed == passed]
+        for wrong in [v for v in votes if v.passed != passed]:
+            self._convict_checker(job, result, wrong, right)
+        if passed:
             self._reputation.confirm(result.worker)
-            job.confirmed_by.append(first.by)
+            job.confirmed_by += [v.by for v in right]
             return True
-        if first.exhibit is None:  # our own check (or the result's own shape) is trusted
-            self._convict_generation(job, result, [first])
-            return False
-        second = await self._check(job, result, avoid={result.worker, first.by})
-        if second is None:
-            raise Disputed(
-                f"worker {first.by} says the generation of {result.worker} fails its check "
-                f"({first.reason}) and no third party is available to settle it"
-            )
-        if second.passed:
-            self._convict_checker(job, result, first, second)
-            self._reputation.confirm(result.worker)
-            job.confirmed_by.append(second.by)
-            return True
-        self._convict_generation(job, result, [first, second])
+        self._convict_generation(job, result, right)
         return False
 
     async def _check(self, job: _Job, result: RunResult, *, avoid: set[str]) -> _Check | None:
@@ -569,13 +611,17 @@ class Verifier:
         )
         job.verdicts.append(made.verdict.digest.hex())
 
-    def _convict_checker(self, job: _Job, result: RunResult, wrong: _Check, right: _Check) -> None:
-        assert wrong.exhibit is not None
+    def _convict_checker(
+        self, job: _Job, result: RunResult, wrong: _Check, right: list[_Check]
+    ) -> None:
+        assert wrong.exhibit is not None  # trusted checks decide; they are never outvoted
         accused = dataclasses.replace(wrong.exhibit, role="accused")
         others = [self._exhibit("witness", result, job)]
-        if right.exhibit is not None:
-            others.append(right.exhibit)
-        note = f"answered fail ({wrong.reason}); a re-check by {right.by} passed"
+        others += [c.exhibit for c in right if c.exhibit is not None][: MAX_EXHIBITS - 2]
+        said, truth = ("pass", "fails") if wrong.passed else ("fail", "passes")
+        judges = ", ".join(c.by for c in right)
+        note = f"answered {said} ({wrong.reason or 'no reason'}); the generation {truth} its "
+        note += f"check by {judges}"
         made = self._verdicts.convict(accused, others, kind="check", distance=1.0, note=note)
         job.verdicts.append(made.verdict.digest.hex())
 

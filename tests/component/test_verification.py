@@ -337,25 +337,44 @@ async def test_a_lazy_worker_is_caught_early_and_then_gets_no_traffic(
 
 
 # -- generations (commitment checks) -----------------------------------------------------
-async def test_generation_audit_is_one_check_not_a_regeneration(
+async def test_generation_audit_is_two_checks_not_a_regeneration(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     hub = MemoryHub()
     async with trio.open_nursery() as nursery:
-        a_runner, b_runner = FakeGenRunner(), FakeGenRunner()
-        a = await start_node(nursery, hub, 1, a_runner, tmp_path)  # type: ignore[arg-type]
-        b = await start_node(nursery, hub, 2, b_runner, tmp_path)  # type: ignore[arg-type]
-        seen = tap_requests(b)
+        runners = [FakeGenRunner() for _ in range(3)]
+        nodes = [
+            await start_node(nursery, hub, n, r, tmp_path)  # type: ignore[arg-type]
+            for n, r in enumerate(runners, start=1)
+        ]
+        seen = tap_requests(nodes[1])
         client = await _client(nursery, hub, verify="audit", audit_rate=1.0)
-        _prefer(client, a, b)
+        _prefer(client, *nodes)
         result = await client.run(ROOT_A, inputs(), timeout=20, seed=5)
         report = result.verification
-        assert result.worker == a.peer_id
-        assert report is not None and report.checks == 1 and report.extra_runs == 0
-        assert report.confirmed_by == (b.peer_id,)
-        assert (b_runner.ran, b_runner.checked) == (0, 1)
+        assert result.worker == nodes[0].peer_id
+        assert report is not None and report.checks == 2 and report.extra_runs == 0
+        assert set(report.confirmed_by) == {nodes[1].peer_id, nodes[2].peer_id}
+        assert [(r.ran, r.checked) for r in runners] == [(1, 0), (0, 1), (0, 1)]
         (check,) = seen
         assert CHECK_TOKENS in check.inputs and check.task.message.params == {"seed": 5}
+        assert check.task.message.verify == "audit"
+        nursery.cancel_scope.cancel()
+
+
+async def test_with_one_other_worker_its_passing_check_confirms(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hub = MemoryHub()
+    async with trio.open_nursery() as nursery:
+        a = await start_node(nursery, hub, 1, FakeGenRunner(), tmp_path)  # type: ignore[arg-type]
+        b = await start_node(nursery, hub, 2, FakeGenRunner(), tmp_path)  # type: ignore[arg-type]
+        client = await _client(nursery, hub, verify="audit", audit_rate=1.0)
+        _prefer(client, a, b)
+        result = await client.run(ROOT_A, inputs(), timeout=20)
+        report = result.verification
+        assert report is not None and report.checks == 1 and report.confirmed_by == (b.peer_id,)
+        assert "no more independent" in report.note
         nursery.cancel_scope.cancel()
 
 
@@ -386,17 +405,72 @@ async def test_a_checker_that_fails_an_honest_generation_gets_the_verdict(
         honest = await start_node(nursery, hub, 1, FakeGenRunner(), tmp_path)  # type: ignore[arg-type]
         # This liar generates wrongly too, but here it is only asked to check.
         liar = await start_node(nursery, hub, 2, FakeGenRunner(), tmp_path, lie="perturb")  # type: ignore[arg-type]
-        judge = await start_node(nursery, hub, 3, FakeGenRunner(), tmp_path)  # type: ignore[arg-type]
+        judges = [await start_node(nursery, hub, n, FakeGenRunner(), tmp_path) for n in (3, 4)]  # type: ignore[arg-type]
         client = await _client(nursery, hub, verify="audit", audit_rate=1.0)
-        _prefer(client, honest, liar, judge)
+        _prefer(client, honest, liar, *judges)
         result = await client.run(ROOT_A, inputs(), timeout=30)
+        # One pass against one fail settles nothing; a third checker breaks the tie.
         assert result.worker == honest.peer_id
-        assert result.verification.confirmed_by == (judge.peer_id,)  # type: ignore[union-attr]
+        assert set(result.verification.confirmed_by) == {j.peer_id for j in judges}  # type: ignore[union-attr]
         (made,) = client.verdicts()
         assert made.verdict.message.kind == "check"
         assert made.verdict.message.worker == made.evidence.accused.receipt.message.worker
+        assert [e.role for e in made.evidence.exhibits] == [
+            "accused",
+            "witness",
+            "checker",
+            "checker",
+        ]
         assert client.reputation.caught().keys() == {liar.peer_id}
         nursery.cancel_scope.cancel()
+
+
+async def test_one_pass_against_one_fail_with_no_third_checker_is_disputed(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hub = MemoryHub()
+    async with trio.open_nursery() as nursery:
+        honest = await start_node(nursery, hub, 1, FakeGenRunner(), tmp_path)  # type: ignore[arg-type]
+        liar = await start_node(nursery, hub, 2, FakeGenRunner(), tmp_path, lie="perturb")  # type: ignore[arg-type]
+        judge = await start_node(nursery, hub, 3, FakeGenRunner(), tmp_path)  # type: ignore[arg-type]
+        client = await _client(nursery, hub, verify="audit", audit_rate=1.0)
+        _prefer(client, honest, liar, judge)
+        with pytest.raises(Disputed, match=r"1 checker\(s\) pass and 1 fail"):
+            await client.run(ROOT_A, inputs(), timeout=30)
+        assert client.verdicts() == []
+        nursery.cancel_scope.cancel()
+
+
+async def test_redundant_generation_needs_two_passing_checkers(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hub = MemoryHub()
+    async with trio.open_nursery() as nursery:
+        # A lazy checker passes everything; alone it must not be able to vouch.
+        lazy = await start_node(
+            nursery, hub, 1, FakeGenRunner(invariant=False), tmp_path, lie="lazy"
+        )  # type: ignore[arg-type]
+        liar = await start_node(
+            nursery, hub, 2, FakeGenRunner(invariant=False), tmp_path, lie="perturb"
+        )  # type: ignore[arg-type]
+        honest = [
+            await start_node(nursery, hub, n, FakeGenRunner(invariant=False), tmp_path)  # type: ignore[arg-type]
+            for n in (3, 4, 5)
+        ]
+        client = await _client(nursery, hub, verify="redundant")
+        _prefer(client, liar, lazy, *honest)
+        result = await client.run(ROOT_A, inputs(), timeout=30)
+        assert result.worker in {h.peer_id for h in honest}
+        assert result.outputs["token_ids"] == (await _reference(client, honest[0]))
+        assert set(client.reputation.caught()) <= {lazy.peer_id, liar.peer_id}
+        for made in client.verdicts():
+            verify_verdict_file(made)
+        nursery.cancel_scope.cancel()
+
+
+async def _reference(client: AsyncClient, node: Node) -> Any:
+    honest = await client.run(ROOT_A, inputs(), timeout=30, target=node.peer_id, verify="signature")
+    return honest.outputs["token_ids"]
 
 
 @pytest.mark.parametrize("invariant", [True, False])

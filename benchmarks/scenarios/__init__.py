@@ -16,7 +16,16 @@ import importlib
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
-SCENARIOS = ("overhead", "efficiency", "discovery", "cold_start", "churn", "frozen", "wan")
+SCENARIOS = (
+    "overhead",
+    "efficiency",
+    "discovery",
+    "cold_start",
+    "churn",
+    "frozen",
+    "verification",
+    "wan",
+)
 DEFAULT_SCENARIOS = SCENARIOS[:-1]  # "wan" runs when --wan is given
 
 

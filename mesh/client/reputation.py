@@ -109,7 +109,7 @@ class Reputation:
     def __init__(self, store: ClientStore | None = None) -> None:
         self._store = store
         self._rows: dict[str, WorkerRecord] = {}
-        self._unsaved = 0
+        self._unsaved = 0  # changes not yet written
         if store is not None:
             doc = store.read_reputation()
             if doc is not None:
@@ -169,11 +169,9 @@ class Reputation:
             if row.watch == 0:
                 row.cleared += 1
                 logger.info("accusation against %s set aside by own checks", peer_id)
-                self.save()
+                self._changed(now=True)
                 return
-        self._unsaved += 1
-        if self._unsaved >= SAVE_EVERY:
-            self.save()
+        self._changed(now=False)
 
     def convict(self, peer_id: str, reason: str, *, verdict: bytes | None = None) -> None:
         """Leave ``peer_id`` out from now on: its answer was found wrong by this client."""
@@ -184,7 +182,7 @@ class Reputation:
         row.watch = 0
         if verdict is not None and len(row.verdicts) < MAX_VERDICTS_LISTED:
             row.verdicts.append(verdict.hex())
-        self.save()
+        self._changed(now=True)
 
     def accuse(self, peer_id: str, accuser: bytes) -> bool:
         """Hearsay: another client's verdict accuses ``peer_id``. True when it raised audits.
@@ -200,17 +198,22 @@ class Reputation:
         if len(row.accusers) < MAX_ACCUSERS:
             row.accusers.append(key)
         if row.watch > 0 or row.cleared >= MAX_CLEARANCES:
-            self.save()
+            self._changed(now=True)
             return False
         row.watch = CLEARING_CHECKS
         logger.info("worker %s accused by %s: auditing it more", peer_id, key[:16])
-        self.save()
+        self._changed(now=True)
         return True
 
+    def _changed(self, *, now: bool) -> None:
+        self._unsaved += 1
+        if now or self._unsaved >= SAVE_EVERY:
+            self.save()
+
     def save(self) -> None:
-        """Write the table to the store (a no-op in memory)."""
-        self._unsaved = 0
-        if self._store is None:
+        """Write the table to the store if it changed since the last write (a no-op in memory)."""
+        if self._store is None or self._unsaved == 0:
             return
+        self._unsaved = 0
         workers = {p: r.to_json() for p, r in sorted(self._rows.items())}
         self._store.write_reputation({"version": TABLE_VERSION, "workers": workers})

@@ -24,6 +24,7 @@ _COMMAND_MODULES = (
     "mesh.cli.node",
     "mesh.cli.client",
     "mesh.cli.testnet",
+    "mesh.cli.gateway",
 )
 
 

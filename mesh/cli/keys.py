@@ -2,16 +2,20 @@
 
 The key file holds one line, ``mesh-ed25519-seed-v1 <hex seed>``, with mode 0600
 (see :mod:`mesh.core.identity`). ``mesh keygen`` prints the PeerID on stdout (so
-``PEER=$(mesh keygen --out node.key)`` works) and the path on stderr.
+``PEER=$(mesh keygen --out node.key)`` works) and the path on stderr. Missing
+folders above the key are created with mode 0700; an existing key is never
+overwritten.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from mesh.core.identity import Identity
+from mesh.errors import KeyFileError
 from mesh.files.keyfile import load_key_file, write_key_file
 
 
@@ -26,10 +30,31 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def _keygen(args: argparse.Namespace) -> int:
     identity = Identity.generate()
+    _make_parents(Path(args.out))
     write_key_file(args.out, identity)  # KeyFileError -> exit 1 via mesh.cli.main
     print(identity.peer_id)
     print(f"wrote key to {args.out}", file=sys.stderr)
     return 0
+
+
+def _make_parents(path: Path) -> None:
+    """Create the missing folders above ``path``, each of mode 0700 (a key's folder is private).
+
+    Folders that exist are left as they are.
+
+    Raises:
+        KeyFileError: a folder cannot be created.
+    """
+    missing = [p for p in path.absolute().parents if not p.exists()]
+    for folder in reversed(missing):  # outermost first
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            continue  # made meanwhile by someone else: theirs to keep
+        except OSError as exc:
+            raise KeyFileError(
+                f"cannot create folder {folder} for the key: {exc.strerror}"
+            ) from exc
 
 
 def _peer_id(args: argparse.Namespace) -> int:

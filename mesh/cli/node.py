@@ -21,6 +21,7 @@ from typing import Any, TextIO
 import trio
 
 from mesh.aio.groups import unwrap_single_error
+from mesh.cli import nodeconf
 from mesh.errors import ConfigError
 from mesh.node.config import NodeConfig
 from mesh.node.serve import serve_until_signal
@@ -57,7 +58,15 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     parser.add_argument("--threads", type=_positive, default=None, help="torch CPU threads")
     parser.add_argument("--drain-timeout", type=float, default=30.0, metavar="SECONDS")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="TOML file setting any option above (examples/node.toml); precedence: "
+        "default < file < MESH_NODE_<OPTION> environment < flag",
+    )
     parser.set_defaults(func=node_command)
+    nodeconf.enable(parser, env_prefix="MESH_NODE_")  # every option: --config, MESH_NODE_*
 
 
 def _positive(text: str) -> int:

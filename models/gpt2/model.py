@@ -116,6 +116,9 @@ class GPT2(nn.Module):
     ) -> None:
         super().__init__()
         self.n_positions = n_positions
+        # The names mesh.runtime.generate's Decoder protocol reads (any architecture).
+        self.vocab_size = vocab_size
+        self.max_positions = n_positions
         self.wte = nn.Embedding(vocab_size, n_embd)
         self.wpe = nn.Embedding(n_positions, n_embd)
         self.h = nn.ModuleList(Block(n_embd, n_head, layer_norm_epsilon) for _ in range(n_layer))

@@ -2,8 +2,9 @@
 
 ``examples/sdk_quickstart.py BOOTSTRAP DIR`` must finish with verified results
 and leave a receipt ``mesh verify`` accepts; ``examples/operator_join.sh
-BOOTSTRAP WORK`` must make a key, start a node that joins the testnet and
-serves a task, and exit 0 on SIGTERM. ``examples/`` must not be an importable
+BOOTSTRAP WORK`` must make a key and a starter node.toml, start a node (the
+environment overriding the file) that joins the testnet and serves a task, and
+exit 0 on SIGTERM. ``examples/`` must not be an importable
 package (libp2p installs a top-level ``examples`` package of its own).
 """
 
@@ -63,16 +64,19 @@ def test_operator_join_script_starts_a_node_that_serves(
         **ENV,
         # The `mesh` command of this interpreter's environment, as after `source .venv/...`.
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{ENV.get('PATH', '')}",
-        "MESH_LISTEN": "/ip4/127.0.0.1/tcp/0",
-        "MESH_DEVICE": "cpu",
-        "MESH_THREADS": "1",
-        "MESH_REGION": "example-region",
+        # Overrides of the node.toml the script writes (environment over file).
+        "MESH_NODE_LISTEN": "/ip4/127.0.0.1/tcp/0",
+        "MESH_NODE_DEVICE": "cpu",
+        "MESH_NODE_THREADS": "1",
+        "MESH_NODE_REGION": "example-region",
     }
     script = ["bash", str(EXAMPLES / "operator_join.sh"), str(shared_testnet.bootstrap), str(work)]
     node = start_node_process(script, env=env)
     try:
         assert node.out.seen[0] == f"operator peer id: {node.peer_id}"
         assert (work / "node.key").stat().st_mode & 0o077 == 0  # a private key file
+        assert 'models = "tiny-mlp"' in (work / "node.toml").read_text()  # the starter file
+        assert node.addrs[0].startswith("/ip4/127.0.0.1/tcp/")  # MESH_NODE_LISTEN won
 
         run = mesh_cli(
             "run", "tiny-mlp", "--bootstrap", str(shared_testnet.bootstrap),

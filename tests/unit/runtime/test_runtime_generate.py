@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any, cast
 
 import pytest
 import torch
@@ -13,7 +14,9 @@ from mesh.core.tensors import Tensor
 from mesh.core.values import Values
 from mesh.errors import InvalidInput
 from mesh.runtime.convert import from_torch, to_torch
+from mesh.runtime.generate import Decoding, Generator
 from mesh.runtime.output import ModelOutput
+from mesh.runtime.sampling import Sampler
 
 pytestmark = pytest.mark.unit
 
@@ -139,3 +142,88 @@ print(out.outputs["token_ids"].data.hex(), out.commitment.hex())
     ids = here.outputs["token_ids"]
     assert isinstance(ids, Tensor)
     assert result.stdout.split() == [ids.data.hex(), here.commitment.hex()]
+
+
+def _open(task: tuple[Values, dict[str, int]]) -> Decoding:
+    return loaded("tiny-gpt").generator().open(*task)
+
+
+def _step_until_done(active: list[Decoding], mine: Decoding, joiners: dict[int, Decoding]) -> None:
+    """Step ``active`` until ``mine`` finishes; ``joiners[n]`` joins before step n."""
+    gen = loaded("tiny-gpt").generator()
+    step = 0
+    while not mine.finished:
+        if step in joiners:
+            active.insert(step % (len(active) + 1), joiners[step])  # anywhere in the batch
+        gen.step(active)
+        active[:] = [d for d in active if not d.finished]
+        step += 1
+
+
+@pytest.mark.parametrize("params", [GREEDY, SAMPLED])
+@pytest.mark.parametrize("join", [0, 1, 5, 17])
+def test_joining_a_running_batch_at_any_step_changes_nothing(
+    params: dict[str, int], join: int
+) -> None:
+    gen = loaded("tiny-gpt").generator()
+    task = ({"prompt": ["The mesh runs"]}, params)
+    (alone,) = _run(task)
+    running = [
+        _open(
+            (
+                {"prompt": ["a much longer prompt than the one under test"]},
+                {**SAMPLED, "seed": 1, "max_tokens": 60},
+            )
+        ),
+        _open(({"prompt": ["x"]}, {"max_tokens": 40})),
+        _open(({"prompt_ids": from_torch(torch.tensor([256, 1, 2, 3]))}, {"max_tokens": 50})),
+    ]
+    for _ in range(join):  # the others decode for a while
+        gen.step(running)
+    mine = _open(task)
+    # While it decodes, others join (their prefill shares its decode steps) and leave.
+    joiners = {
+        0: mine,
+        3: _open(({"prompt": ["late " * 9]}, {**SAMPLED, "seed": 7, "max_tokens": 3})),
+        7: _open(({"prompt": ["later"]}, {"max_tokens": 30})),
+    }
+    _step_until_done(running, mine, joiners)
+    assert gen.output(mine) == alone  # token ids, text and commitment bytes
+    assert len(mine.tokens) == 24
+    # Stronger than the float16 commitment: every hidden state is bitwise the same.
+    _, (hidden,) = gen.generate([gen.prompt_ids(task[0])], [Sampler(gen.sampling(params))])
+    assert torch.equal(torch.stack(mine.states), hidden)
+
+
+def test_step_refuses_finished_or_no_sequences() -> None:
+    gen = loaded("tiny-gpt").generator()
+    done = _open(({"prompt": ["hi"]}, {"max_tokens": 1}))
+    gen.step([done])
+    assert done.finished and len(done.tokens) == 1
+    with pytest.raises(ValueError, match="unfinished"):
+        gen.step([done])
+    with pytest.raises(ValueError, match="unfinished"):
+        gen.step([])
+
+
+def test_vocabulary_and_positions_come_from_the_module() -> None:
+    model = loaded("tiny-gpt")
+    module = model.module
+    assert (module.vocab_size, module.max_positions) == (257, 512)  # type: ignore[attr-defined]
+
+    class Narrow:  # the same network, declaring a smaller vocabulary and window
+        vocab_size = 200
+        max_positions = 40
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(module, name)
+
+    gen = Generator(
+        model.manifest, cast(Any, Narrow()), None, device="cpu", dtype=torch.float32, eos_id=256
+    )
+    ids = from_torch(torch.tensor([1, 2, 199]))
+    gen.validate({"prompt_ids": ids}, {"max_tokens": 37})
+    with pytest.raises(InvalidInput, match=r"\[0, 200\)"):
+        gen.validate({"prompt_ids": from_torch(torch.tensor([1, 250]))}, {"max_tokens": 4})
+    with pytest.raises(InvalidInput, match="exceeds 40 positions"):
+        gen.validate({"prompt_ids": ids}, {"max_tokens": 38})

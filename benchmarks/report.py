@@ -355,7 +355,7 @@ def _plot_verification(path: Path, figures: dict[str, Any], samples: dict[str, A
     n = range(1, len(next(iter(curves.values()))) + 1)
     ax.plot(n, [1 - (1 - rate) ** k for k in n], "k--", label=f"1 - (1 - p)^n, p = {rate}")
     for faking, curve in curves.items():
-        ax.plot(n, curve, label=f"measured, faking f = {faking}")
+        ax.plot(n, curve, label=f"client audit code, faking f = {faking}")
     ax.axvline(60, color="grey", linewidth=0.8)
     ax.axhline(0.95, color="grey", linewidth=0.8)
     ax.set_xlabel("faked results n")

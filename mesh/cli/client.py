@@ -207,16 +207,17 @@ def print_result(result: RunResult, *, as_json: bool, out: TextIO) -> None:
         else:
             for text in value:
                 print(f"{name}: {text}", file=out)
+    report = result.verification
+    if report is not None:
+        print(f"verification: {describe_verification(report)}", file=out)
     receipt = result.receipt.message
+    # The receipt line stays last: scripts read it as the run's final word.
     print(
         f"receipt: verified seq={receipt.seq} worker={result.worker} "
         f"task={receipt.task_id.hex()[:8]} latency={result.latency_ms:.1f} ms "
         f"attempts={result.attempts}",
         file=out,
     )
-    report = result.verification
-    if report is not None:
-        print(f"verification: {describe_verification(report)}", file=out)
 
 
 def verification_summary(result: RunResult) -> dict[str, Any] | None:

@@ -65,6 +65,7 @@ def _result(
     receipt = make_receipt(
         worker,
         task_id=task.digest,
+        client=CLIENT.public_key,
         seq=0,
         prev=ZERO_HASH,
         model_root=ROOT,

@@ -57,6 +57,7 @@ def _exhibit(
     receipt = make_receipt(
         worker,
         task_id=task.digest,
+        client=CLIENT.public_key,
         seq=0,
         prev=ZERO_HASH,
         model_root=model.model_root,
@@ -166,6 +167,7 @@ def _receipt(model: LoadedModel, commitment: bytes) -> Receipt:
     return make_receipt(
         WORKERS[0],
         task_id=bytes(32),
+        client=CLIENT.public_key,
         seq=0,
         prev=ZERO_HASH,
         model_root=model.model_root,

@@ -21,7 +21,11 @@ unknown model    identical outputs (no manifest: no tolerance is known)
 ===============  ==============================================================================
 
 ``eps`` is the manifest's tolerance for the two receipts' dtypes (the looser of
-the two, :meth:`Manifest.tolerance`). Outputs that are not floats (texts,
+the two, :meth:`Manifest.tolerance`). The tolerances were measured on CPU, so a
+disagreement between two *runtime classes* (another device, dtype or torch) is
+taken as proof of a wrong answer only when it is gross, over ``GROSS_FACTOR``
+tolerances (:func:`convicts`); a smaller one sets the result aside without a
+verdict (it may be the hardware's). Outputs that are not floats (texts,
 integers) must be identical for every kind. Honest results of one task agree
 whatever the batch they ran in: on CPU the runtime is batch-invariant (identical
 bytes), elsewhere the tolerances were measured across batch sizes and dtypes.
@@ -85,12 +89,16 @@ class Comparison:
             classes): a commitment check must.
         distance: how far apart they are (max abs difference, or 1 - cosine).
         detail: one line saying why.
+        ratio: for a disagreement, how many tolerances apart, in units of the
+            per-element tolerance (infinite where no tolerance applies: an exact
+            comparison, another shape, a value that is not finite).
     """
 
     agree: bool
     decided: bool
     distance: float
     detail: str
+    ratio: float = math.inf
 
 
 @functools.lru_cache(maxsize=256)
@@ -114,6 +122,32 @@ def same_runtime_class(a: Mapping[str, RuntimeValue], b: Mapping[str, RuntimeVal
 
 
 Runtime = Mapping[str, RuntimeValue]
+
+
+# The manifests' tolerances were measured on CPU; across devices (or dtypes, or torch
+# versions) a disagreement may be the hardware's. A verdict across runtime classes
+# therefore needs a gross gap, this many tolerances: a perturbed or lazy answer is
+# thousands of tolerances away, honest hardware noise a few at most.
+GROSS_FACTOR = 100.0
+_CLASS_KEYS = ("device", "dtype", "torch", "cuda")
+
+
+def same_device_class(a: Runtime, b: Runtime) -> bool:
+    """True when two runtime claims name one device, dtype, torch and CUDA version."""
+    return all(a.get(k) == b.get(k) for k in _CLASS_KEYS)
+
+
+def convicts(found: Comparison, accused: Runtime, others: Sequence[Runtime]) -> bool:
+    """Whether a disagreement proves the accused wrong, not merely another machine.
+
+    Within the runtime class of one of ``others`` any disagreement does; across
+    classes only one over ``GROSS_FACTOR`` tolerances does.
+    """
+    if found.agree:
+        return False
+    if any(same_device_class(accused, other) for other in others):
+        return True
+    return found.ratio > GROSS_FACTOR
 
 
 def compare_results(
@@ -206,14 +240,16 @@ def _compare_logits(name: str, x: Any, y: Any, eps: float) -> Comparison:
         return Comparison(True, True, 0.0, f"{name}: empty")
     diff = float(np.abs(x - y).max())
     if diff > eps:
-        return Comparison(False, True, diff, f"{name}: differs by {diff:.3g} (tolerance {eps:g})")
+        detail = f"{name}: differs by {diff:.3g} (tolerance {eps:g})"
+        return Comparison(False, True, diff, detail, diff / eps if eps > 0 else math.inf)
     rx, ry = _rows(x), _rows(y)
     for row, (u, v) in enumerate(zip(rx, ry, strict=True)):
         if u.size < 2 or int(u.argmax()) == int(v.argmax()):
             continue
         best = np.sort(u)[-2:]
         if float(best[1] - best[0]) > 2 * eps:
-            return Comparison(False, True, diff, f"{name}: row {row} has another argmax")
+            detail = f"{name}: row {row} has another argmax"
+            return Comparison(False, True, diff, detail, diff / eps if eps > 0 else math.inf)
     return Comparison(True, True, diff, f"{name}: within {eps:g}")
 
 
@@ -227,7 +263,9 @@ def _compare_embeddings(name: str, x: Any, y: Any, eps: float) -> Comparison:
         d = u.size
         nu, nv = float(np.linalg.norm(u)), float(np.linalg.norm(v))
         if abs(nu - nv) > eps * math.sqrt(d):
-            return Comparison(False, True, abs(nu - nv), f"{name}: row {row} norms differ")
+            gap = abs(nu - nv)
+            ratio = gap / (eps * math.sqrt(d)) if eps > 0 else math.inf
+            return Comparison(False, True, gap, f"{name}: row {row} norms differ", ratio)
         if nu == 0.0 or nv == 0.0:
             if nu == nv:
                 continue  # both zero vectors: equal within any tolerance
@@ -236,7 +274,10 @@ def _compare_embeddings(name: str, x: Any, y: Any, eps: float) -> Comparison:
         bound = 1.0 - d * eps * eps / (2.0 * nu * nv)
         worst = max(worst, 1.0 - cosine)
         if cosine < bound:
-            return Comparison(
-                False, True, 1.0 - cosine, f"{name}: row {row} cosine {cosine:.6f} < {bound:.6f}"
-            )
+            # 1 - cos grows with the square of the per-element gap: the root keeps the
+            # ratio in tolerances of one element, as for logits.
+            allowed = d * eps * eps / (2.0 * nu * nv)
+            ratio = math.sqrt((1.0 - cosine) / allowed) if allowed > 0 else math.inf
+            detail = f"{name}: row {row} cosine {cosine:.6f} < {bound:.6f}"
+            return Comparison(False, True, 1.0 - cosine, detail, ratio)
     return Comparison(True, True, worst, f"{name}: cosines within the bound")

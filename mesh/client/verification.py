@@ -69,6 +69,11 @@ a ``check`` verdict; a generation found wrong gets a ``commitment`` verdict. A
 check answer is one bit, cheap to fake ("pass" without running anything): that
 is why one "fail" never convicts a generation and one "pass" rarely confirms it.
 
+An ``outputs`` verdict across runtime classes (another device, dtype or torch)
+needs a gross gap (:func:`mesh.client.compare.convicts`): the manifests'
+tolerances were measured on CPU, so a small disagreement with another device
+sets the result aside without accusing its worker.
+
 A drawn audit that finds no independent worker (one worker serves the model)
 returns the result with ``verification.note`` saying it was not checked.
 """
@@ -77,7 +82,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,6 +94,7 @@ from mesh.client.compare import (
     Profile,
     Runtime,
     compare_results,
+    convicts,
     profile_for,
     same_runtime_class,
 )
@@ -361,7 +367,7 @@ class Verifier:
                 for wrong in [r for r in results if r not in agreeing]:
                     found = self._compare(job.profile, wrong, reference)
                     note = f"recomputed locally: {found.detail}"
-                    self._convict_outputs(job, wrong, agreeing, found.distance, note)
+                    self._convict_outputs(job, wrong, agreeing, found, note, [reference[1]])
                 if agreeing:
                     for good in agreeing:
                         self._reputation.confirm(good.worker)
@@ -376,7 +382,8 @@ class Verifier:
                     for wrong in [r for r in results if r not in winner]:
                         found = self._compare(job.profile, wrong, winner[0])
                         note = f"{len(winner)} independent results agree; this one: {found.detail}"
-                        self._convict_outputs(job, wrong, winner, found.distance, note)
+                        runtimes = [r.receipt.message.runtime for r in winner]
+                        self._convict_outputs(job, wrong, winner, found, note, runtimes)
                     job.confirmed_by += [r.worker for r in winner[1:]]
                     return self._finish(job, winner[0], checked=True)
             if job.runs >= max(MAX_RESULTS, job.options.replicas + 2):
@@ -434,15 +441,25 @@ class Verifier:
         job: _Job,
         wrong: RunResult,
         witnesses: list[RunResult],
-        distance: float,
+        found: Comparison,
         note: str,
+        runtimes: Sequence[Runtime],
     ) -> None:
+        """A verdict against ``wrong``, unless the gap may be its hardware's (see compare)."""
+        if not convicts(found, wrong.receipt.message.runtime, runtimes):
+            # Not returned, not convicted: another device may differ by this much.
+            job.note = (
+                f"a result of {wrong.worker} from another runtime class differed by "
+                f"{found.ratio:.3g} tolerances ({found.detail}): set aside, no verdict"
+            )
+            logger.warning("%s", job.note)
+            return
         exhibits = [self._exhibit("witness", w, job) for w in witnesses[: MAX_EXHIBITS - 1]]
         made = self._verdicts.convict(
             self._exhibit("accused", wrong, job),
             exhibits,
             kind="outputs",
-            distance=distance,
+            distance=found.distance,
             note=note,
         )
         job.verdicts.append(made.verdict.digest.hex())

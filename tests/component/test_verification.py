@@ -491,3 +491,52 @@ async def test_redundant_generations_confirmed_by_identical_tokens_or_by_checks(
         assert report.checks == (0 if invariant else 1)
         assert client.verdicts() == []
         nursery.cancel_scope.cancel()
+
+
+class _LogitRunner(FakeRunner):
+    """Serves tiny-mlp's root with fixed logits, shifted by ``shift``, claiming ``device``."""
+
+    def __init__(self, *, shift: float = 0.0, device: str = "cpu") -> None:
+        from mesh.runtime.zoo import find_manifest
+
+        root = find_manifest("tiny-mlp").model_root
+        assert root is not None
+        super().__init__(served={root: "tiny-mlp"})
+        self.root, self.shift, self.claim = root, shift, device
+
+    async def run(
+        self, model_root: bytes, inputs: Any, params: Any, *, on_start: Any = None
+    ) -> Any:
+        import struct
+
+        from meshfakes import FakeExecution
+
+        from mesh.core.tensors import Tensor
+
+        if on_start is not None:
+            on_start()
+        await trio.sleep(self.compute_s)
+        values = [0.1 * i + self.shift for i in range(10)]
+        logits = Tensor("float32", (1, 10), struct.pack("<10f", *values))
+        runtime = {"device": self.claim, "dtype": "float32", "torch": "2.13"}
+        return FakeExecution({"logits": logits}, runtime, b"", 1, 10.0)
+
+
+@pytest.mark.parametrize("shift", [3e-5, 0.5])
+async def test_a_small_gap_across_devices_is_set_aside_a_gross_one_convicts(
+    shift: float, tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hub = MemoryHub()
+    async with trio.open_nursery() as nursery:
+        cpu = [await start_node(nursery, hub, n, _LogitRunner(), tmp_path) for n in (1, 2)]
+        gpu = await start_node(nursery, hub, 3, _LogitRunner(shift=shift, device="H200"), tmp_path)
+        client = await _client(nursery, hub, verify="redundant", replicas=3)
+        result = await client.run(_LogitRunner().root, inputs(), timeout=20)
+        assert result.worker in {c.peer_id for c in cpu}
+        report = result.verification
+        assert report is not None
+        if shift < 1e-3:  # 3 tolerances (1e-5) on another device: maybe the hardware
+            assert client.verdicts() == [] and "set aside" in report.note
+        else:
+            assert client.reputation.excluded(gpu.peer_id) and len(report.verdicts) == 1
+        nursery.cancel_scope.cancel()

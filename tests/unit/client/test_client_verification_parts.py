@@ -310,3 +310,22 @@ def test_lazy_outputs_have_the_right_shapes_and_nothing_in_them() -> None:
     gen = lazy_outputs("tiny-gpt", {"prompt": ["hi"]}, {"max_tokens": 5})
     assert gen["token_ids"] == Tensor("int64", (5,), bytes(40))
     assert lazy_outputs("not-in-the-zoo", x, {}) == {}
+
+
+def test_across_runtime_classes_only_a_gross_gap_convicts() -> None:
+    from mesh.client.compare import GROSS_FACTOR, convicts
+
+    profile = _profile("classify", 0.01)
+    a = {"logits": _floats([[1.0, 2.0, 0.5]])}
+    near = {"logits": _floats([[1.0, 2.03, 0.5]])}  # 3 tolerances off
+    far = perturb_outputs(a)
+    gpu = {**CPU, "device": "NVIDIA H200", "cuda": "12.8"}
+    small = compare_results(profile, (near, gpu), (a, CPU))
+    assert not small.agree and small.ratio == pytest.approx(3.0)
+    assert convicts(small, CPU, [CPU])  # one class: any disagreement is proof
+    assert not convicts(small, gpu, [CPU])  # another device: could be the hardware
+    gross = compare_results(profile, (far, gpu), (a, CPU))
+    assert gross.ratio > GROSS_FACTOR and convicts(gross, gpu, [CPU])
+    exact = compare_results(profile_for(bytes(32)), (a, gpu), (near, CPU))
+    assert exact.ratio == math.inf and convicts(exact, gpu, [CPU])
+    assert not convicts(compare_results(profile, (a, gpu), (a, CPU)), gpu, [CPU])

@@ -24,6 +24,7 @@ SCENARIOS = (
     "churn",
     "frozen",
     "attacks",
+    "verification",
     "wan",
 )
 DEFAULT_SCENARIOS = SCENARIOS[:-1]  # "wan" runs when --wan is given

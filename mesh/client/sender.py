@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import trio
 
@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 Inputs = Mapping[str, Tensor | Sequence[str]]
 _REDISCOVER_S = 0.25  # first wait before asking the DHT again when nobody serves yet
+# Orders candidate peers for one send (lower first); only the lowest rank is chosen from.
+Rank = Callable[[str], int]
 
 
 class TaskSender:
@@ -74,8 +76,16 @@ class TaskSender:
         *,
         deadline: float,
         target: str | None = None,
+        exclude: Collection[str] = (),
+        rank: Rank | None = None,
+        on_attempt: Callable[[str], None] | None = None,
     ) -> RunResult:
         """Send ``task`` until a verified result comes back or ``deadline`` passes.
+
+        ``exclude`` names peers never to send it to (read at each choice, so a
+        live set works); ``rank`` (lower first) keeps only the best-ranked untried
+        peers in the choice; ``on_attempt`` hears each peer chosen, before the
+        send. The verification layer uses them to reach independent workers.
 
         Raises:
             VerificationError: only unverifiable answers came back.
@@ -93,11 +103,15 @@ class TaskSender:
         plan = TaskPlan(deadline=deadline, policy=self._retry, peers=by_id, what=root.hex()[:16])
 
         def pick(untried: frozenset[str]) -> str | None:
-            choices = [
-                (pid, self._load(by_id[pid]))
+            allowed = [
+                pid
                 for pid in sorted(untried)
-                if not self._reputation.excluded(pid)
+                if not self._reputation.excluded(pid) and pid not in exclude
             ]
+            if rank is not None and allowed:
+                best = min(rank(pid) for pid in allowed)
+                allowed = [pid for pid in allowed if rank(pid) == best]
+            choices = [(pid, self._load(by_id[pid])) for pid in allowed]
             return self._book.choose(choices, rng=self._rng)
 
         while True:
@@ -117,6 +131,8 @@ class TaskSender:
                 by_id.update(new)
                 plan.add_peers(new)
             else:
+                if on_attempt is not None:
+                    on_attempt(step.peer)
                 try:
                     outputs, receipt, latency_ms = await self._attempt(
                         by_id[step.peer].peer, task, request, step.timeout

@@ -25,6 +25,8 @@ import trio
 
 from mesh.client.async_client import AsyncClient, ClientConfig, Inputs, PeerView, RunResult
 from mesh.client.mapping import results_or_raise
+from mesh.client.reputation import Reputation
+from mesh.core.evidence import VerdictFile
 from mesh.core.identity import Identity
 from mesh.errors import Closed, MeshError
 
@@ -101,10 +103,18 @@ class Client:
         *,
         timeout: float | None = None,
         target: str | None = None,
+        verify: str | None = None,
+        audit_rate: float | None = None,
+        replicas: int | None = None,
         params: Mapping[str, int] | None = None,
         **more_params: int,
     ) -> RunResult:
-        """Blocking :meth:`AsyncClient.run`: a verified result, or a MeshError."""
+        """Blocking :meth:`AsyncClient.run`: a verified result, or a MeshError.
+
+        ``verify`` is ``signature`` (trusts the worker), ``audit`` (re-checks a
+        random ``audit_rate`` share on independent workers) or ``redundant``
+        (``replicas`` independent workers must agree); see AsyncClient.run.
+        """
         assert self._client is not None
         result: RunResult = self._call(
             self._client.run,
@@ -112,6 +122,9 @@ class Client:
             inputs,
             timeout=timeout,
             target=target,
+            verify=verify,
+            audit_rate=audit_rate,
+            replicas=replicas,
             params={**(params or {}), **more_params},
         )
         return result
@@ -124,6 +137,9 @@ class Client:
         *,
         concurrency: int | None = None,
         timeout: float | None = None,
+        verify: str | None = None,
+        audit_rate: float | None = None,
+        replicas: int | None = None,
         return_errors: Literal[False] = False,
         **params: int,
     ) -> list[RunResult]: ...
@@ -136,6 +152,9 @@ class Client:
         *,
         concurrency: int | None = None,
         timeout: float | None = None,
+        verify: str | None = None,
+        audit_rate: float | None = None,
+        replicas: int | None = None,
         return_errors: Literal[True],
         **params: int,
     ) -> list[RunResult | MeshError]: ...
@@ -147,10 +166,14 @@ class Client:
         *,
         concurrency: int | None = None,
         timeout: float | None = None,
+        verify: str | None = None,
+        audit_rate: float | None = None,
+        replicas: int | None = None,
         return_errors: bool = False,
         **params: int,
     ) -> list[RunResult] | list[RunResult | MeshError]:
-        """Blocking :meth:`AsyncClient.map`: outcomes in input order (see there)."""
+        """Blocking :meth:`AsyncClient.map`: outcomes in input order, each verified as
+        ``verify`` (see there)."""
         assert self._client is not None
         items = list(many_inputs)
         outcomes: list[RunResult | MeshError] = self._call(
@@ -159,9 +182,23 @@ class Client:
             items,
             concurrency=concurrency,
             timeout=timeout,
+            verify=verify,
+            audit_rate=audit_rate,
+            replicas=replicas,
             **params,
         )
         return outcomes if return_errors else results_or_raise(outcomes)
+
+    def verdicts(self) -> list[VerdictFile]:
+        """The verdicts this client made so far (see :meth:`AsyncClient.verdicts`)."""
+        assert self._client is not None
+        return self._client.verdicts()
+
+    @property
+    def reputation(self) -> Reputation:
+        """This client's table of workers (read it, do not change it from this thread)."""
+        assert self._client is not None
+        return self._client.reputation
 
     def peers(self, *, timeout: float | None = None) -> list[PeerView]:
         """Blocking :meth:`AsyncClient.peers`."""

@@ -36,16 +36,19 @@ from mesh.net.interface import TASK_PROTOCOL, Network
 from mesh.node import ops, pricing
 from mesh.node.admission import Admission, ThroughputMeter
 from mesh.node.advertiser import Advertiser
+from mesh.node.checks import CheckingRunner
 from mesh.node.config import NodeConfig
 from mesh.node.departure import announce_departure
 from mesh.node.dialback import DIALBACK_PROTOCOL, DialbackServer, Reachability, ReachabilityCheck
 from mesh.node.gate import RunGate
 from mesh.node.handler import BlockingCall, TaskHandler
+from mesh.node.lies import advertised_depth, apply_lie
 from mesh.node.lifecycle import TaskState, TaskTable
 from mesh.node.metrics import NodeMetrics
 from mesh.node.netmetrics import MeteredNetwork
 from mesh.node.receipt_log import ReceiptLog
 from mesh.node.runner import TaskRunner
+from mesh.node.verdict_relay import relay_verdicts
 
 if TYPE_CHECKING:
     # The trio-stubs package (pulled in by libp2p) shadows trio's own annotations
@@ -126,6 +129,9 @@ class Node:
         receipt_log: ReceiptLog | None = None,
     ) -> None:
         self.config = config
+        # Check tasks (another worker's generation to check) are answered by the
+        # runner's forward pass; a researcher's lying node alters answers after it.
+        runner = apply_lie(CheckingRunner(runner), config.lie)
         self._runner = runner
         self.metrics = NodeMetrics(models=lambda: runner.models)
         # Every DHT, gossip and request operation of the node is counted there.
@@ -168,7 +174,7 @@ class Node:
             runner=runner,
             wall_clock=self._wall_clock,
             throughput_milli=self._throughput_milli,
-            queue_depth=lambda: self._admission.in_flight,
+            queue_depth=advertised_depth(config.lie, lambda: self._admission.in_flight),
             queue_capacity=lambda: self._admission.capacity,
             memory_free_mb=memory_free_mb,
             addrs=self.advertised_addrs,
@@ -263,6 +269,7 @@ class Node:
         nursery.start_soon(self._runner.run_forever)
         nursery.start_soon(self._gate.run)
         nursery.start_soon(_housekeeping, self._table, self._meter)
+        nursery.start_soon(relay_verdicts, self._network)
         if self.config.http_listen is not None:
             # Up before the models serve: /healthz/live answers while the node starts.
             await ops.start_http(self, nursery)

@@ -20,6 +20,7 @@ from mesh.client.async_client import AsyncClient, ClientConfig
 from mesh.client.reputation import ACCUSED_RATE, CLEARING_CHECKS
 from mesh.core.checks import CHECK_TOKENS
 from mesh.core.evidence import decode_verdict_file, verify_verdict_file
+from mesh.core.tensors import Tensor
 from mesh.errors import ConfigError, Disputed, NoPeersAvailable
 from mesh.net.interface import VERDICT_TOPIC
 from mesh.node.service import Node
@@ -531,7 +532,9 @@ async def test_a_small_gap_across_devices_is_set_aside_a_gross_one_convicts(
         cpu = [await start_node(nursery, hub, n, _LogitRunner(), tmp_path) for n in (1, 2)]
         gpu = await start_node(nursery, hub, 3, _LogitRunner(shift=shift, device="H200"), tmp_path)
         client = await _client(nursery, hub, verify="redundant", replicas=3)
-        result = await client.run(_LogitRunner().root, inputs(), timeout=20)
+        # A tiny-mlp input: the client checks it against tiny-mlp's manifest first.
+        row = {"x": Tensor("float32", (1, 32), bytes(128))}
+        result = await client.run(_LogitRunner().root, row, timeout=20)
         assert result.worker in {c.peer_id for c in cpu}
         report = result.verification
         assert report is not None

@@ -15,6 +15,11 @@ it starts.
 A waiting task may leave early: its requester went away or it expired (the
 handler is cancelled, and the gate forgets it), or admission took its place for
 a fairer claim (:meth:`RunGate.displace`: it gets the error given).
+
+The places in use are the task table's RUNNING tasks of the model: the gate
+moves a task QUEUED -> RUNNING when its turn comes, and a task leaves RUNNING
+when its block ends (DONE, set by the handler inside the block, or failed here),
+so the table stays the one record of tasks in flight.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import trio
 from mesh.core.tokenbucket import TokenBucket
 from mesh.errors import ConfigError, MeshError
 from mesh.node.fairqueue import FairQueue
+from mesh.node.lifecycle import TaskState, TaskTable
 
 # Levels of a waiting task's path: address prefix, transport peer, client key.
 PATH_DEPTH = 3
@@ -45,7 +51,6 @@ class _Waiter:
 @dataclass(slots=True)
 class _Model:
     queue: FairQueue[_Waiter]
-    running: int = 0
 
 
 class RunGate:
@@ -54,13 +59,15 @@ class RunGate:
     Args:
         slots: tasks of one model handed to the runner at once (a full batch).
         start: tasks may start no faster than this bucket allows.
+        table: the node's task table (its QUEUED tasks wait here; RUNNING ones hold places).
     """
 
-    def __init__(self, *, slots: int, start: TokenBucket) -> None:
+    def __init__(self, *, slots: int, start: TokenBucket, table: TaskTable) -> None:
         if slots < 1:
             raise ConfigError("the runner needs at least one slot per model")
         self._slots = slots
         self._start = start
+        self._table = table
         self._models: dict[bytes, _Model] = {}
         self._waiters: dict[bytes, _Waiter] = {}
         self._wake = trio.Event()  # set when the bucket may let a waiting task go
@@ -76,6 +83,9 @@ class RunGate:
         self, model: bytes, path: Sequence[Hashable], task_id: bytes, *, cost: float = 1.0
     ) -> AsyncIterator[None]:
         """Wait for this task's turn, hold a place of ``model`` for the block, give it back.
+
+        The task must be QUEUED in the table; it is RUNNING inside the block, and the
+        block must end with it DONE (else it is failed here on the way out).
 
         Raises:
             MeshError: the error given to :meth:`displace` (admission took the place).
@@ -95,14 +105,14 @@ class RunGate:
                 del self._waiters[task_id]
                 lane.queue.remove(waiter)
             if waiter.turn.is_set() and waiter.error is None:
-                self._release(model)  # its turn came in the same instant: pass it on
+                self._release(model, task_id)  # its turn came in the same instant: pass it on
             raise
         if waiter.error is not None:
             raise waiter.error
         try:
             yield
         finally:
-            self._release(model)
+            self._release(model, task_id)
 
     def displace(self, task_id: bytes, error: MeshError) -> bool:
         """Take a waiting task out of its queue; its :meth:`turn` raises ``error``."""
@@ -125,8 +135,9 @@ class RunGate:
                     break
                 await trio.sleep_until(self._start.next_at(trio.current_time()))
 
-    def _release(self, model: bytes) -> None:
-        self._models[model].running -= 1
+    def _release(self, model: bytes, task_id: bytes) -> None:
+        if self._table.state(task_id) is TaskState.RUNNING:
+            self._table.fail(task_id)  # the block ended without an answer
         self._dispatch(model)
 
     def _dispatch_all(self) -> None:
@@ -135,19 +146,22 @@ class RunGate:
 
     def _dispatch(self, model: bytes) -> None:
         lane = self._models[model]
-        while lane.running < self._slots and len(lane.queue):
+        while self._free(model) and len(lane.queue):
             if not self._start.take(trio.current_time()):
                 self._wake.set()  # run() waits for the next token
                 return
             waiter = lane.queue.pop()
             assert waiter is not None
             del self._waiters[waiter.task_id]
-            lane.running += 1
+            self._table.move(waiter.task_id, TaskState.RUNNING)
             self.started += 1
             waiter.turn.set()
 
+    def _free(self, model: bytes) -> bool:
+        return self._table.count_model(model, TaskState.RUNNING) < self._slots
+
     def _waiting_for_tokens(self) -> bool:
-        return any(lane.running < self._slots and len(lane.queue) for lane in self._models.values())
+        return any(self._free(m) and len(lane.queue) for m, lane in self._models.items())
 
 
 def no_start_limit() -> TokenBucket:

@@ -265,7 +265,7 @@ class TaskHandler:
         victim = self._admission.check(body.client, now=trio.current_time(), source=source)
         if victim is not None:
             self._displace(victim)
-        self._table.admit(task.digest, body.client, source=source)
+        self._table.admit(task.digest, body.client, source=source, model=body.model_root)
         # The task's expiry is a deadline here too: past it nobody wants the answer.
         expiry = trio.current_time() + max(0.0, (body.expires_ms - now_ms) / 1000)
         try:
@@ -308,13 +308,13 @@ class TaskHandler:
         # Generation work grows with max_tokens; other tasks cost one unit each.
         cost = max(1, params.get("max_tokens", 1))
         async with self._gate.turn(body.model_root, source.path, task.digest, cost=cost):
-            # Recorded now that it starts: replay entries <= start rate x window.
+            # The gate moved it to RUNNING. Recorded now that it starts: replay
+            # entries <= start rate x window.
             self._replay.check_and_add(task, now_ms=self._now_ms())
-            self._table.move(task.digest, TaskState.RUNNING)
             started_ms = self._now_ms()
             execution = await self._execute(body.model_root, inputs, params, on_start)
+            self._table.move(task.digest, TaskState.DONE)  # frees its place at the gate
         finished_ms = self._now_ms()
-        self._table.move(task.digest, TaskState.DONE)
         self._table.require_done(task.digest)
         out_bytes = _values_bytes(execution.outputs)
         output_hash = await _off_loop_if_big(out_bytes, values_hash, execution.outputs)

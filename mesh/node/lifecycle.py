@@ -58,6 +58,7 @@ class _Entry:
     state: TaskState
     source: Source
     order: int
+    model: bytes
 
 
 class TaskTable:
@@ -70,19 +71,27 @@ class TaskTable:
         self._idle = trio.Event()
         self._idle.set()
 
-    def admit(self, task_id: bytes, client: bytes, *, source: Source | None = None) -> None:
+    def admit(
+        self,
+        task_id: bytes,
+        client: bytes,
+        *,
+        source: Source | None = None,
+        model: bytes = b"",
+    ) -> None:
         """Start tracking an admitted task; a duplicate id in flight is a bug upstream.
 
         Args:
             task_id: the task's id.
             client: the client key that signed it.
             source: where it came from (default: the client key alone).
+            model: the model_root it runs on (the gate counts places per model).
         """
         if task_id in self._entries:
             raise InternalError("task already in flight")
         self._admitted += 1
         self._entries[task_id] = _Entry(
-            client, TaskState.ADMITTED, source or Source("", "", client), self._admitted
+            client, TaskState.ADMITTED, source or Source("", "", client), self._admitted, model
         )
         self._by_client[client] += 1
         if self._idle.is_set():
@@ -127,6 +136,10 @@ class TaskTable:
     def count_for(self, client: bytes) -> int:
         """Tasks in flight for one client key."""
         return self._by_client.get(client, 0)
+
+    def count_model(self, model: bytes, state: TaskState) -> int:
+        """Tasks of one model in ``state`` (the gate's places in use: RUNNING)."""
+        return sum(1 for e in self._entries.values() if e.model == model and e.state is state)
 
     def holding(self, source: Source) -> tuple[int, int, int]:
         """Tasks in flight from ``source``'s address prefix, its transport peer, its key."""

@@ -152,7 +152,9 @@ class Node:
         # window (mesh.core.replay: entries <= burst + rate x window).
         rate = start_rate(config.replay_entries)
         self._gate = RunGate(
-            slots=config.max_batch, start=TokenBucket(rate=rate.rate, burst=rate.burst)
+            slots=config.max_batch,
+            start=TokenBucket(rate=rate.rate, burst=rate.burst),
+            table=self._table,
         )
         self._handler = TaskHandler(
             identity=config.identity,

@@ -24,6 +24,8 @@ SCENARIOS = (
     "cold_start",
     "churn",
     "frozen",
+    "attacks",
+    "verification",
     "wan",
 )
 DEFAULT_SCENARIOS = SCENARIOS[:-1]  # "wan" runs when --wan is given

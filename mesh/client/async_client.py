@@ -8,6 +8,11 @@ task to another peer, never the same one twice unless all others are used up,
 all within the caller's ``timeout``. A receipt that does not verify is never
 returned: the peer is penalised hard and the task goes elsewhere; if no peer
 gives a verified result, :class:`~mesh.errors.VerificationError` is raised.
+
+Above that, the verification mode (``verify=``: ``signature``, ``audit``,
+``redundant``; :mod:`mesh.client.verification`) decides whether the result is
+also re-checked on independent workers before it is returned, and what a wrong
+answer costs its worker (a signed verdict, exclusion by this client).
 """
 
 from __future__ import annotations
@@ -19,24 +24,33 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from types import TracebackType
+from typing import Literal, overload
 
 import trio
 
 from mesh.aio.clock import WallClock, trio_wall_clock
 from mesh.aio.groups import unwrap_single_error
 from mesh.client import batching
+from mesh.client.audit import AuditDraw
+from mesh.client.batch_verify import BatchVerifier
 from mesh.client.config import ClientConfig, load_bootstrap, load_identity
 from mesh.client.discovery import Discovery, dial_addr
+from mesh.client.local_check import LocalChecker
+from mesh.client.mapping import results_or_raise, run_items
 from mesh.client.models import resolve_model
+from mesh.client.precheck import check_before_sending
 from mesh.client.reputation import Reputation
 from mesh.client.results import PeerList, PeerView, RunResult
 from mesh.client.selection import PeerBook
 from mesh.client.sender import Inputs, TaskSender
+from mesh.client.verdicts import VerdictBook
+from mesh.client.verification import Verifier, VerifyOptions, verify_options
 from mesh.client.verify import check_response
 from mesh.core import limits
-from mesh.core.batch import check_count, encode_items, hash_encoded, item_proofs, items_root
+from mesh.core.batch import check_count, encode_items, hash_encoded, items_root
 from mesh.core.capacity import CAPACITY_NAMESPACE, capacity_validator
 from mesh.core.envelope import Signed, sign_message
+from mesh.core.evidence import VerdictFile
 from mesh.core.identity import Identity, public_key_from_peer_id
 from mesh.core.messages import (
     BATCH_PARAM,
@@ -45,6 +59,7 @@ from mesh.core.messages import (
 )
 from mesh.core.values import values_hash
 from mesh.errors import Closed, MeshError
+from mesh.files.client_state import ClientStore
 from mesh.net.interface import Network, PeerAddr
 
 logger = logging.getLogger(__name__)
@@ -94,8 +109,16 @@ class AsyncClient:
         self._now_ms = wall_clock or trio_wall_clock()
         self._rng = rng or random.Random()
         self._book = PeerBook(network)
-        self._reputation = Reputation()
+        store = ClientStore(self._config.data_dir) if self._config.data_dir else None
+        self._reputation = Reputation(store)
         self._discovery = Discovery(network, wall_clock=self._now_ms)
+        self._verdicts = VerdictBook(
+            network=network,
+            identity=self._identity,
+            reputation=self._reputation,
+            store=store,
+            wall_clock=self._now_ms,
+        )
         self._sender = TaskSender(
             network=network,
             discovery=self._discovery,
@@ -104,6 +127,25 @@ class AsyncClient:
             retry=self._config.retry,
             discovery_timeout_s=self._config.discovery_timeout_s,
             rng=self._rng,
+        )
+        draw = AuditDraw(store.audit_secret if store is not None else None)
+        self._verifier = Verifier(
+            sender=self._sender,
+            sign=self._sign,
+            discovery=self._discovery,
+            reputation=self._reputation,
+            verdicts=self._verdicts,
+            draw=draw,
+            local=LocalChecker(self._config.zoo_dirs) if self._config.local_check else None,
+            zoo_dirs=self._config.zoo_dirs,
+        )
+        self._batch_verifier = BatchVerifier(
+            sender=self._sender,
+            verifier=self._verifier,
+            discovery=self._discovery,
+            reputation=self._reputation,
+            draw=draw,
+            zoo_dirs=self._config.zoo_dirs,
         )
         self._stack: AsyncExitStack | None = None
         self._nursery: trio.Nursery | None = None
@@ -118,6 +160,15 @@ class AsyncClient:
     def config(self) -> ClientConfig:
         """This client's settings."""
         return self._config
+
+    @property
+    def reputation(self) -> Reputation:
+        """This client's table of workers: whom it caught, confirmed, heard accused."""
+        return self._reputation
+
+    def verdicts(self) -> list[VerdictFile]:
+        """The verdicts this client made so far, with their evidence (oldest first)."""
+        return list(self._verdicts.made)
 
     @classmethod
     @asynccontextmanager
@@ -164,6 +215,8 @@ class AsyncClient:
         nursery = await stack.enter_async_context(trio.open_nursery())
         # Answers /mesh/records/1.0.0 from our book and takes load gossip into it.
         self._discovery.start(nursery)
+        nursery.start_soon(self._verdicts.watch_gossip)
+        self._verdicts.nursery = nursery
         self._stack = stack
         self._nursery = nursery
         return self
@@ -176,6 +229,11 @@ class AsyncClient:
     ) -> bool | None:
         assert self._stack is not None and self._nursery is not None
         self._closed = True
+        self._verdicts.nursery = None
+        try:
+            self._reputation.save()  # confirmations since the last write
+        except MeshError as error:
+            logger.error("reputation table not saved: %s", error)
         self._nursery.cancel_scope.cancel()
         with unwrap_single_error():
             return await self._stack.__aexit__(exc_type, exc, tb)
@@ -207,6 +265,29 @@ class AsyncClient:
         )
         return sign_message(self._identity, task)
 
+    def _sign(
+        self,
+        root: bytes,
+        inputs: Inputs,
+        params: Mapping[str, int],
+        window_s: float,
+        verify: str,
+        target: str | None,
+    ) -> Signed[Task]:
+        return self.build_task(
+            root, inputs, params=params, window_s=window_s, verify=verify, target=target
+        )
+
+    def _options(
+        self, verify: str | None, audit_rate: float | None, replicas: int | None
+    ) -> VerifyOptions:
+        config = self._config
+        return verify_options(
+            mode=config.verify if verify is None else verify,
+            audit_rate=config.audit_rate if audit_rate is None else audit_rate,
+            replicas=config.replicas if replicas is None else replicas,
+        )
+
     async def run(
         self,
         model: str | bytes,
@@ -214,31 +295,51 @@ class AsyncClient:
         *,
         timeout: float | None = None,  # noqa: ASYNC109 (the caller's total deadline)
         target: str | None = None,
-        verify: str = "signature",
+        verify: str | None = None,
+        audit_rate: float | None = None,
+        replicas: int | None = None,
         params: Mapping[str, int] | None = None,
         **more_params: int,
     ) -> RunResult:
         """Run ``model`` on ``inputs`` somewhere on the mesh; return a verified result.
 
+        What the result proves depends on ``verify`` (mesh.client.verification):
+        ``signature`` trusts the worker (the receipt proves who answered, not
+        that the answer is right; no extra cost); ``audit`` re-checks a random
+        ``audit_rate`` share of results on an independent worker (about that
+        much extra compute) and catches a worker that keeps faking; ``redundant``
+        returns a result only when a second independent worker confirmed it
+        (``replicas`` times the compute). ``result.verification`` says what was done.
+
         Args:
             model: a zoo name, a hex model_root or 32 raw bytes.
             inputs: named tensors or lists of strings.
             timeout: total deadline in seconds (default ``config.timeout_s``).
-            target: run only on this PeerID.
-            verify: the verification wish written into the task.
+            target: run only on this PeerID (the first run; re-checks go elsewhere).
+            verify: ``signature``, ``audit`` or ``redundant`` (default ``config.verify``).
+            audit_rate: for ``audit`` (default ``config.audit_rate``, 0.05).
+            replicas: for ``redundant`` (default ``config.replicas``, 2).
             params: integer parameters (seed, max_tokens, temperature_milli, ...).
             **more_params: more integer parameters, as keywords (``seed=3``).
 
         Raises:
+            ConfigError: an unknown mode or a bad rate or replica count (before
+                anything is sent).
+            InvalidInput: the inputs or params do not fit the model's manifest
+                (checked before sending), or ``refusal_quorum`` workers refused them.
+            Disputed: independent workers disagree and nothing settled it.
             VerificationError: only unverifiable answers came back.
-            DeadlineExceeded: no verified answer within ``timeout``.
-            NoPeersAvailable: nobody serves the model.
-            ProtocolError: the task itself was refused (invalid input, ...).
+            DeadlineExceeded: no verified answer within ``timeout`` (also when no
+                provider was found in time).
+            NoPeersAvailable: every provider found was left out before the deadline
+                (or too few for ``redundant``).
+            ProtocolError: the task itself was refused (expired, ...).
         """
         self._check_open()
+        options = self._options(verify, audit_rate, replicas)
         merged = {**(params or {}), **more_params}
         return await self._run(
-            model, inputs, timeout=timeout, target=target, verify=verify, params=merged
+            model, inputs, timeout=timeout, target=target, options=options, params=merged
         )
 
     async def _run(
@@ -248,12 +349,15 @@ class AsyncClient:
         *,
         timeout: float | None,  # noqa: ASYNC109
         target: str | None,
-        verify: str,
+        options: VerifyOptions,
         params: Mapping[str, int],
     ) -> RunResult:
         limit = self._config.timeout_s if timeout is None else timeout
         deadline = trio.current_time() + limit
         root = resolve_model(model, zoo_dirs=self._config.zoo_dirs)
+        # The task must fit the model before it leaves: then a worker's
+        # invalid-input is that worker's fault (mesh.client.retry).
+        check_before_sending(model, root, inputs, params, zoo_dirs=self._config.zoo_dirs)
         # The task must stay valid until the deadline (retries re-send it), but
         # nodes refuse windows over MAX_TASK_WINDOW_MS (their replay caches rely
         # on it); keep a margin for clocks that disagree.
@@ -261,10 +365,47 @@ class AsyncClient:
             max(self._config.task_window_s, limit + 1.0),
             (limits.MAX_TASK_WINDOW_MS - limits.MAX_CLOCK_SKEW_MS) / 1000,
         )
-        task = self.build_task(
-            root, inputs, params=params, window_s=window, verify=verify, target=target
+        return await self._verifier.run(
+            root,
+            inputs,
+            params,
+            options=options,
+            deadline=deadline,
+            window_s=window,
+            target=target,
         )
-        return await self.run_task(task, inputs, deadline=deadline, target=target)
+
+    @overload
+    async def map(
+        self,
+        model: str | bytes,
+        many_inputs: Iterable[Inputs],
+        *,
+        concurrency: int | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109
+        verify: str | None = None,
+        audit_rate: float | None = None,
+        replicas: int | None = None,
+        return_errors: Literal[False] = False,
+        batch_size: int | None = None,
+        **params: int,
+    ) -> list[RunResult]: ...
+
+    @overload
+    async def map(
+        self,
+        model: str | bytes,
+        many_inputs: Iterable[Inputs],
+        *,
+        concurrency: int | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109
+        verify: str | None = None,
+        audit_rate: float | None = None,
+        replicas: int | None = None,
+        return_errors: Literal[True],
+        batch_size: int | None = None,
+        **params: int,
+    ) -> list[RunResult | MeshError]: ...
 
     async def map(
         self,
@@ -273,20 +414,50 @@ class AsyncClient:
         *,
         concurrency: int | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 (each task's deadline)
+        verify: str | None = None,
+        audit_rate: float | None = None,
+        replicas: int | None = None,
+        return_errors: bool = False,
         batch_size: int | None = None,
         **params: int,
-    ) -> list[RunResult]:
-        """Run ``model`` on each of ``many_inputs`` concurrently; results in input order.
+    ) -> list[RunResult] | list[RunResult | MeshError]:
+        """Run ``model`` on each of ``many_inputs`` concurrently; outcomes in input order.
 
-        Tasks spread over live peers (our own in-flight tasks count as load).
+        Tasks spread over live peers (our own in-flight tasks count as load);
+        each is retried elsewhere on its own (one bad worker fails no other
+        task) within its own deadline, ``timeout`` from when it starts, and
+        verified as :meth:`run` would (``verify``, ``audit_rate``, ``replicas``).
+        No item's failure cancels the others (:mod:`mesh.client.mapping`).
+
         Items are sent in batched tasks when the model allows it
-        (:mod:`mesh.client.batching`: ``batch_size`` None chooses, 1 sends a task
-        per item); each item's result then carries its proof in the batch.
-        Without batching, the first failure cancels the rest and is raised; with
-        it, every batch runs to its end and the first failed item's error is
-        raised.
+        (:mod:`mesh.client.batching`): one signed task, one receipt and one round
+        trip for many items, each item's result carrying its proof in the batch
+        (``RunResult.verify()`` checks it alone). A batch is retried and verified
+        as a whole (:mod:`mesh.client.batch_verify`); a batch that fails fails
+        each of its items with that error, in their places.
+
+        Args:
+            model: a zoo name, a hex model_root or 32 raw bytes.
+            many_inputs: one inputs mapping per task.
+            concurrency: tasks in flight at once (default ``config.map_concurrency``).
+            timeout: each task's deadline in seconds (default ``config.timeout_s``).
+            verify: the verification mode of every item (see :meth:`run`).
+            audit_rate: see :meth:`run`.
+            replicas: see :meth:`run`.
+            return_errors: True returns each item's :class:`RunResult` or
+                :class:`~mesh.errors.MeshError` in its place; False (the default)
+                returns the results, or raises the first failed item's error
+                (in input order) once every item finished.
+            batch_size: items per batched task; None chooses (``ceil(items /
+                concurrency)`` up to 256, when the model can be batched); 1 sends
+                a task per item.
+            **params: integer parameters of every task.
+
+        Raises:
+            ConfigError: an unknown mode or bad settings (before anything is sent).
         """
         self._check_open()
+        options = self._options(verify, audit_rate, replicas)
         items = list(many_inputs)
         limit = concurrency or self._config.map_concurrency
         root = resolve_model(model, zoo_dirs=self._config.zoo_dirs)
@@ -299,32 +470,16 @@ class AsyncClient:
             zoo_dirs=self._config.zoo_dirs,
         )
         if size > 1:
-            return await self._map_batched(model, items, size, limit, timeout, params)
-        results: list[RunResult | None] = [None] * len(items)
-        errors: list[MeshError] = []
-        limiter = trio.CapacityLimiter(concurrency or self._config.map_concurrency)
+            outcomes = await self._map_batched(model, items, size, limit, timeout, options, params)
+            return outcomes if return_errors else results_or_raise(outcomes)
 
-        async def one(index: int, nursery: trio.Nursery) -> None:
-            async with limiter:
-                try:
-                    results[index] = await self._run(
-                        model,
-                        items[index],
-                        timeout=timeout,
-                        target=None,
-                        verify="signature",
-                        params=params,
-                    )
-                except MeshError as exc:
-                    errors.append(exc)
-                    nursery.cancel_scope.cancel()
+        async def one(index: int) -> RunResult:
+            return await self._run(
+                model, items[index], timeout=timeout, target=None, options=options, params=params
+            )
 
-        async with trio.open_nursery() as nursery:
-            for index in range(len(items)):
-                nursery.start_soon(one, index, nursery)
-        if errors:
-            raise errors[0]
-        return [r for r in results if r is not None]
+        outcomes = await run_items(one, len(items), concurrency=limit)
+        return outcomes if return_errors else results_or_raise(outcomes)
 
     async def _map_batched(
         self,
@@ -333,33 +488,39 @@ class AsyncClient:
         size: int,
         concurrency: int,
         timeout: float | None,  # noqa: ASYNC109 (each batch's deadline)
+        options: VerifyOptions,
         params: Mapping[str, int],
-    ) -> list[RunResult]:
+    ) -> list[RunResult | MeshError]:
+        """Map's outcomes through batched tasks; each item's error in its place."""
+        root = resolve_model(model, zoo_dirs=self._config.zoo_dirs)
         outcomes: list[RunResult | MeshError | None] = [None] * len(items)
-        limiter = trio.CapacityLimiter(concurrency)
+        # Each item is checked against the manifest first, as run() does: a bad
+        # item fails alone, and a batch that leaves holds only items that fit.
+        good: list[int] = []
+        for index, item in enumerate(items):
+            try:
+                check_before_sending(model, root, item, params, zoo_dirs=self._config.zoo_dirs)
+            except MeshError as exc:
+                outcomes[index] = exc
+            else:
+                good.append(index)
 
-        async def one(indices: range) -> None:
-            async with limiter:
-                chunk = [items[i] for i in indices]
-                try:
-                    done = await self.run_batch(model, chunk, timeout=timeout, params=params)
-                except MeshError as exc:
-                    for i in indices:  # every item of a failed batch fails with it
-                        outcomes[i] = exc
-                    return
-                for i, result in zip(indices, done, strict=True):
-                    outcomes[i] = result
+        async def one(chunk: int) -> list[RunResult]:
+            indices = batches[chunk]
+            return await self._run_batch(
+                root, [items[i] for i in indices], timeout=timeout, options=options, params=params
+            )
 
-        async with trio.open_nursery() as nursery:
-            for indices in batching.split(len(items), size):
-                nursery.start_soon(one, indices)
-        results: list[RunResult] = []
-        for outcome in outcomes:
-            if isinstance(outcome, MeshError):
-                raise outcome
-            assert outcome is not None  # every batch ran to its end
-            results.append(outcome)
-        return results
+        batches = [good[r.start : r.stop] for r in batching.split(len(good), size)]
+        done = await run_items(one, len(batches), concurrency=concurrency)
+        for indices, batch in zip(batches, done, strict=True):
+            for position, index in enumerate(indices):
+                outcomes[index] = batch[position] if isinstance(batch, list) else batch
+        final: list[RunResult | MeshError] = []
+        for answer in outcomes:
+            assert answer is not None  # every item checked, batched and answered
+            final.append(answer)
+        return final
 
     async def run_batch(
         self,
@@ -367,57 +528,73 @@ class AsyncClient:
         items: Sequence[Inputs],
         *,
         timeout: float | None = None,  # noqa: ASYNC109 (the caller's total deadline)
+        verify: str | None = None,
+        audit_rate: float | None = None,
+        replicas: int | None = None,
         params: Mapping[str, int] | None = None,
     ) -> list[RunResult]:
         """Run ``model`` on every item under ONE signed task and one receipt; results in order.
 
         Each result holds the batch's receipt and task, its own outputs and its
-        :class:`~mesh.core.batch.ItemProof` (``RunResult.verify()`` checks it alone).
+        :class:`~mesh.core.batch.ItemProof` (``RunResult.verify()`` checks it
+        alone). The batch is verified as a whole (:mod:`mesh.client.batch_verify`).
 
         Raises:
             the same as :meth:`run` (for the whole batch).
         """
         self._check_open()
+        options = self._options(verify, audit_rate, replicas)
+        root = resolve_model(model, zoo_dirs=self._config.zoo_dirs)
+        merged = dict(params or {})
+        for item in items:
+            check_before_sending(model, root, item, merged, zoo_dirs=self._config.zoo_dirs)
+        return await self._run_batch(root, items, timeout=timeout, options=options, params=merged)
+
+    async def _run_batch(
+        self,
+        root: bytes,
+        items: Sequence[Inputs],
+        *,
+        timeout: float | None,  # noqa: ASYNC109
+        options: VerifyOptions,
+        params: Mapping[str, int],
+    ) -> list[RunResult]:
+        check_count(len(items))
         limit = self._config.timeout_s if timeout is None else timeout
         deadline = trio.current_time() + limit
-        root = resolve_model(model, zoo_dirs=self._config.zoo_dirs)
-        check_count(len(items))
         encoded = encode_items(items)  # hashed for the task, then sent as they are
         input_hashes = hash_encoded(encoded)
         window = min(
             max(self._config.task_window_s, limit + 1.0),
             (limits.MAX_TASK_WINDOW_MS - limits.MAX_CLOCK_SKEW_MS) / 1000,
         )
-        now = self._now_ms()
-        task = sign_message(
-            self._identity,
-            Task(
+
+        def sign(mode: str) -> Signed[Task]:
+            now = self._now_ms()
+            task = Task(
                 client=self._identity.public_key,
                 nonce=os.urandom(_NONCE_BYTES),
                 created_ms=now,
                 expires_ms=now + int(window * 1000),
                 model_root=root,
                 input_hash=items_root(input_hashes),
-                params={**(params or {}), BATCH_PARAM: len(items)},
-                verify="signature",
+                params={**params, BATCH_PARAM: len(items)},
+                verify=mode,
                 target=b"",
-            ),
-        )
-        run = await self._sender.send_batch(task, items, deadline=deadline, encoded=encoded)
-        proofs = item_proofs(input_hashes, run.output_hashes)
-        return [
-            RunResult(
-                outputs,
-                run.receipt,
-                task,
-                run.worker,
-                run.latency_ms,
-                run.attempts,
-                proof=proof,
-                inputs=inputs,
             )
-            for outputs, proof, inputs in zip(run.outputs, proofs, items, strict=True)
-        ]
+            return sign_message(self._identity, task)
+
+        return await self._batch_verifier.run(
+            root,
+            items,
+            params,
+            encoded=encoded,
+            input_hashes=input_hashes,
+            sign=sign,
+            options=options,
+            deadline=deadline,
+            window_s=window,
+        )
 
     async def peers(self, *, timeout: float | None = None) -> list[PeerView]:  # noqa: ASYNC109
         """Live peers with valid capacity records, with their measured latency.

@@ -53,8 +53,9 @@ PROVIDER_CACHE_S = 30.0
 # A provider with no findable record is not looked up again for this long: with
 # Sybil providers, re-fetching on every task cost seconds per task (issue 10).
 RECORDLESS_RETRY_S = 60.0
-# Peers asked in one exchange round when there are no bootstrap peers to ask.
-EXCHANGE_FANOUT = 3
+# Peers asked in one exchange round when there are no bootstrap peers to ask
+# (each holds a sample of the mesh, so several are heard, all of them).
+EXCHANGE_FANOUT = 16
 # A long-lived client asks its bootstrap peers again, in the background, when
 # its last exchange is older than this (gossip keeps records fresh meanwhile;
 # this catches peers whose gossip does not reach us).
@@ -237,9 +238,12 @@ class Discovery:
         return self.recorded(model_root)
 
     async def _exchange_round(self, model_root: bytes, *, deadline: float, wait_all: bool) -> None:
-        targets = self._exchange_targets()
+        targets, from_bootstrap = self._exchange_targets()
         if not targets:
             return
+        # A bootstrap peer holds the mesh's records: its one answer is enough to
+        # choose. Other peers hold a sample each: hear them all.
+        wait_all = wait_all or not from_bootstrap
         self.stats.exchange_rounds += 1
         self._last_exchange = trio.current_time()
 
@@ -256,13 +260,15 @@ class Discovery:
             background=self._background,
         )
 
-    def _exchange_targets(self) -> list[PeerAddr]:
+    def _exchange_targets(self) -> tuple[list[PeerAddr], bool]:
+        """Whom to ask, and whether they are bootstrap peers."""
         boot = [p for p in self._network.bootstrap_peers() if p.peer_id != self._network.peer_id]
         healthy = [p for p in boot if self._network.is_healthy(p.peer_id)]
         if healthy:
-            return healthy
+            return healthy, True
         known = [p for p in self._network.known_peers() if p.peer_id != self._network.peer_id]
-        return self._rng.sample(known, min(EXCHANGE_FANOUT, len(known))) or boot
+        sample = self._rng.sample(known, min(EXCHANGE_FANOUT, len(known)))
+        return (sample, False) if sample else (boot, True)
 
     def _refresh_later(self, model_root: bytes) -> None:
         """Ask the bootstrap peers again in the background when the last round is old."""

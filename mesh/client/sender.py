@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TypeVar
 
 import trio
@@ -28,7 +28,7 @@ from mesh.core.envelope import Signed
 from mesh.core.messages import Receipt, Task, encode_request
 from mesh.core.tensors import Tensor
 from mesh.core.values import Values
-from mesh.errors import MeshError, NoPeersAvailable, UnknownModel
+from mesh.errors import DeadlineExceeded, MeshError, UnknownModel
 from mesh.net.interface import TASK_PROTOCOL, Network, PeerAddr
 
 logger = logging.getLogger(__name__)
@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 Inputs = Mapping[str, Tensor | Sequence[str]]
 R = TypeVar("R")
 _REDISCOVER_S = 0.25  # first wait before asking the DHT again when nobody serves yet
+# Orders candidate peers for one send (lower first); only the lowest rank is chosen from.
+Rank = Callable[[str], int]
 
 
 class TaskSender:
@@ -77,21 +79,41 @@ class TaskSender:
         *,
         deadline: float,
         target: str | None = None,
+        exclude: Collection[str] = (),
+        rank: Rank | None = None,
+        on_attempt: Callable[[str], None] | None = None,
     ) -> RunResult:
         """Send ``task`` until a verified result comes back or ``deadline`` passes.
 
+        ``exclude`` names peers never to send it to (read at each choice, so a
+        live set works); ``rank`` (lower first) keeps only the best-ranked untried
+        peers in the choice; ``on_attempt`` hears each peer chosen, before the
+        send. The verification layer uses them to reach independent workers.
+
         Raises:
             VerificationError: only unverifiable answers came back.
-            DeadlineExceeded: no verified answer within the deadline.
-            NoPeersAvailable: nobody serves the model.
-            ProtocolError: the task itself was refused (another peer would say the same).
+            DeadlineExceeded: no verified answer within the deadline (also when no
+                provider was found in time).
+            NoPeersAvailable: before the deadline, every provider found was left out
+                or failed without an error worth raising.
+            ProtocolError: the task itself was refused (another peer would say the
+                same); ``InvalidInput`` once ``refusal_quorum`` workers refused it.
         """
 
         def check(response: bytes, worker: str) -> tuple[Values, Signed[Receipt]]:
             return check_response(response, task=task, worker=worker)
 
         request = encode_request(task, inputs)
-        sent = await self._send(task, request, check, deadline=deadline, target=target)
+        sent = await self._send(
+            task,
+            request,
+            check,
+            deadline=deadline,
+            target=target,
+            exclude=exclude,
+            rank=rank,
+            on_attempt=on_attempt,
+        )
         (outputs, receipt), peer, latency_ms, attempts = sent
         return RunResult(outputs, receipt, task, peer, latency_ms, attempts)
 
@@ -103,6 +125,9 @@ class TaskSender:
         deadline: float,
         target: str | None = None,
         encoded: Sequence[bytes] | None = None,
+        exclude: Collection[str] = (),
+        rank: Rank | None = None,
+        on_attempt: Callable[[str], None] | None = None,
     ) -> BatchRun:
         """Send a batched task (:mod:`mesh.core.batch`) like :meth:`send`: one receipt back.
 
@@ -117,7 +142,16 @@ class TaskSender:
             return check_batch_response(response, task=task, worker=worker)
 
         request = encode_batch_request(task, items, encoded=encoded)
-        sent = await self._send(task, request, check, deadline=deadline, target=target)
+        sent = await self._send(
+            task,
+            request,
+            check,
+            deadline=deadline,
+            target=target,
+            exclude=exclude,
+            rank=rank,
+            on_attempt=on_attempt,
+        )
         (result, receipt), peer, latency_ms, attempts = sent
         return BatchRun(
             result.outputs, result.output_hashes, receipt, task, peer, latency_ms, attempts
@@ -131,6 +165,9 @@ class TaskSender:
         *,
         deadline: float,
         target: str | None,
+        exclude: Collection[str],
+        rank: Rank | None,
+        on_attempt: Callable[[str], None] | None,
     ) -> tuple[R, str, float, int]:
         """The retry loop: (checked answer, worker, latency in ms, attempts)."""
         root = task.message.model_root
@@ -139,11 +176,15 @@ class TaskSender:
         plan = TaskPlan(deadline=deadline, policy=self._retry, peers=by_id, what=root.hex()[:16])
 
         def pick(untried: frozenset[str]) -> str | None:
-            choices = [
-                (pid, self._load(by_id[pid]))
+            allowed = [
+                pid
                 for pid in sorted(untried)
-                if not self._reputation.excluded(pid)
+                if not self._reputation.excluded(pid) and pid not in exclude
             ]
+            if rank is not None and allowed:
+                best = min(rank(pid) for pid in allowed)
+                allowed = [pid for pid in allowed if rank(pid) == best]
+            choices = [(pid, self._load(by_id[pid])) for pid in allowed]
             return self._book.choose(choices, rng=self._rng)
 
         while True:
@@ -163,6 +204,8 @@ class TaskSender:
                 by_id.update(new)
                 plan.add_peers(new)
             else:
+                if on_attempt is not None:
+                    on_attempt(step.peer)
                 try:
                     checked, latency_ms = await self._attempt(
                         by_id[step.peer].peer, request, check, step.timeout
@@ -171,7 +214,14 @@ class TaskSender:
                     kind = plan.failed(step.peer, exc, now=trio.current_time())
                     self._learn(step.peer, root, kind, exc)
                     continue
+                self._blame_refusers(plan.refused, step.peer)
                 return checked, step.peer, latency_ms, plan.attempts
+
+    def _blame_refusers(self, refusers: Sequence[str], worker: str) -> None:
+        """Workers that refused a task another worker just ran: their fault (retry table)."""
+        for peer in refusers:
+            logger.info("%s refused as invalid a task %s ran: counted against it", peer, worker)
+            self._network.mark_unhealthy(peer)
 
     def _learn(self, peer: str, root: bytes, kind: Failure, exc: MeshError) -> None:
         """What a failed attempt teaches this client about ``peer`` (see mesh.client.retry)."""
@@ -191,7 +241,7 @@ class TaskSender:
         while True:
             remaining = deadline - trio.current_time()
             if remaining <= 0:
-                raise NoPeersAvailable(f"no peer serves model {root.hex()[:16]} (deadline)")
+                raise _no_provider_in_time(root)
             timeout = min(remaining, self._discovery_timeout_s)
             candidates = await self._discovery.candidates(root, timeout=timeout, fresh=fresh)
             fresh = True  # a retry of discovery must not read the (empty) cache
@@ -203,11 +253,9 @@ class TaskSender:
                 ]
             if candidates:
                 return candidates
-            # Provider records can lag a node's start: ask again, backing off.
-            remaining = deadline - trio.current_time()
-            if remaining <= wait:
-                raise NoPeersAvailable(f"no peer serves model {root.hex()[:16]}")
-            await trio.sleep(wait)
+            # Provider records can lag a node's start: ask again, backing off,
+            # until the caller's deadline (then it is a deadline error, not "nobody").
+            await trio.sleep(max(0.0, min(wait, deadline - trio.current_time())))
             wait = min(wait * 2, 2.0)
 
     def _load(self, candidate: Candidate) -> Load | None:
@@ -231,3 +279,10 @@ class TaskSender:
         checked = check(response, peer.peer_id)
         self._book.success(peer.peer_id, latency_ms)
         return checked, latency_ms
+
+
+def _no_provider_in_time(root: bytes) -> DeadlineExceeded:
+    return DeadlineExceeded(
+        f"no provider of model {root.hex()[:16]} found within the deadline"
+        " (none announced it, or none answered)"
+    )

@@ -28,6 +28,8 @@ TASK_PROTOCOL = "/mesh/task/1.0.0"
 # Live signed capacity records, asked of any peer (mesh.core.exchange, mesh.net.exchange).
 RECORDS_PROTOCOL = "/mesh/records/1.0.0"
 LOAD_TOPIC = "/mesh/load/1"
+# Signed verdicts (mesh.core.messages.Verdict envelopes) clients publish about workers.
+VERDICT_TOPIC = "/mesh/verdicts/1"
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,12 +27,14 @@ from mesh.errors import ConfigError, NetworkError, PeerUnavailable
 from mesh.net import dht as dht_glue
 from mesh.net.addresses import bootstrap_info
 from mesh.net.host import build_host
+from mesh.net.inbound import InboundLimits
 from mesh.net.interface import PeerAddr
-from mesh.net.libp2p_peer import Libp2pNetwork, NetTimeouts
+from mesh.net.libp2p_peer import DEFAULT_INBOUND, Libp2pNetwork, NetTimeouts
 from mesh.net.logs import apply_library_log_policy
 from mesh.net.multiaddrs import parse_listen_addr
+from mesh.net.ports import check_listen_ports
 
-__all__ = ["Libp2pNetwork", "NetTimeouts", "open_libp2p_network"]
+__all__ = ["InboundLimits", "Libp2pNetwork", "NetTimeouts", "open_libp2p_network"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ async def open_libp2p_network(
     timeouts: NetTimeouts = DEFAULT_TIMEOUTS,
     require_bootstrap: bool = False,
     fill_routing_table: bool = True,
+    inbound: InboundLimits = DEFAULT_INBOUND,
 ) -> AsyncIterator[Libp2pNetwork]:
     """Start a libp2p peer and yield it as a :class:`Libp2pNetwork`.
 
@@ -71,11 +74,15 @@ async def open_libp2p_network(
             fill the routing table beyond the bootstrap peers. A node skips it: its
             first DHT advert walks the same way, and 97 nodes walking at once
             (each dialling ~20 peers) swamped a 2-core machine's testnet start.
+        inbound: caps on inbound request streams (slots, progress, memory).
 
     Raises:
-        ConfigError: bad seed or address. PeerUnavailable: see ``require_bootstrap``.
+        ConfigError: bad seed or address, or a listen port already in use.
+        PeerUnavailable: see ``require_bootstrap``.
     """
     apply_library_log_policy()
+    # The library binds with SO_REUSEPORT and would share a port in use without a word.
+    check_listen_ports(listen)
     host = build_host(identity_seed=identity_seed, listen=listen, announce=announce)
     listen_addrs = [parse_listen_addr(a) for a in listen]
     boot_infos = [bootstrap_info(a) for a in bootstrap]
@@ -109,7 +116,14 @@ async def open_libp2p_network(
         background_trio_service(gossipsub),
         trio.open_nursery() as nursery,
     ):
-        net = Libp2pNetwork(host=host, dht=dht, pubsub=pubsub, nursery=nursery, timeouts=timeouts)
+        net = Libp2pNetwork(
+            host=host,
+            dht=dht,
+            pubsub=pubsub,
+            nursery=nursery,
+            timeouts=timeouts,
+            inbound=inbound,
+        )
         try:
             try:
                 await _start(

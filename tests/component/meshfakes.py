@@ -85,6 +85,10 @@ class FakeRunner:
     def device(self) -> str:
         return self.device_name
 
+    def validate(self, model_root: bytes, inputs: Values, params: dict[str, int]) -> None:
+        if "bad" in inputs:
+            raise InvalidInput("input 'bad' is not accepted by this model")
+
     async def run(
         self,
         model_root: bytes,
@@ -93,8 +97,7 @@ class FakeRunner:
         *,
         on_start: Callable[[], None] | None = None,
     ) -> FakeExecution:
-        if "bad" in inputs:
-            raise InvalidInput("input 'bad' is not accepted by this model")
+        self.validate(model_root, inputs, params)
         if "crash" in inputs:
             raise RuntimeError("a bug in the model")
         self.depth += 1

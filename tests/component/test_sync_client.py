@@ -12,7 +12,7 @@ from meshfakes import ROOT_A, ROOT_B, FakeRunner, identity, inputs, start_node, 
 
 from mesh.client.async_client import AsyncClient
 from mesh.client.sync_client import Client
-from mesh.errors import MeshError, NoPeersAvailable
+from mesh.errors import DeadlineExceeded, MeshError, NoPeersAvailable
 from mesh.testing import MemoryHub
 
 pytestmark = pytest.mark.component
@@ -44,7 +44,7 @@ def test_blocking_run_map_peers_and_errors(tmp_path: Path) -> None:
         results = client.map(ROOT_A, [inputs(float(i)) for i in range(6)], concurrency=3)
         assert [r.outputs["out_x"] for r in results] == [inputs(float(i))["x"] for i in range(6)]
         assert len(client.peers()) == 2
-        with pytest.raises(NoPeersAvailable):
+        with pytest.raises(DeadlineExceeded, match="no provider"):
             client.run(ROOT_B, inputs(), timeout=0.3)
     with pytest.raises(MeshError, match="closed"):
         client.run(ROOT_A, inputs())

@@ -467,6 +467,7 @@ class AsyncClient:
             requested=batch_size,
             model=model,
             root=root,
+            mode=options.mode,
             zoo_dirs=self._config.zoo_dirs,
         )
         if size > 1:

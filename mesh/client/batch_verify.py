@@ -44,6 +44,11 @@ from mesh.errors import MeshError, NoPeersAvailable
 
 logger = logging.getLogger(__name__)
 
+# Disputed items settled at once, each with ``replicas`` requests of its own: a
+# batch whose every item a liar got wrong must not open dozens of streams to
+# the same honest workers (a node holds 16 per peer, mesh.net.inbound).
+SETTLING_AT_ONCE = 2
+
 # Signs the batched task afresh (a new nonce) for the given verification mode.
 SignBatch = Callable[[str], Signed[Task]]
 
@@ -130,7 +135,7 @@ class BatchVerifier:
             job.items,
             deadline=job.deadline,
             encoded=job.encoded,
-            exclude=avoid or (),
+            exclude=() if avoid is None else avoid,  # the live set: read at each choice
             rank=rank,
             on_attempt=on_attempt,
         )
@@ -192,11 +197,23 @@ class BatchVerifier:
             for run in runs:
                 self._reputation.confirm(run.worker)
         settle = VerifyOptions("redundant", options.audit_rate, options.replicas)
+        limiter = trio.CapacityLimiter(SETTLING_AT_ONCE)
+        errors: list[MeshError] = []
 
         async def one(index: int) -> None:
-            settled = await self._verifier.run(
-                root, items[index], params, options=settle, deadline=job.deadline, window_s=window_s
-            )
+            async with limiter:
+                try:
+                    settled = await self._verifier.run(
+                        root,
+                        items[index],
+                        params,
+                        options=settle,
+                        deadline=job.deadline,
+                        window_s=window_s,
+                    )
+                except MeshError as exc:
+                    errors.append(exc)
+                    return
             results[index] = settled
             for run in runs:
                 verdict = compare_results(
@@ -212,6 +229,8 @@ class BatchVerifier:
         async with trio.open_nursery() as nursery:
             for index in disputed:
                 nursery.start_soon(one, index)
+        if errors:
+            raise errors[0]  # the batch fails as a whole (map: each item in its place)
         done = [r for r in results if r is not None]
         assert len(done) == len(items)  # every item confirmed or settled (or raised)
         return done

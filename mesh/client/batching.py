@@ -7,7 +7,11 @@ and travels in one round trip, so small tasks stop paying those costs per item.
 - ``batch_size=None`` (the default): items are spread over the ``concurrency``
   batches in flight, ``ceil(items / concurrency)`` per batch, at most
   ``AUTO_BATCH_ITEMS``; models that generate text (whose receipts commit to
-  their activations per task) and models no local zoo describes are not batched;
+  their activations per task) and models no local zoo describes are not batched,
+  and neither are maps verified beyond the signature (``audit``, ``redundant``):
+  a wrong item found there earns its worker a signed verdict only as a task of
+  its own (verdict evidence is one task, its receipt and its outputs), so
+  those maps keep a task per item unless the caller asks for batches;
 - ``batch_size=k``: batches of ``k`` items (``1``: a task per item, as before).
 
 Each item of a batch comes back as its own :class:`~mesh.client.results.RunResult`
@@ -38,6 +42,7 @@ def batch_size(
     requested: int | None,
     model: str | bytes,
     root: bytes,
+    mode: str = "signature",
     zoo_dirs: Sequence[Path] = (),
 ) -> int:
     """Items per batched task for a map of ``count`` items (1: no batching).
@@ -49,7 +54,7 @@ def batch_size(
         if not 1 <= requested <= MAX_BATCH_ITEMS:
             raise ConfigError(f"batch_size must be between 1 and {MAX_BATCH_ITEMS}")
         return requested
-    if not batchable(model, root, zoo_dirs):
+    if mode != "signature" or not batchable(model, root, zoo_dirs):
         return 1
     return max(1, min(AUTO_BATCH_ITEMS, math.ceil(count / max(1, concurrency))))
 

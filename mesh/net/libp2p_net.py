@@ -70,10 +70,12 @@ async def open_libp2p_network(
         dht_server: answer DHT queries (False: client mode, for short-lived clients).
         timeouts: deadlines of library calls.
         require_bootstrap: raise if bootstrap peers were given and none answered.
-        fill_routing_table: after joining, walk the DHT once (in the background) to
-            fill the routing table beyond the bootstrap peers. A node skips it: its
-            first DHT advert walks the same way, and 97 nodes walking at once
-            (each dialling ~20 peers) swamped a 2-core machine's testnet start.
+        fill_routing_table: after joining, walk the DHT once to fill the routing
+            table beyond the bootstrap peers (up to ``timeouts.dht``). Nodes and
+            clients skip it: a node's first DHT advert walks the same way (97
+            nodes walking at once, each dialling ~20 peers, swamped a 2-core
+            machine's testnet start), and a client asks its bootstrap peers for
+            records first (the walk took 0.3-5 s of its start-up).
         inbound: caps on inbound request streams (slots, progress, memory).
 
     Raises:
@@ -170,21 +172,10 @@ async def _start(
         # py-libp2p 0.8.1 logs a failed bind and carries on listening nowhere.
         raise ConfigError("could not listen on any of the given addresses")
     if await _join(net, boot, timeouts=timeouts, required=required) and fill_routing_table:
-        # bug 9: fill the routing table from the bootstrap peers' neighbours. In
-        # the background: each dialled bootstrap peer is in the table already, so
-        # DHT calls work meanwhile, and nothing a client or node does first (the
-        # record exchange with its bootstrap peers) waits for the walk, which
-        # took 0.3-5 s on a busy machine.
-        nursery.start_soon(_fill_routing_table, dht, timeouts)
-    nursery.start_soon(net._maintain)
-
-
-async def _fill_routing_table(dht: KadDHT, timeouts: NetTimeouts) -> None:
-    with trio.move_on_after(timeouts.dht):
-        try:
+        # bug 9: fill the routing table from the bootstrap peers' neighbours.
+        with trio.move_on_after(timeouts.dht):
             await dht.refresh_routing_table()
-        except Exception as exc:
-            logger.debug("routing table refresh failed: %r", exc)
+    nursery.start_soon(net._maintain)
 
 
 async def _join(

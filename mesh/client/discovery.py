@@ -50,9 +50,14 @@ MAX_PROVIDERS = 20
 MAX_RECORD_FETCHES = 4
 # How long a DHT provider list is reused before asking the DHT again.
 PROVIDER_CACHE_S = 30.0
-# A provider with no findable record is not looked up again for this long: with
-# Sybil providers, re-fetching on every task cost seconds per task (issue 10).
+# A provider whose record lookup found none (or none valid) is not looked up
+# again for this long: with Sybil providers, re-fetching on every task cost
+# seconds per task (issue 10). A lookup that failed (no answer in time) proves
+# nothing and is retried after UNKNOWN_RETRY_S.
 RECORDLESS_RETRY_S = 60.0
+UNKNOWN_RETRY_S = 10.0
+# How a record lookup ended.
+_FOUND, _ABSENT, _FAILED = "found", "absent", "failed"
 # Peers asked in one exchange round when there are no bootstrap peers to ask
 # (each holds a sample of the mesh, so several are heard, all of them).
 EXCHANGE_FANOUT = 16
@@ -306,11 +311,16 @@ class Discovery:
         batch = len(missing) if max_fetches is None else max_fetches
         while missing and trio.current_time() < deadline:
             sample, missing = missing[:batch], missing[batch:]
-            await self._fill_records(sample, deadline=deadline)
-            retry_at = trio.current_time() + RECORDLESS_RETRY_S
+            outcomes = await self._fill_records(sample, deadline=deadline)
+            now = trio.current_time()
             for peer_id in sample:
-                if self.record(peer_id) is None:
-                    self._recordless[peer_id] = retry_at
+                outcome = outcomes.get(peer_id, _FAILED)  # cut by the deadline: unknown
+                if outcome == _ABSENT:
+                    self._recordless[peer_id] = now + RECORDLESS_RETRY_S
+                elif outcome == _FAILED:
+                    # No answer is no proof of having no record (a slow DHT walk,
+                    # black-holed peers on the way): try again sooner.
+                    self._recordless[peer_id] = now + UNKNOWN_RETRY_S
             if max_fetches is None or self._has_worker(model_root):
                 break
             batch *= 2
@@ -341,25 +351,42 @@ class Discovery:
 
     async def fetch_record(self, peer_id: str, *, timeout: float) -> CapacityRecord | None:  # noqa: ASYNC109
         """Get ``peer_id``'s record from the DHT (validated), or None."""
+        record, _ = await self._lookup(peer_id, timeout=timeout)
+        return record
+
+    async def _lookup(
+        self,
+        peer_id: str,
+        *,
+        timeout: float,  # noqa: ASYNC109
+    ) -> tuple[CapacityRecord | None, str]:
+        """The record and how the lookup ended: found, absent (none, or none valid), failed."""
         self.stats.record_fetches += 1
         try:
             data = await self._network.get_record(capacity_key(peer_id), timeout=timeout)
         except MeshError as exc:
             logger.debug("no capacity record for %s: %s", peer_id, exc)
-            return None
-        return None if data is None else self.accept(peer_id, data)
+            return None, _FAILED
+        record = None if data is None else self.accept(peer_id, data)
+        return record, _ABSENT if record is None else _FOUND
 
-    async def _fill_records(self, peer_ids: Sequence[str], *, deadline: float) -> None:
+    async def _fill_records(self, peer_ids: Sequence[str], *, deadline: float) -> dict[str, str]:
+        """Look up records at once until ``deadline``; how each lookup ended (those cut
+        by the deadline are missing)."""
+        outcomes: dict[str, str] = {}
         if not peer_ids:
-            return
+            return outcomes
 
         async def one(pid: str) -> None:
-            await self.fetch_record(pid, timeout=max(0.0, deadline - trio.current_time()))
+            _, outcomes[pid] = await self._lookup(
+                pid, timeout=max(0.0, deadline - trio.current_time())
+            )
 
         with trio.move_on_at(deadline):
             async with trio.open_nursery() as nursery:
                 for pid in peer_ids:
                     nursery.start_soon(one, pid)
+        return outcomes
 
     # -- the whole view (mesh peers) -------------------------------------------------------
 

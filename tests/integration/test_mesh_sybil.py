@@ -9,8 +9,9 @@ record. What must hold while they do:
   client processes (``mesh run``) and from long-lived clients;
 - a long-lived client that learns only from the DHT (exchange and gossip cut
   off) never chooses a Sybil, looks each one up at most once per
-  ``RECORDLESS_RETRY_S``, and never waits on the DHT for a task while it holds
-  a live record of a healthy worker;
+  ``RECORDLESS_RETRY_S`` after finding no record (``UNKNOWN_RETRY_S`` after a
+  lookup that got no answer), and never waits on the DHT for a task while it
+  holds a live record of a healthy worker;
 - a client with a live bootstrap peer never asks the DHT at all.
 
 The attack is checked to be live first: a DHT lookup from another process
@@ -42,7 +43,7 @@ from meshproc import (
     running_testnet,
 )
 
-from mesh.client.discovery import RECORDLESS_RETRY_S
+from mesh.client.discovery import RECORDLESS_RETRY_S, UNKNOWN_RETRY_S
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -146,8 +147,11 @@ async def main():
 
         async def counting_get(key, **kwargs):
             dht_calls[0] += 1
-            fetches.append((key.rsplit("/", 1)[1], trio.current_time()))
-            return await get(key, **kwargs)
+            entry = [key.rsplit("/", 1)[1], trio.current_time(), "failed"]
+            fetches.append(entry)
+            value = await get(key, **kwargs)
+            entry[2] = "absent" if value is None else "found"
+            return value
 
         net.find_providers, net.get_record = counting_find, counting_get
         if mode == "dht-only":
@@ -320,13 +324,17 @@ def test_sybil_providers_without_records_cannot_stall_discovery(
         # The client with live bootstrap peers never needed the DHT.
         assert during["exchange"]["stats"]["dht_lookups"] == 0
         assert during["exchange"]["fetches"] == []
-        # The DHT-only client looked each record-less Sybil up at most once per back-off.
+        # The DHT-only client looked each Sybil up at most once per back-off: the
+        # long one after a lookup that found no record, the short one after a
+        # lookup that did not finish (no answer is no proof).
         assert during["dht-only"]["fetches"], "the DHT-only client never used the DHT"
-        last: dict[str, float] = {}
-        for peer_id, at in during["dht-only"]["fetches"]:
+        last: dict[str, tuple[float, str]] = {}
+        for peer_id, at, outcome in during["dht-only"]["fetches"]:
             if peer_id in sybils and peer_id in last:
-                assert at - last[peer_id] >= RECORDLESS_RETRY_S, (peer_id, at, last[peer_id])
-            last[peer_id] = at
+                before, how = last[peer_id]
+                wait = RECORDLESS_RETRY_S if how == "absent" else UNKNOWN_RETRY_S
+                assert at - before >= wait, (peer_id, at, before, how)
+            last[peer_id] = (at, outcome)
         for run in fresh_during:
             assert run["worker"] in nodes and run["attempts"] == 1
 

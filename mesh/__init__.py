@@ -50,7 +50,7 @@ from mesh.errors import (
 if TYPE_CHECKING:
     from mesh.client.async_client import AsyncClient
     from mesh.client.config import ClientConfig
-    from mesh.client.results import PeerView, RunResult
+    from mesh.client.results import PeerList, PeerView, RunResult
     from mesh.client.retry import RetryPolicy
     from mesh.client.sync_client import Client
     from mesh.core.envelope import Signed
@@ -69,6 +69,7 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     "AsyncClient": "mesh.client.async_client",
     "ClientConfig": "mesh.client.config",
+    "PeerList": "mesh.client.results",
     "PeerView": "mesh.client.results",
     "RunResult": "mesh.client.results",
     "RetryPolicy": "mesh.client.retry",
@@ -113,6 +114,7 @@ __all__ = [
     "Node",
     "NodeConfig",
     "OutputMismatch",
+    "PeerList",
     "PeerUnavailable",
     "PeerView",
     "ProtocolError",

@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "testnet",
         help="run N node processes on 127.0.0.1 until Ctrl-C or SIGTERM",
         description="Start N node processes on 127.0.0.1, write a bootstrap file, print a "
-        "line containing 'ready' once every node's adverts are findable, and stop all of "
+        "line containing 'ready' once a fresh client sees every node, and stop all of "
         "them cleanly on Ctrl-C or SIGTERM.",
     )
     testnet.add_argument("--nodes", type=_count, default=3, help="node processes (default 3)")

@@ -23,7 +23,14 @@ from typing import Any, Literal, TypeVar, overload
 
 import trio
 
-from mesh.client.async_client import AsyncClient, ClientConfig, Inputs, PeerView, RunResult
+from mesh.client.async_client import (
+    AsyncClient,
+    ClientConfig,
+    Inputs,
+    PeerList,
+    PeerView,
+    RunResult,
+)
 from mesh.client.mapping import results_or_raise
 from mesh.client.reputation import Reputation
 from mesh.core.evidence import VerdictFile
@@ -141,6 +148,7 @@ class Client:
         audit_rate: float | None = None,
         replicas: int | None = None,
         return_errors: Literal[False] = False,
+        batch_size: int | None = None,
         **params: int,
     ) -> list[RunResult]: ...
 
@@ -156,6 +164,7 @@ class Client:
         audit_rate: float | None = None,
         replicas: int | None = None,
         return_errors: Literal[True],
+        batch_size: int | None = None,
         **params: int,
     ) -> list[RunResult | MeshError]: ...
 
@@ -170,10 +179,11 @@ class Client:
         audit_rate: float | None = None,
         replicas: int | None = None,
         return_errors: bool = False,
+        batch_size: int | None = None,
         **params: int,
     ) -> list[RunResult] | list[RunResult | MeshError]:
         """Blocking :meth:`AsyncClient.map`: outcomes in input order, each verified as
-        ``verify`` (see there)."""
+        ``verify`` (see there), in batched tasks as ``batch_size`` says."""
         assert self._client is not None
         items = list(many_inputs)
         outcomes: list[RunResult | MeshError] = self._call(
@@ -185,9 +195,26 @@ class Client:
             verify=verify,
             audit_rate=audit_rate,
             replicas=replicas,
+            batch_size=batch_size,
             **params,
         )
         return outcomes if return_errors else results_or_raise(outcomes)
+
+    def run_batch(
+        self,
+        model: str | bytes,
+        items: Sequence[Inputs],
+        *,
+        timeout: float | None = None,
+        verify: str | None = None,
+        params: Mapping[str, int] | None = None,
+    ) -> list[RunResult]:
+        """Blocking :meth:`AsyncClient.run_batch`: one signed task and one receipt for all."""
+        assert self._client is not None
+        results: list[RunResult] = self._call(
+            self._client.run_batch, model, items, timeout=timeout, verify=verify, params=params
+        )
+        return results
 
     def verdicts(self) -> list[VerdictFile]:
         """The verdicts this client made so far (see :meth:`AsyncClient.verdicts`)."""
@@ -205,6 +232,12 @@ class Client:
         assert self._client is not None
         views: list[PeerView] = self._call(self._client.peers, timeout=timeout)
         return views
+
+    def peer_list(self, *, timeout: float | None = None) -> PeerList:
+        """Blocking :meth:`AsyncClient.peer_list`: the peers, and whether the view is complete."""
+        assert self._client is not None
+        listing: PeerList = self._call(self._client.peer_list, timeout=timeout)
+        return listing
 
     def close(self) -> None:
         """Stop the loop thread (closing the network). Idempotent."""

@@ -8,6 +8,9 @@ task to another peer, never the same one twice unless all others are used up,
 all within the caller's ``timeout``. A receipt that does not verify is never
 returned: the peer is penalised hard and the task goes elsewhere; if no peer
 gives a verified result, :class:`~mesh.errors.VerificationError` is raised.
+
+``AsyncClient.stream(...)`` runs a generation the same way and gives its tokens
+as they come (:mod:`mesh.client.streaming`).
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from mesh.client.models import resolve_model
 from mesh.client.reputation import Reputation
 from mesh.client.results import PeerView, RunResult
 from mesh.client.selection import PeerBook
-from mesh.client.sender import Inputs, TaskSender
+from mesh.client.sender import Inputs, StreamTap, TaskSender
+from mesh.client.streaming import StreamChunk, TokenStream
 from mesh.client.verify import check_response
 from mesh.core import limits
 from mesh.core.capacity import CAPACITY_NAMESPACE, capacity_validator
@@ -52,6 +56,8 @@ __all__ = [
     "Inputs",
     "PeerView",
     "RunResult",
+    "StreamChunk",
+    "TokenStream",
     "check_response",
     "load_bootstrap",
     "load_identity",
@@ -242,17 +248,59 @@ class AsyncClient:
         limit = self._config.timeout_s if timeout is None else timeout
         deadline = trio.current_time() + limit
         root = resolve_model(model, zoo_dirs=self._config.zoo_dirs)
-        # The task must stay valid until the deadline (retries re-send it), but
-        # nodes refuse windows over MAX_TASK_WINDOW_MS (their replay caches rely
-        # on it); keep a margin for clocks that disagree.
-        window = min(
-            max(self._config.task_window_s, limit + 1.0),
-            (limits.MAX_TASK_WINDOW_MS - limits.MAX_CLOCK_SKEW_MS) / 1000,
-        )
+        window = _task_window_s(self._config, limit)
         task = self.build_task(
             root, inputs, params=params, window_s=window, verify=verify, target=target
         )
         return await self.run_task(task, inputs, deadline=deadline, target=target)
+
+    def stream(
+        self,
+        model: str | bytes,
+        inputs: Inputs,
+        *,
+        timeout: float | None = None,
+        target: str | None = None,
+        verify: str = "signature",
+        params: Mapping[str, int] | None = None,
+        **more_params: int,
+    ) -> TokenStream:
+        """Run a generation on the mesh and give its tokens as they come.
+
+        Returns a :class:`~mesh.client.streaming.TokenStream` whose work starts
+        now: iterate it (``async for chunk in stream``) for
+        :class:`~mesh.client.streaming.StreamChunk` s, then read ``stream.result``,
+        the verified result, as :meth:`run` returns it. Use ``async with`` (or
+        ``aclose``) to stop a stream early. Arguments as for :meth:`run`.
+
+        Raises (from the iteration):
+            StreamInterrupted: the worker went away mid-stream and none could continue.
+            StreamDiverged: a continuation did not reproduce the tokens given.
+            VerificationError, DeadlineExceeded, NoPeersAvailable, ProtocolError: as
+                :meth:`run` (before the first chunk, or at the end); a model that
+                emits no tokens is refused with InvalidInput.
+        """
+        self._check_open()
+        assert self._nursery is not None
+        limit = self._config.timeout_s if timeout is None else timeout
+        deadline = trio.current_time() + limit
+        root = resolve_model(model, zoo_dirs=self._config.zoo_dirs)
+        merged = {**(params or {}), **more_params}
+        task = self.build_task(
+            root,
+            inputs,
+            params=merged,
+            window_s=_task_window_s(self._config, limit),
+            verify=verify,
+            target=target,
+        )
+
+        async def send(tap: StreamTap) -> RunResult:
+            return await self._sender.send(
+                task, inputs, deadline=deadline, target=target, stream=tap
+            )
+
+        return TokenStream(task, send, self._nursery)
 
     async def map(
         self,
@@ -355,3 +403,16 @@ class AsyncClient:
         except MeshError:
             return None
         return (trio.current_time() - started) * 1000
+
+
+def _task_window_s(config: ClientConfig, limit_s: float) -> float:
+    """How long a task for a call with deadline ``limit_s`` stays valid.
+
+    The task must stay valid until the deadline (retries re-send it), but nodes
+    refuse windows over MAX_TASK_WINDOW_MS (their replay caches rely on it);
+    keep a margin for clocks that disagree.
+    """
+    return min(
+        max(config.task_window_s, limit_s + 1.0),
+        (limits.MAX_TASK_WINDOW_MS - limits.MAX_CLOCK_SKEW_MS) / 1000,
+    )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 import trio
 
@@ -27,12 +28,24 @@ from mesh.core.messages import Receipt, Task, encode_request
 from mesh.core.tensors import Tensor
 from mesh.core.values import Values
 from mesh.errors import MeshError, NoPeersAvailable, UnknownModel
-from mesh.net.interface import TASK_PROTOCOL, Network, PeerAddr
+from mesh.net.interface import TASK_PROTOCOL, Network, OnPartial, PeerAddr
 
 logger = logging.getLogger(__name__)
 
 Inputs = Mapping[str, Tensor | Sequence[str]]
 _REDISCOVER_S = 0.25  # first wait before asking the DHT again when nobody serves yet
+
+
+class StreamTap(Protocol):
+    """Hears a streamed task's partial answers, attempt by attempt (mesh.client.streaming)."""
+
+    def attempt(self, peer: str) -> OnPartial:
+        """The partial-answer callback of a new attempt on ``peer``."""
+        ...
+
+    def finish(self, outputs: Values, receipt: Signed[Receipt]) -> None:
+        """Check the attempt's verified result against its partials (VerificationError)."""
+        ...
 
 
 class TaskSender:
@@ -74,8 +87,12 @@ class TaskSender:
         *,
         deadline: float,
         target: str | None = None,
+        stream: StreamTap | None = None,
     ) -> RunResult:
         """Send ``task`` until a verified result comes back or ``deadline`` passes.
+
+        With ``stream``, the request asks for partial answers and each attempt's
+        go to ``stream``, which also checks them against the attempt's result.
 
         Raises:
             VerificationError: only unverifiable answers came back.
@@ -83,7 +100,7 @@ class TaskSender:
             NoPeersAvailable: nobody serves the model.
             ProtocolError: the task itself was refused (another peer would say the same).
         """
-        request = encode_request(task, inputs)
+        request = encode_request(task, inputs, stream=stream is not None)
         root = task.message.model_root
         found = await self._discover(root, deadline=deadline, target=target)
         by_id = {c.peer.peer_id: c for c in found}
@@ -116,7 +133,7 @@ class TaskSender:
             else:
                 try:
                     outputs, receipt, latency_ms = await self._attempt(
-                        by_id[step.peer].peer, task, request, step.timeout
+                        by_id[step.peer].peer, task, request, step.timeout, stream
                     )
                 except MeshError as exc:
                     kind = plan.failed(step.peer, exc, now=trio.current_time())
@@ -169,14 +186,20 @@ class TaskSender:
         task: Signed[Task],
         request: bytes,
         timeout: float,  # noqa: ASYNC109
+        stream: StreamTap | None = None,
     ) -> tuple[Values, Signed[Receipt], float]:
         self._book.started(peer.peer_id)
         started = trio.current_time()
+        on_partial = stream.attempt(peer.peer_id) if stream is not None else None
         try:
-            response = await self._network.request(peer, TASK_PROTOCOL, request, timeout=timeout)
+            response = await self._network.request(
+                peer, TASK_PROTOCOL, request, timeout=timeout, on_partial=on_partial
+            )
         finally:
             self._book.finished(peer.peer_id)
         latency_ms = (trio.current_time() - started) * 1000
         outputs, receipt = check_response(response, task=task, worker=peer.peer_id)
+        if stream is not None:
+            stream.finish(outputs, receipt)
         self._book.success(peer.peer_id, latency_ms)
         return outputs, receipt, latency_ms

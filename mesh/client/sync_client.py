@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import trio
 
 from mesh.client.async_client import AsyncClient, ClientConfig, Inputs, PeerView, RunResult
+from mesh.client.blocking_stream import BlockingTokenStream
 from mesh.core.identity import Identity
 from mesh.errors import Closed
 
@@ -114,6 +115,36 @@ class Client:
             params={**(params or {}), **more_params},
         )
         return result
+
+    def stream(
+        self,
+        model: str | bytes,
+        inputs: Inputs,
+        *,
+        timeout: float | None = None,
+        target: str | None = None,
+        params: Mapping[str, int] | None = None,
+        **more_params: int,
+    ) -> BlockingTokenStream:
+        """Blocking :meth:`AsyncClient.stream`: a plain iterator of chunks, then ``.result``.
+
+        ``for chunk in client.stream(...)`` reads chunks as the loop thread gets
+        them (each ``next`` waits for the next one); ``with client.stream(...) as
+        chunks:`` or ``close()`` stops a stream left early.
+        """
+        assert self._client is not None and self._token is not None
+        stream = trio.from_thread.run_sync(
+            functools.partial(
+                self._client.stream,
+                model,
+                inputs,
+                timeout=timeout,
+                target=target,
+                params={**(params or {}), **more_params},
+            ),
+            trio_token=self._token,
+        )
+        return BlockingTokenStream(stream, self._token)
 
     def map(
         self,

@@ -13,7 +13,9 @@ Order of the checks (each failure is an ErrorReply with its code; see
    checked before the replay cache so a busy answer does not burn the nonce;
 6. the replay cache (``replayed``). Only now, after the signature: a forged task
    must not burn a real client's nonce;
-7. the runner (``invalid-input``, ``internal``), off the event loop;
+7. the runner (``invalid-input``, ``internal``), off the event loop; for a
+   request that asked to stream, its tokens go out as partial answers as they
+   come (:mod:`mesh.node.streaming`), and a requester gone mid-stream stops it;
 8. the receipt, issued from the chained receipt log, then the result.
 """
 
@@ -36,11 +38,12 @@ from mesh.core.signing import verify_task
 from mesh.core.tensors import Tensor
 from mesh.core.values import Values, values_hash
 from mesh.errors import InternalError, MalformedMessage, MeshError, ProtocolError, UnknownModel
-from mesh.net.interface import Inbound
+from mesh.net.interface import Inbound, SendPartial
 from mesh.node.admission import Admission, ThroughputMeter
 from mesh.node.lifecycle import TaskState, TaskTable
 from mesh.node.receipt_log import ReceiptLog
-from mesh.node.runner import ExecutionLike, TaskRunner
+from mesh.node.runner import ExecutionLike, TaskRunner, TokenHook
+from mesh.node.streaming import stream_partials
 
 logger = logging.getLogger(__name__)
 
@@ -114,8 +117,10 @@ class TaskHandler:
         except ProtocolError as exc:
             return self._refuse(remote_peer, exc, b"")
         task = request.task
+        # Partials only for a requester that asked for them (mesh.node.streaming).
+        stream = inbound.send_partial if request.stream else None
         try:
-            reply = await self._handle_task(remote_peer, task, request.inputs)
+            reply = await self._handle_task(remote_peer, task, request.inputs, stream)
         except ProtocolError as exc:
             return self._refuse(remote_peer, exc, task.digest)
         self._count("ok")
@@ -126,7 +131,9 @@ class TaskHandler:
         logger.info("task %s from %s refused: %s %s", task_id.hex()[:8], remote_peer, exc.code, exc)
         return ErrorReply.from_exception(exc, task_id=task_id).encode()
 
-    async def _handle_task(self, remote_peer: str, task: Signed[Task], inputs: Values) -> bytes:
+    async def _handle_task(
+        self, remote_peer: str, task: Signed[Task], inputs: Values, stream: SendPartial | None
+    ) -> bytes:
         body = task.message
         verify_task(task, now_ms=self._now_ms())
         if body.target and body.target != self._identity.public_key:
@@ -140,12 +147,14 @@ class TaskHandler:
         self._replay.check_and_add(task, now_ms=self._now_ms())
         self._table.admit(task.digest, body.client)
         try:
-            return await self._run(remote_peer, task, inputs)
+            return await self._run(remote_peer, task, inputs, stream)
         finally:
             self._table.fail(task.digest)  # a no-op once answered (closed)
             self._meter.record(trio.current_time())
 
-    async def _run(self, remote_peer: str, task: Signed[Task], inputs: Values) -> bytes:
+    async def _run(
+        self, remote_peer: str, task: Signed[Task], inputs: Values, stream: SendPartial | None
+    ) -> bytes:
         body = task.message
         self._table.move(task.digest, TaskState.QUEUED)
         started_ms = self._now_ms()
@@ -157,7 +166,18 @@ class TaskHandler:
             self._table.move(task.digest, TaskState.RUNNING)
             started_ms = self._now_ms()
 
-        execution = await self._execute(body.model_root, inputs, dict(body.params), on_start)
+        execute = functools.partial(
+            self._execute, body.model_root, inputs, dict(body.params), on_start
+        )
+        if stream is None:
+            execution = await execute(None)
+        else:
+            execution = await stream_partials(
+                execute,
+                task_id=task.digest,
+                send_partial=stream,
+                runtime=self._runner.runtime_class(body.model_root),
+            )
         finished_ms = self._now_ms()
         self._table.move(task.digest, TaskState.DONE)
         self._table.require_done(task.digest)
@@ -202,9 +222,12 @@ class TaskHandler:
         inputs: Values,
         params: dict[str, int],
         on_start: Callable[[], None],
+        on_tokens: TokenHook | None,
     ) -> ExecutionLike:
         try:
-            return await self._runner.run(model_root, inputs, params, on_start=on_start)
+            return await self._runner.run(
+                model_root, inputs, params, on_start=on_start, on_tokens=on_tokens
+            )
         except MeshError:
             raise
         except Exception as exc:

@@ -8,10 +8,15 @@ roots and names it serves and its device. Component tests inject a fake runner;
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from mesh.core.values import Values
+
+# Receives a generation's new token ids and the text they complete (a delta, may be
+# ""), on the trio thread, as they are generated; a last call may carry only text
+# (the tail a detokenizer held back). Concatenated, they are the final outputs.
+TokenHook = Callable[[Sequence[int], str], None]
 
 
 class ExecutionLike(Protocol):
@@ -51,8 +56,17 @@ class TaskRunner(Protocol):
         params: dict[str, int],
         *,
         on_start: Callable[[], None] | None = None,
+        on_tokens: TokenHook | None = None,
     ) -> ExecutionLike:
-        """Run one task; ``on_start`` is called (on the trio thread) when its batch starts."""
+        """Run one task; ``on_start`` is called (on the trio thread) when its batch starts.
+
+        ``on_tokens`` (generation models only; others raise InvalidInput) hears the
+        tokens and text as they come, and has heard all of them when this returns.
+        """
+        ...
+
+    def runtime_class(self, model_root: bytes) -> dict[str, str | int | bool]:
+        """The runtime claim of ``model_root``'s runs without the per-run ``batch_size``."""
         ...
 
     def queue_depth(self) -> int: ...

@@ -1,0 +1,154 @@
+"""Streaming a task's tokens to its requester as partial answers, with bounded buffering.
+
+Only for a request that asked (``"stream": true``, see :mod:`mesh.core.messages`).
+The runner's token hook runs on the trio thread and must not block: it appends
+the new ids and text to a pending piece and wakes one sender task, which sends
+whatever is pending as one :class:`~mesh.core.messages.Partial`. While a send is
+in progress, new tokens coalesce into the next piece. So a slow reader never
+blocks the decode loop (other tasks share its steps), never makes the node hold
+more than the task's own output (which it holds for the result anyway), and
+gets fewer, larger partials instead.
+
+Order: every token is sent, in order, before the final answer: after the
+runner returns (or fails), the sender sends what is pending and stops, and only
+then does the handler answer. The first partial names the runtime class.
+
+The requester going away ends the work: a send that fails (the stream was reset,
+or the reader stopped reading for longer than the transport's write deadline)
+raises :class:`~mesh.errors.PeerUnavailable`, which cancels the runner's call
+(the executor drops the task from its batch at the next step), so no receipt is
+issued and the handler's caller closes the stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+import trio
+
+from mesh.aio.groups import unwrap_single_error
+from mesh.core.messages import Partial, RuntimeValue
+from mesh.core.partials import token_tensor
+from mesh.errors import MeshError, PeerUnavailable
+from mesh.net.interface import SendPartial
+from mesh.node.runner import TokenHook
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class PartialPump:
+    """Sends one task's tokens as partials, coalescing those that come during a send.
+
+    Args:
+        task_id: the task's id.
+        send_partial: the transport's partial writer for this request.
+        runtime: the worker's runtime class, named in the first partial.
+    """
+
+    def __init__(
+        self, task_id: bytes, send_partial: SendPartial, runtime: dict[str, RuntimeValue]
+    ) -> None:
+        self._task_id = task_id
+        self._send = send_partial
+        self._runtime = runtime
+        self._ids: list[int] = []
+        self._text: list[str] = []
+        self._wake = trio.Event()
+        self._closed = False
+        self.sent = 0  # partials sent
+        self.tokens = 0  # token ids sent
+
+    @property
+    def pending(self) -> bool:
+        """Tokens or text wait to be sent."""
+        return bool(self._ids or self._text)
+
+    def push(self, ids: Sequence[int], text: str) -> None:
+        """The runner's token hook: queue ``ids`` and ``text`` (never blocks)."""
+        if self._closed:
+            raise RuntimeError("tokens pushed after the stream closed")
+        if ids or text:
+            self._ids.extend(ids)
+            if text:
+                self._text.append(text)
+            self._wake.set()
+
+    def close(self) -> None:
+        """No more tokens: :meth:`run` sends what is pending, then returns."""
+        self._closed = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Send pending pieces until closed and empty.
+
+        Raises:
+            PeerUnavailable: the requester went away or stopped reading.
+        """
+        while True:
+            if self.pending:
+                await self._send_pending()
+            elif self._closed:
+                return
+            else:
+                await self._wake.wait()
+                self._wake = trio.Event()
+
+    async def _send_pending(self) -> None:
+        ids, text = self._ids, "".join(self._text)
+        self._ids, self._text = [], []
+        partial = Partial(
+            task_id=self._task_id,
+            seq=self.sent,
+            runtime=self._runtime if self.sent == 0 else {},
+            outputs={"text": [text], "token_ids": token_tensor(ids)},
+        )
+        try:
+            await self._send(partial.encode())
+        except trio.TooSlowError as exc:  # the libp2p adapter's write deadline
+            raise PeerUnavailable("the requester stopped reading the stream") from exc
+        self.sent += 1
+        self.tokens += len(ids)
+
+
+async def stream_partials(
+    execute: Callable[[TokenHook], Awaitable[T]],
+    *,
+    task_id: bytes,
+    send_partial: SendPartial,
+    runtime: dict[str, RuntimeValue],
+) -> T:
+    """Run ``execute(hook)`` while its tokens go out as partials; return its result.
+
+    ``execute`` must raise only MeshErrors (the handler's runner call does). When
+    it returns or fails, what it produced so far is sent before this returns or
+    re-raises, so partials never interleave with the final answer.
+
+    Raises:
+        PeerUnavailable: the requester went away (``execute`` was cancelled).
+        MeshError: what ``execute`` raised.
+    """
+    pump = PartialPump(task_id, send_partial, runtime)
+    failure: MeshError | None = None
+    result: T | None = None
+    with unwrap_single_error():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pump.run)
+            try:
+                result = await execute(pump.push)
+            except MeshError as exc:
+                # Not raised here: that would cancel the pump in the middle of a
+                # frame; it finishes what is pending first (a partial answer
+                # before the error answer is still a well-formed answer).
+                failure = exc
+            pump.close()
+    logger.debug(
+        "task %s streamed %d tokens in %d partials", task_id.hex()[:8], pump.tokens, pump.sent
+    )
+    if failure is not None:
+        raise failure
+    assert result is not None
+    return result

@@ -111,6 +111,7 @@ class ZooRunner(FakeRunner):
     hold_after: int | None = None  # a streamed task waits for ``hold`` after this many tokens
     hold: trio.Event = field(default_factory=trio.Event)
     held: trio.Event = field(default_factory=trio.Event)
+    stopped: trio.Event = field(default_factory=trio.Event)  # a streamed task was cancelled
 
     async def run(
         self,
@@ -142,12 +143,16 @@ class ZooRunner(FakeRunner):
             outputs = {"embeddings": Tensor("float32", (len(texts), 4), data)}
         else:
             ids = list(REPLY.encode())[: params["max_tokens"]]
-            for index, token in enumerate(ids if on_tokens is not None else []):
-                if index == self.hold_after:
-                    self.held.set()
-                    await self.hold.wait()
-                await trio.sleep(self.step_s)
-                on_tokens([token], bytes([token]).decode())  # type: ignore[misc]
+            try:
+                for index, token in enumerate(ids if on_tokens is not None else []):
+                    if index == self.hold_after:
+                        self.held.set()
+                        await self.hold.wait()
+                    await trio.sleep(self.step_s)
+                    on_tokens([token], bytes([token]).decode())  # type: ignore[misc]
+            except trio.Cancelled:
+                self.stopped.set()
+                raise
             data = struct.pack(f"<{len(ids)}q", *ids)
             outputs = {
                 "text": [bytes(ids).decode()],
@@ -408,10 +413,11 @@ async def test_requests_are_checked_before_the_mesh_is_asked(
         )
         _error(
             await post(
-                "/v1/completions", json={"model": "tiny-gpt", "prompt": "x", "stream": True}
+                "/v1/completions",
+                json={"model": "tiny-gpt", "prompt": "x", "stream_options": {"x": 1}},
             ),
             400,
-            "stream_unsupported",
+            "invalid_value",
         )
         _error(
             await post("/v1/completions", json={"model": "tiny-gpt", "prompt": "x", "n": 2}),

@@ -73,6 +73,7 @@ def main() -> None:
     )
     fields: dict[str, Any] = {
         "task_id": task.digest,
+        "client": task.message.client,
         "seq": 123_456,
         "prev": os.urandom(32),
         "model_root": task.message.model_root,

@@ -1,11 +1,16 @@
 #!/opt/mesh/bin/python
-"""The node image's HEALTHCHECK: exit 0 when the node answers, 1 when not.
+"""The node image's HEALTHCHECK: exit 0 when the node is ready, 1 when not.
 
-With ``MESH_HEALTH_URL`` set (the node's metrics endpoint, once ``mesh node`` serves
-one), an HTTP GET of it must answer 2xx. Otherwise the node process (PID 1: the
-entrypoint runs ``mesh node`` in-process) must hold a listening TCP socket -- its
-libp2p listener -- that accepts a connection. Standard library only, and no mesh
-import, so a check costs milliseconds rather than a Python start with torch.
+Ready means what the node's ``/healthz`` says: serving tasks and advertised in the
+DHT (a draining or starting node answers 503). The URL is ``MESH_HEALTH_URL`` when
+set (e.g. ``http://127.0.0.1:9464/healthz``), else ``<status.url>/healthz`` from the
+file a running node keeps in its data dir (``$MESH_HOME/node.key.data/status.url``
+for the image's key; ``mesh node`` serves its endpoint on loopback by default).
+Without either -- the endpoint turned off with ``--metrics off``, or a data dir
+elsewhere -- the node process (PID 1: the entrypoint runs ``mesh node`` in-process)
+must hold a listening TCP socket, its libp2p listener, that accepts a connection.
+Standard library only, and no mesh import, so a check costs milliseconds rather
+than a Python start with torch.
 """
 
 from __future__ import annotations
@@ -22,8 +27,21 @@ TIMEOUT_S = 5.0  # well inside the HEALTHCHECK --timeout of 10 s
 _LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp's st column
 
 
-def main() -> int:
+def health_url() -> str | None:
+    """MESH_HEALTH_URL, else the /healthz of the URL the node wrote to its data dir."""
     url = os.environ.get("MESH_HEALTH_URL")
+    if url:
+        return url
+    home = Path(os.environ.get("MESH_HOME", "/var/lib/mesh"))
+    try:
+        base = (home / "node.key.data" / "status.url").read_text().strip()
+    except OSError:
+        return None
+    return f"{base}/healthz" if base else None
+
+
+def main() -> int:
+    url = health_url()
     if url:
         try:
             with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:

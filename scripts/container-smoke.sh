@@ -13,15 +13,17 @@
 #      the environment's region for the second;
 #   4. `mesh run tiny-mlp --target <container peer> --receipt-out` then `mesh verify`,
 #      for each container;
-#   5. the nodes run as a non-root user, and the image's HEALTHCHECK passes;
-#   6. the metrics endpoint answers -- only with MESH_SMOKE_METRICS=1, to be set once
-#      `mesh node --metrics` exists (until then it prints that it was skipped);
+#   5. the nodes run as a non-root user, and the image's HEALTHCHECK passes (the node's
+#      /healthz: the first container names it in MESH_HEALTH_URL, the second's is found
+#      through the status.url file in its data dir);
+#   6. the first container's metrics endpoint (MESH_NODE_METRICS) counts the task it
+#      served and its receipt, and `mesh status` inside it shows the node ready;
 #   7. `podman stop` (SIGTERM) drains the first node: exit code 0; its key stays in its
 #      volume (a new container reads the same PeerID from it).
 #
 # Environment (optional): MESH (the host's mesh command, default .venv/bin/mesh),
 # MESH_SMOKE_TIMEOUT (seconds for each node to become ready, default 180),
-# MESH_SMOKE_METRICS, MESH_PODMAN_RUNTIME and MESH_NOFILE (container/podman.sh).
+# MESH_PODMAN_RUNTIME and MESH_NOFILE (container/podman.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -108,12 +110,9 @@ price-micro = 7
 TOML
 chmod 0755 "$work/etc" && chmod 0644 "$work/etc/"*
 
-metrics_env=()
-if [ "${MESH_SMOKE_METRICS:-0}" = 1 ]; then
-    metrics_port_a=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    metrics_env=(-e "MESH_NODE_METRICS=127.0.0.1:$metrics_port_a"
-        -e "MESH_HEALTH_URL=http://127.0.0.1:$metrics_port_a/metrics")
-fi
+metrics_port_a=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+metrics_env=(-e "MESH_NODE_METRICS=127.0.0.1:$metrics_port_a"
+    -e "MESH_HEALTH_URL=http://127.0.0.1:$metrics_port_a/healthz")
 
 start_container() { # NAME EXTRA-ARGS...
     local c="$1"
@@ -174,18 +173,22 @@ for c in "$name-a" "$name-b"; do
     step "$c runs as uid $uid and is healthy"
 done
 
-# --- 6. metrics -------------------------------------------------------------------------
-if [ "${MESH_SMOKE_METRICS:-0}" = 1 ]; then
-    "$PY" - "http://127.0.0.1:$metrics_port_a/metrics" <<'PY' || fail "the metrics endpoint"
-import sys, urllib.request
+# --- 6. metrics and status ----------------------------------------------------------
+"$PY" - "http://127.0.0.1:$metrics_port_a/metrics" <<'PY' || fail "the metrics endpoint"
+import re, sys, urllib.request
 body = urllib.request.urlopen(sys.argv[1], timeout=10).read().decode()
-assert "mesh_" in body, body[:500]
-print(f"  {sys.argv[1]}: {len(body.splitlines())} lines")
+def value(pattern):
+    found = re.search("^" + pattern + r" (\S+)$", body, flags=re.MULTILINE)
+    assert found, f"no {pattern} in:\n{body[:3000]}"
+    return float(found.group(1))
+ok = value(r'mesh_tasks_total\{code="ok",model="tiny-mlp"\}')
+receipts = value(r"mesh_receipts_issued_total")
+assert ok >= 1 and receipts >= 1, (ok, receipts)
+print(f"  {sys.argv[1]}: {len(body.splitlines())} lines; tasks ok {ok:.0f}, receipts {receipts:.0f}")
 PY
-    step "metrics endpoint answered"
-else
-    step "SKIPPED: metrics check (set MESH_SMOKE_METRICS=1 once 'mesh node --metrics' exists)"
-fi
+status="$(podman_cmd exec "$name-a" mesh status 2>&1)" || { echo "$status" >&2; fail "mesh status in $name-a"; }
+grep -q "^node ${peer[$name-a]}: ready" <<<"$status" || { echo "$status" >&2; fail "mesh status: not ready"; }
+step "metrics count the served task; mesh status in $name-a: ready"
 
 # --- 7. graceful stop; the key stays ----------------------------------------------------
 step "podman stop $name-a (SIGTERM: drain)"

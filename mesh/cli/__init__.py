@@ -24,6 +24,8 @@ _COMMAND_MODULES = (
     "mesh.cli.node",
     "mesh.cli.client",
     "mesh.cli.testnet",
+    "mesh.cli.status",
+    "mesh.cli.receipts",
     "mesh.cli.gateway",
 )
 

@@ -18,7 +18,9 @@ safetensors files (a folder stands for the ``*.safetensors`` files in it).
 
 ``mesh inspect FILE`` opens a signed envelope of any kind (task, receipt,
 capacity, verdict), checks its signature and prints its fields as JSON (bytes
-as hex), with the signer's PeerID and the envelope digest.
+as hex), with the signer's PeerID and the envelope digest. Given a receipt log
+(a node's ``receipts.log``) it checks the chain and prints every record
+(``mesh receipts`` totals them).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from mesh.core.envelope import M, Signed, open_signed
 from mesh.core.identity import peer_id_from_public_key
 from mesh.core.messages import CapacityRecord, Receipt, Task, Verdict
 from mesh.core.model_root import format_root
+from mesh.core.receipt_chain import MAX_RECORD_BYTES, RECORD_LENGTH, check_chain, open_records
 from mesh.core.receipts import verify_receipt
 from mesh.core.values import decode_values
 from mesh.errors import (
@@ -57,7 +60,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     root.add_argument("paths", nargs="+", metavar="FILE", help=".safetensors files or a folder")
     root.set_defaults(func=_model_root)
     inspect = subparsers.add_parser("inspect", help="check and print a signed envelope file")
-    inspect.add_argument("file", metavar="FILE", help="envelope bytes of any signed kind")
+    inspect.add_argument(
+        "file", metavar="FILE", help="envelope bytes of any signed kind, or a receipt log"
+    )
     inspect.set_defaults(func=_inspect)
 
 
@@ -128,6 +133,8 @@ _KINDS = {cls.TYPE: cls for cls in (Task, Receipt, CapacityRecord, Verdict)}
 def _inspect(args: argparse.Namespace) -> int:
     try:
         data = _read(args.file)
+        if looks_like_receipt_log(data):
+            return _inspect_log(data, args.file)
         wire = canonical.decode(data)
         kind = _KINDS.get(str(wire.get("type"))) if isinstance(wire, dict) else None
         if kind is None:
@@ -143,6 +150,52 @@ def _inspect(args: argparse.Namespace) -> int:
         "signer": peer_id_from_public_key(signed.key),
         "digest": signed.digest.hex(),
         "fields": fields,
+    }
+    print(json.dumps(summary, indent=2, sort_keys=True, default=_hex))
+    return 0
+
+
+def looks_like_receipt_log(data: bytes) -> bool:
+    """True when ``data`` starts with a receipt-log record (a 4-byte length, then a
+    receipt envelope), which no single envelope does (those start with a map)."""
+    if len(data) < RECORD_LENGTH.size:
+        return False
+    (length,) = RECORD_LENGTH.unpack_from(data)
+    if not 0 < length <= MAX_RECORD_BYTES or len(data) < RECORD_LENGTH.size + length:
+        return False
+    try:
+        open_signed(data[RECORD_LENGTH.size : RECORD_LENGTH.size + length], Receipt)
+    except MeshError:
+        return False
+    return True
+
+
+def _inspect_log(data: bytes, path: str) -> int:
+    """A receipt log: check its chain and print every record (``mesh receipts`` totals it)."""
+    try:
+        chain = check_chain(data, source=path)
+    except MeshError as exc:
+        print(f"FAIL {exc}", file=sys.stderr)
+        return 1
+    records = [
+        {
+            "seq": signed.message.seq,
+            "digest": signed.digest.hex(),
+            "fields": {
+                k: _hex(v) if isinstance(v, bytes) else v
+                for k, v in signed.message.to_wire().items()
+            },
+        }
+        for signed in open_records(data[: chain.good_bytes], source=path)
+    ]
+    summary = {
+        "type": "receipt log",
+        "worker": peer_id_from_public_key(chain.worker) if chain.worker else "",
+        "chain": "verified",
+        "records": len(records),
+        "torn_bytes": len(data) - chain.good_bytes,
+        "totals": f"mesh receipts {path}",
+        "receipts": records,
     }
     print(json.dumps(summary, indent=2, sort_keys=True, default=_hex))
     return 0

@@ -154,7 +154,8 @@ class Discovery:
         found = []
         for peer in peers:
             record = self.record(peer.peer_id)
-            if record is not None and model_root not in record.models:
+            # A draining record says the peer is leaving (mesh.node.departure): drop it.
+            if record is not None and (record.draining or model_root not in record.models):
                 continue
             found.append(Candidate(peer, record))
         return found
@@ -167,7 +168,7 @@ class Discovery:
         result = []
         for peer in peers:
             record = self.record(peer.peer_id)
-            if record is not None:
+            if record is not None and not record.draining:  # a leaving peer is not live
                 result.append((peer, record))
         return result
 

@@ -12,13 +12,13 @@ that it is signed by the peer its key names and is live at the given time.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from mesh.core.envelope import Signed, open_signed
 from mesh.core.identity import public_key_from_peer_id
 from mesh.core.messages import CapacityRecord
 from mesh.core.signing import verify_capacity
-from mesh.errors import MalformedMessage
+from mesh.errors import MalformedMessage, MeshError
 
 CAPACITY_NAMESPACE = "mesh-cap"  # DHT value records: /mesh-cap/<peer id>
 
@@ -61,6 +61,32 @@ def open_capacity(data: bytes, *, peer_id: str, now_ms: int) -> Signed[CapacityR
     signed = open_signed(data, CapacityRecord)
     verify_capacity(signed, now_ms=now_ms, expected_peer=public_key_from_peer_id(peer_id))
     return signed
+
+
+def select_newest_capacity(values: Sequence[bytes]) -> int:
+    """Index of the newest capacity record among valid ones (latest ``created_ms``;
+    on a tie, a draining one): the DHT's choice when peers hold different values.
+
+    Without it the DHT keeps whichever value it met first, so a node's departure
+    record (``draining``, mesh.node.departure) could lose to its last normal advert.
+    Values that do not open rank last (the caller validated them already).
+    """
+    best, best_key = 0, (-1, False)
+    for index, value in enumerate(values):
+        try:
+            record = open_signed(value, CapacityRecord).message
+        except MeshError:
+            continue
+        key = (record.created_ms, record.draining)
+        if key > best_key:
+            best, best_key = index, key
+    return best
+
+
+# The record selector of each namespace whose values have an order (others: the first).
+RECORD_SELECTORS: dict[str, Callable[[Sequence[bytes]], int]] = {
+    CAPACITY_NAMESPACE: select_newest_capacity,
+}
 
 
 def capacity_validator(now_ms: Callable[[], int]) -> RecordValidator:

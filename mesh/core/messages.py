@@ -141,6 +141,9 @@ class Receipt(SignedMessage):
 
     task_id: Hash
     worker: Key
+    # The task's client key (the task's signer): who the work was done for, so a
+    # worker's receipt log alone tells per-client accounting (``mesh receipts``).
+    client: Key
     seq: Count
     prev: Hash  # digest of the previous receipt's envelope; zeros for seq 0
     model_root: Hash
@@ -178,6 +181,10 @@ class CapacityRecord(SignedMessage):
     region: Label
     created_ms: Millis
     expires_ms: Millis
+    # True in the short-lived record a node publishes when it starts draining
+    # (shutting down): clients drop it from their view at once instead of
+    # waiting for the last normal record to expire (mesh.node.departure).
+    draining: Annotated[bool, Bool()] = False
 
 
 @dataclass(frozen=True, slots=True)

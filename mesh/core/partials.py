@@ -11,7 +11,7 @@ and at the final result (:meth:`AnswerStream.check_final`):
 
 - the partials' ``token_ids``, concatenated, equal the final ``token_ids``, and
   their text deltas, concatenated, equal the final ``text`` exactly;
-- the receipt's runtime claim, without its per-run keys, is the class seq 0 named.
+- the receipt's runtime claim names the runtime class seq 0 named (:data:`CLASS_KEYS`).
 
 A break of these rules by a worker whose receipt verifies is a lie
 (:class:`~mesh.errors.VerificationError`): it streamed what its own signed result
@@ -39,16 +39,19 @@ from mesh.core.tensors import Tensor
 from mesh.core.values import Values
 from mesh.errors import OtherRuntimeClass, StreamDiverged, VerificationError
 
-# Keys of a runtime claim that may differ between two runs of one runtime class.
-PER_RUN_KEYS = frozenset({"batch_size"})
+# The keys of a runtime claim that name its runtime class: what must be equal for two
+# runs of one task to give identical tokens. They mirror mesh.runtime.device.runtime_class
+# (a test keeps them in step). Other keys are per run (batch_size) or not about the
+# computation at all (the node's price_micro), so they never make two classes.
+CLASS_KEYS = ("device", "dtype", "torch", "deterministic", "threads", "batch_invariant", "cuda")
 
 RuntimeClass = dict[str, RuntimeValue]
 _S = TypeVar("_S", str, list[int])
 
 
 def runtime_class(claim: Mapping[str, RuntimeValue]) -> RuntimeClass:
-    """A runtime claim without its per-run keys: what two runs of one class share."""
-    return {k: v for k, v in claim.items() if k not in PER_RUN_KEYS}
+    """The runtime class a claim names: its :data:`CLASS_KEYS` entries."""
+    return {k: claim[k] for k in CLASS_KEYS if k in claim}
 
 
 def token_list(tensor: Tensor) -> list[int]:
@@ -203,7 +206,7 @@ def _fresh(given: _S, start: int, new: _S, what: str) -> _S:
 
 
 __all__ = [
-    "PER_RUN_KEYS",
+    "CLASS_KEYS",
     "STREAMED_OUTPUTS",
     "AnswerStream",
     "Piece",

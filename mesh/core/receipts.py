@@ -25,6 +25,7 @@ def make_receipt(
     identity: Identity,
     *,
     task_id: bytes,
+    client: bytes,
     seq: int,
     prev: bytes,
     model_root: bytes,
@@ -39,6 +40,7 @@ def make_receipt(
     receipt = Receipt(
         task_id=task_id,
         worker=identity.public_key,
+        client=client,
         seq=seq,
         prev=prev,
         model_root=model_root,
@@ -67,7 +69,7 @@ def verify_receipt(
 
     Raises:
         MalformedMessage: the receipt is inconsistent in itself (times, chain start).
-        TaskMismatch: bound to another task, model, or not the targeted worker.
+        TaskMismatch: bound to another task, client or model, or not the targeted worker.
         OutputMismatch: ``outputs`` do not hash to ``output_hash``.
     """
     receipt = signed.message
@@ -78,6 +80,8 @@ def verify_receipt(
     if task is not None:
         if receipt.task_id != task.digest:
             raise TaskMismatch("receipt answers another task")
+        if receipt.client != task.message.client:
+            raise TaskMismatch("receipt names another client than the task's signer")
         if receipt.model_root != task.message.model_root:
             raise TaskMismatch("receipt names another model_root than the task")
         if task.message.target and task.message.target != receipt.worker:

@@ -11,8 +11,8 @@ the mesh client and returns.
 
 from __future__ import annotations
 
+import functools
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +22,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
+from mesh.aio.signals import STOP_SIGNALS, stop_on_signals
 from mesh.client.async_client import AsyncClient
 from mesh.client.config import ClientConfig
 from mesh.errors import ConfigError, MeshError
@@ -68,12 +69,17 @@ async def run_gateway(
     catalog = Catalog(config.zoo_dirs)
     stop = stop or trio.Event()
     client_config = ClientConfig(timeout_s=config.timeout_s, zoo_dirs=config.zoo_dirs)
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async with (
             AsyncClient.connect(bootstrap=bootstrap, key=key, config=client_config) as client,
             trio.open_nursery() as watcher,
         ):
-            watcher.start_soon(_on_signals, signals, stop, watcher.cancel_scope)
+            watcher.start_soon(
+                functools.partial(stop_on_signals, winding_down="finishing the requests in flight"),
+                signals,
+                stop,
+                watcher.cancel_scope,
+            )
             gateway = Gateway(client, catalog, timeout_s=config.timeout_s)
             app = build_app(gateway, config)
             async with trio.open_nursery() as server:
@@ -112,14 +118,3 @@ async def _model_names(gateway: Gateway) -> str:
         return "unknown"
     data: Any = reply.body["data"]
     return ",".join(str(m["id"]) for m in data) or "none yet"
-
-
-async def _on_signals(signals: Any, stop: trio.Event, scope: trio.CancelScope) -> None:
-    async for signum in signals:
-        if not stop.is_set():
-            logger.info("signal %d: stopping (requests in flight may finish)", signum)
-            stop.set()
-        else:
-            logger.warning("signal %d again: stopping now", signum)
-            scope.cancel()
-            return

@@ -9,8 +9,9 @@ py-libp2p 0.8.1 defaults are unsafe or slow (notes/libp2p-0.8.1.md):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import multiaddr
 from libp2p import new_host
 from libp2p.abc import IHost
 from libp2p.crypto.ed25519 import create_new_key_pair
@@ -24,7 +25,8 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from mesh.errors import ConfigError
-from mesh.net.multiaddrs import parse_listen_addr
+from mesh.net.endpoints import expand_unspecified
+from mesh.net.multiaddrs import parse_listen_addr, parse_multiaddr
 
 SEED_BYTES = 32
 
@@ -36,12 +38,17 @@ def peer_id_from_seed(identity_seed: bytes) -> str:
     return ID.from_pubkey(key_pair.public_key).to_base58()
 
 
-def build_host(*, identity_seed: bytes, listen: Sequence[str]) -> IHost:
+def build_host(
+    *, identity_seed: bytes, listen: Sequence[str], announce: Sequence[str] = ()
+) -> IHost:
     """Create (not start) a host whose identity is the Ed25519 key of ``identity_seed``.
 
     Args:
         identity_seed: the 32-byte Ed25519 seed of the key file.
         listen: multiaddrs to listen on (TCP only).
+        announce: the addresses others dial (``--announce``), advertised in place of
+            the listen addresses (identify, provider records); empty: the listen
+            addresses, each ``0.0.0.0`` one replaced by this host's interface addresses.
 
     Raises:
         ConfigError: a bad seed or listen address.
@@ -60,7 +67,23 @@ def build_host(*, identity_seed: bytes, listen: Sequence[str]) -> IHost:
         muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
         listen_addrs=listen_addrs,
         connection_config=ConnectionConfig(max_connections_per_peer=1),
+        addrs_factory=_advertised(announce),
     )
+
+
+def _advertised(
+    announce: Sequence[str],
+) -> Callable[[list[multiaddr.Multiaddr]], list[multiaddr.Multiaddr]]:
+    """What the host tells peers it listens on (get_addrs: identify, provider records)."""
+    fixed = [parse_multiaddr(a, where="announce address") for a in announce]
+
+    def addrs(candidates: list[multiaddr.Multiaddr]) -> list[multiaddr.Multiaddr]:
+        if fixed:
+            return list(fixed)
+        expanded = expand_unspecified([str(a) for a in candidates])
+        return [multiaddr.Multiaddr(a) for a in expanded]
+
+    return addrs
 
 
 def _check_seed(identity_seed: bytes) -> None:

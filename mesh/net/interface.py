@@ -119,6 +119,23 @@ class Network(Protocol):
         """Messages on ``topic`` as (sender peer id, data)."""
         ...
 
+    def connected_peers(self) -> list[str]:
+        """PeerIDs this peer holds an open connection to now."""
+        ...
+
+    async def probe_listener(self, addr: str, peer_id: str, *, timeout: float) -> None:  # noqa: ASYNC109
+        """Check, on a fresh connection, that ``peer_id`` answers at ``addr``.
+
+        Never reuses an open connection (that would say nothing about ``addr``).
+        The dial-back check (``mesh.node.dialback``) runs it for a peer that asks.
+
+        Raises:
+            ConfigError: ``addr`` is not an address this network can dial.
+            PeerUnavailable: nothing answers there, or not as ``peer_id``.
+            DeadlineExceeded: no answer within ``timeout``.
+        """
+        ...
+
     def known_peers(self) -> Sequence[PeerAddr]:
         """Peers in the routing table that the health list does not mark dead.
 

@@ -49,6 +49,7 @@ async def open_libp2p_network(
     *,
     identity_seed: bytes,
     listen: Sequence[str] = ("/ip4/127.0.0.1/tcp/0",),
+    announce: Sequence[str] = (),
     bootstrap: Sequence[str] = (),
     dht_server: bool = True,
     timeouts: NetTimeouts = DEFAULT_TIMEOUTS,
@@ -59,6 +60,8 @@ async def open_libp2p_network(
     Args:
         identity_seed: the 32-byte Ed25519 seed of the key file (the PeerID is its key).
         listen: TCP multiaddrs to listen on (port 0 picks a free port).
+        announce: the addresses others dial, advertised instead of the listen
+            addresses (see :func:`mesh.net.host.build_host`).
         bootstrap: multiaddrs with ``/p2p/<peer id>`` to join through.
         dht_server: answer DHT queries (False: client mode, for short-lived clients).
         timeouts: deadlines of library calls.
@@ -68,7 +71,7 @@ async def open_libp2p_network(
         ConfigError: bad seed or address. PeerUnavailable: see ``require_bootstrap``.
     """
     apply_library_log_policy()
-    host = build_host(identity_seed=identity_seed, listen=listen)
+    host = build_host(identity_seed=identity_seed, listen=listen, announce=announce)
     listen_addrs = [parse_listen_addr(a) for a in listen]
     boot_infos = [bootstrap_info(a) for a in bootstrap]
     gossipsub = GossipSub(

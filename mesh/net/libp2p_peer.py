@@ -26,7 +26,7 @@ from libp2p.peer.peerstore import PeerStoreError
 from libp2p.pubsub.pubsub import Pubsub
 
 from mesh.core import limits
-from mesh.core.capacity import RecordValidator, split_record_key
+from mesh.core.capacity import RECORD_SELECTORS, RecordValidator, split_record_key
 from mesh.errors import (
     Closed,
     ConfigError,
@@ -44,6 +44,7 @@ from mesh.net.guard import install_guard
 from mesh.net.health import HealthList
 from mesh.net.interface import Network, OnPartial, PeerAddr, RequestHandler
 from mesh.net.multiaddrs import parse_multiaddr
+from mesh.net.probe import probe_listener
 from mesh.net.pubsub import TopicFanout
 from mesh.net.streams import (
     STREAM_ERRORS,
@@ -382,8 +383,11 @@ class Libp2pNetwork:
         Args:
             namespace: for example ``CAPACITY_NAMESPACE``.
             validator: raises MeshError for a record that must not be kept.
-            selector: picks the best of several valid values (default: the first).
+            selector: picks the best of several valid values (default: the
+                namespace's in ``RECORD_SELECTORS``, e.g. the newest capacity record;
+                else the first).
         """
+        selector = selector or RECORD_SELECTORS.get(namespace)
         wrapped = dht_glue.MeshRecordValidator(validator, selector)
         self._validators[namespace] = wrapped
         self._dht.register_validator(namespace, wrapped)
@@ -469,6 +473,18 @@ class Libp2pNetwork:
         self._check_open()
         with library_deadline(self._timeouts.pubsub, f"subscribing to {topic}"):
             return await self._fanout.subscribe(topic)
+
+    # -- connections ---------------------------------------------------------------
+
+    def connected_peers(self) -> list[str]:
+        """PeerIDs with an open connection now."""
+        return [pid.to_base58() for pid in self._host.get_connected_peers()]
+
+    async def probe_listener(self, addr: str, peer_id: str, *, timeout: float) -> None:  # noqa: ASYNC109
+        """A fresh TCP connection to ``addr`` and a Noise handshake with ``peer_id``
+        (:func:`mesh.net.probe.probe_listener`); no connection is kept."""
+        self._check_open()
+        await probe_listener(addr, peer_id, timeout=timeout)
 
     # -- health ------------------------------------------------------------------
 

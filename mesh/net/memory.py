@@ -310,6 +310,20 @@ class MemoryNetwork:
         await trio.lowlevel.checkpoint()
         return receive
 
+    def connected_peers(self) -> list[str]:
+        """Every other live peer of the hub (memory peers need no connections)."""
+        return [pid for pid in self._hub._peers if pid != self._peer_id and self._hub._live(pid)]
+
+    async def probe_listener(self, addr: str, peer_id: str, *, timeout: float) -> None:  # noqa: ASYNC109 (the Network interface takes timeouts)
+        """Answers when ``peer_id`` is live on the hub and ``addr`` is one of its addresses."""
+        self._check_open()
+        with trio.move_on_after(timeout):
+            state = await self._hub._wait_reachable(peer_id)
+            if addr not in [a.split("/p2p/")[0] for a in state.network.listen_addrs()]:
+                raise PeerUnavailable(f"{peer_id} does not listen at {addr}")
+            return
+        raise DeadlineExceeded(f"probe of {addr} timed out after {timeout} s")
+
     def known_peers(self) -> Sequence[PeerAddr]:
         return [
             PeerAddr(pid, (f"/memory/{pid}",))

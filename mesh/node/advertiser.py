@@ -49,6 +49,8 @@ class Advertiser:
         queue_depth: Callable[[], int],
         queue_capacity: Callable[[], int],
         memory_free_mb: Callable[[], int] = lambda: 0,
+        addrs: Callable[[], list[str]] | None = None,
+        draining: Callable[[], bool] = lambda: False,
     ) -> None:
         self._config = config
         self._identity: Identity = config.identity
@@ -59,6 +61,10 @@ class Advertiser:
         self._queue_depth = queue_depth
         self._queue_capacity = queue_capacity
         self._memory_free_mb = memory_free_mb
+        # The addresses others dial (announced, or listen ones with 0.0.0.0 expanded).
+        self._addrs = addrs or network.listen_addrs
+        # True once the node is leaving: records then say so (mesh.node.departure).
+        self._draining = draining
         self._last_gossiped: tuple[int, int] | None = None
         self.published = 0  # capacity records put (for tests and stats)
 
@@ -68,7 +74,7 @@ class Advertiser:
         models = sorted(self._runner.models.items())
         record = CapacityRecord(
             peer=self._identity.public_key,
-            addrs=tuple(self._network.listen_addrs()[:16]),
+            addrs=tuple(self._addrs()[:16]),
             models=tuple(root for root, _ in models),
             model_names=tuple(name for _, name in models),
             device=self._runner.device,
@@ -80,6 +86,7 @@ class Advertiser:
             region=self._config.region,
             created_ms=now,
             expires_ms=now + self._config.capacity_ttl_ms,
+            draining=self._draining(),
         )
         return sign_message(self._identity, record)
 

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 import trio
 
@@ -32,7 +33,15 @@ from mesh.aio.clock import WallClock
 from mesh.core import canonical
 from mesh.core.envelope import Signed
 from mesh.core.identity import Identity
-from mesh.core.messages import ErrorReply, Receipt, Task, decode_request, encode_result
+from mesh.core.messages import (
+    ErrorReply,
+    Receipt,
+    RuntimeValue,
+    Task,
+    decode_request,
+    encode_result,
+)
+from mesh.core.partials import runtime_class
 from mesh.core.replay import ReplayCache
 from mesh.core.signing import verify_task
 from mesh.core.tensors import Tensor
@@ -71,6 +80,27 @@ async def _off_loop_if_big(size: int, fn: Callable[..., T], *args: Any) -> T:
     return fn(*args)
 
 
+class TaskObserver(Protocol):
+    """What the handler reports as it answers (the node's metrics, mesh.node.metrics)."""
+
+    def answered(
+        self, model_root: bytes | None, code: str, seconds: float, bytes_in: int, bytes_out: int
+    ) -> None:
+        """One request answered with ``code`` ("ok", an error code, or "no-reply" when
+        the stream was closed without a reply) after ``seconds``."""
+
+    def executed(self, model_root: bytes, batch_size: int, compute_ms: float) -> None:
+        """One task ran in a batch of ``batch_size`` and got its receipt."""
+
+
+@dataclass(slots=True)
+class _Answer:
+    """What one request came to, filled in while it is answered."""
+
+    code: str = "no-reply"  # until a reply is built: garbage or cancelled, no answer
+    model_root: bytes | None = None
+
+
 def _values_bytes(values: Values) -> int:
     return sum(
         len(v.data) if isinstance(v, Tensor) else sum(len(t) for t in v) for v in values.values()
@@ -92,6 +122,8 @@ class TaskHandler:
         meter: ThroughputMeter,
         wall_clock: WallClock,
         blocking: BlockingCall | None = None,
+        observer: TaskObserver | None = None,
+        receipt_claims: Mapping[str, RuntimeValue] | None = None,
     ) -> None:
         self._identity = identity
         self._runner = runner
@@ -102,10 +134,36 @@ class TaskHandler:
         self._meter = meter
         self._now_ms = wall_clock
         self._blocking = blocking or run_in_thread
+        # Metrics hooks (mesh.node.metrics); None: nobody watches.
+        self._observer = observer
+        # Added to every receipt's runtime claim: the price in force (mesh.node.pricing).
+        self._claims = dict(receipt_claims or {})
         self.answered: dict[str, int] = {}  # reply code ("ok" or error code) -> count
 
     async def handle(self, inbound: Inbound) -> bytes:
         """Answer one request message (see the module docstring for the order)."""
+        answer = _Answer()
+        started = trio.current_time()
+        try:
+            reply = await self._handle(inbound, answer)
+        except BaseException:
+            if self._observer is not None:  # garbage or cancelled: no reply goes out
+                self._observer.answered(
+                    None, answer.code, trio.current_time() - started, len(inbound.message), 0
+                )
+            raise
+        self._count(answer.code)
+        if self._observer is not None:
+            self._observer.answered(
+                answer.model_root,
+                answer.code,
+                trio.current_time() - started,
+                len(inbound.message),
+                len(reply),
+            )
+        return reply
+
+    async def _handle(self, inbound: Inbound, answer: _Answer) -> bytes:
         remote_peer, message = inbound.peer_id, inbound.message
         try:
             request = await _off_loop_if_big(len(message), decode_request, message)
@@ -113,21 +171,24 @@ class TaskHandler:
             # Not even MessagePack: no reply makes sense, the stream is closed.
             # (canonical.decode raises here, outside any handler of ours.)
             canonical.decode(message)
-            return self._refuse(remote_peer, exc, b"")
+            return self._refuse(remote_peer, exc, b"", answer)
         except ProtocolError as exc:
-            return self._refuse(remote_peer, exc, b"")
+            return self._refuse(remote_peer, exc, b"", answer)
         task = request.task
+        answer.model_root = task.message.model_root
         # Partials only for a requester that asked for them (mesh.node.streaming).
         stream = inbound.send_partial if request.stream else None
         try:
             reply = await self._handle_task(remote_peer, task, request.inputs, stream)
         except ProtocolError as exc:
-            return self._refuse(remote_peer, exc, task.digest)
-        self._count("ok")
+            return self._refuse(remote_peer, exc, task.digest, answer)
+        answer.code = "ok"
         return reply
 
-    def _refuse(self, remote_peer: str, exc: ProtocolError, task_id: bytes) -> bytes:
-        self._count(exc.code)
+    def _refuse(
+        self, remote_peer: str, exc: ProtocolError, task_id: bytes, answer: _Answer
+    ) -> bytes:
+        answer.code = exc.code
         logger.info("task %s from %s refused: %s %s", task_id.hex()[:8], remote_peer, exc.code, exc)
         return ErrorReply.from_exception(exc, task_id=task_id).encode()
 
@@ -176,7 +237,7 @@ class TaskHandler:
                 execute,
                 task_id=task.digest,
                 send_partial=stream,
-                runtime=self._runner.runtime_class(body.model_root),
+                runtime=runtime_class(self._runner.runtime_class(body.model_root)),
             )
         finished_ms = self._now_ms()
         self._table.move(task.digest, TaskState.DONE)
@@ -187,8 +248,9 @@ class TaskHandler:
         def issue() -> Signed[Receipt]:
             return self._log.issue(
                 task_id=task.digest,
+                client=body.client,
                 model_root=body.model_root,
-                runtime=dict(execution.runtime),
+                runtime={**execution.runtime, **self._claims},
                 output_hash=output_hash,
                 started_ms=started_ms,
                 finished_ms=finished_ms,
@@ -205,6 +267,8 @@ class TaskHandler:
             logger.error("cannot issue a receipt: %s", exc)
             raise InternalError("this worker cannot issue receipts") from exc
         self._table.close(task.digest)
+        if self._observer is not None:
+            self._observer.executed(body.model_root, execution.batch_size, execution.compute_ms)
         logger.info(
             "task %s from %s done: model %s seq %d batch %d compute %.1f ms",
             task.digest.hex()[:8],

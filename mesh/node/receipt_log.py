@@ -111,6 +111,7 @@ class ReceiptLog:
         self,
         *,
         task_id: bytes,
+        client: bytes,
         model_root: bytes,
         runtime: Mapping[str, RuntimeValue],
         output_hash: bytes,
@@ -123,6 +124,7 @@ class ReceiptLog:
             signed = make_receipt(
                 self._identity,
                 task_id=task_id,
+                client=client,
                 seq=self._next_seq,
                 prev=self._prev,
                 model_root=model_root,

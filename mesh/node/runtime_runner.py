@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from mesh.core.partials import PER_RUN_KEYS
+from mesh.core.partials import runtime_class
 from mesh.core.values import Values
 from mesh.errors import ConfigError
 from mesh.node.config import NodeConfig
@@ -70,8 +70,7 @@ class RuntimeRunner:
         return execution
 
     def runtime_class(self, model_root: bytes) -> dict[str, str | int | bool]:
-        claim = self._executor.model(model_root).runtime_claim(0)
-        return {k: v for k, v in claim.items() if k not in PER_RUN_KEYS}
+        return runtime_class(self._executor.model(model_root).runtime_claim(0))
 
     def queue_depth(self) -> int:
         return self._executor.queue_depth()
@@ -84,12 +83,21 @@ class RuntimeRunner:
 
     def memory_free_mb(self) -> int:
         """Free memory of the device the models run on (MiB), best effort."""
-        if self._device.startswith("cuda"):
-            import torch
+        return device_free_bytes(self._device) // (1024 * 1024)
 
-            free, _total = torch.cuda.mem_get_info()
-            return int(free // (1024 * 1024))
-        return _mem_available_mb()
+
+def device_free_bytes(device: str) -> int:
+    """Free memory of ``device`` now, read afresh each call (each advert calls it).
+
+    CUDA: the driver's free figure for *that* device (``cuda:1`` is not the
+    current device); CPU: the kernel's MemAvailable.
+    """
+    if device.startswith("cuda"):
+        import torch
+
+        free, _total = torch.cuda.mem_get_info(torch.device(device))
+        return int(free)
+    return _mem_available_mb() * 1024 * 1024
 
 
 def text_deltas(model: LoadedModel) -> IncrementalDetokenizer | None:
@@ -130,10 +138,20 @@ async def load_runtime_runner(config: NodeConfig) -> RuntimeRunner:
 
     configure_determinism(threads=config.threads)
     device = resolve_device(config.device)
+    names = config.model_names
+    if names == (AUTO,):
+        names = await trio.to_thread.run_sync(
+            functools.partial(
+                models_that_fit,
+                device=device,
+                zoo_dirs=config.zoo_dirs,
+                weights=dict(config.weights),
+            )
+        )
     models = await trio.to_thread.run_sync(
         functools.partial(
             load_zoo_models,
-            config.model_names,
+            names,
             device=device,
             zoo_dirs=config.zoo_dirs,
             weights=dict(config.weights),
@@ -141,6 +159,34 @@ async def load_runtime_runner(config: NodeConfig) -> RuntimeRunner:
     )
     executor = Executor(models, max_batch=config.max_batch, max_queue=config.max_queue)
     return RuntimeRunner(executor, models, device=device)
+
+
+AUTO = "auto"  # --models auto
+
+
+def models_that_fit(
+    *, device: str, zoo_dirs: Sequence[Path], weights: Mapping[str, Path]
+) -> tuple[str, ...]:
+    """``--models auto``: the zoo models whose weights are here and that fit in the
+    device's free memory now (the rule: :mod:`mesh.runtime.fit`); each decision logged.
+
+    Raises:
+        ConfigError: none fits.
+    """
+    from mesh.runtime.fit import choose, sizings
+    from mesh.runtime.zoo import manifests
+
+    free = device_free_bytes(device)
+    decisions = choose(sizings(list(manifests(zoo_dirs).values()), dict(weights)), free_bytes=free)
+    for decision in decisions:
+        logger.info("--models auto: %s %s", decision.name, decision.reason)
+    chosen = tuple(d.name for d in decisions if d.chosen)
+    if not chosen:
+        raise ConfigError(
+            f"--models auto: no zoo model fits in {free // (1024 * 1024)} MiB free on {device}"
+        )
+    logger.info("--models auto on %s: serving %s", device, ", ".join(chosen))
+    return chosen
 
 
 def load_zoo_models(

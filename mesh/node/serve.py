@@ -9,19 +9,18 @@ is ready (print a line, report to a launcher) is the caller's ``on_ready``.
 
 from __future__ import annotations
 
+import functools
 import logging
-import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import trio
 
+from mesh.aio.signals import STOP_SIGNALS, stop_on_signals
 from mesh.node.config import NodeConfig
 from mesh.node.service import NetworkFactory, Node, RunnerFactory, run_node
 
 logger = logging.getLogger(__name__)
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 async def serve_until_signal(
@@ -46,18 +45,10 @@ async def serve_until_signal(
                 )
                 nursery.cancel_scope.cancel()  # drained: stop watching signals
 
-            nursery.start_soon(_on_signals, signals, stop, nursery.cancel_scope)
+            nursery.start_soon(
+                functools.partial(stop_on_signals, winding_down="draining"),
+                signals,
+                stop,
+                nursery.cancel_scope,
+            )
             on_ready(await nursery.start(node_then_stop))
-
-
-async def _on_signals(
-    signals: AsyncIterator[int], stop: trio.Event, scope: trio.CancelScope
-) -> None:
-    async for signum in signals:
-        if not stop.is_set():
-            logger.info("signal %d: draining (again to stop at once)", signum)
-            stop.set()
-        else:
-            logger.warning("signal %d again: stopping now", signum)
-            scope.cancel()
-            return

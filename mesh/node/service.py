@@ -28,11 +28,16 @@ from mesh.core.capacity import CAPACITY_NAMESPACE, capacity_validator
 from mesh.core.replay import ReplayCache
 from mesh.errors import ConfigError
 from mesh.net.interface import TASK_PROTOCOL, Network
+from mesh.node import ops, pricing
 from mesh.node.admission import Admission, ThroughputMeter
 from mesh.node.advertiser import Advertiser
 from mesh.node.config import NodeConfig
+from mesh.node.departure import announce_departure
+from mesh.node.dialback import DIALBACK_PROTOCOL, DialbackServer, Reachability, ReachabilityCheck
 from mesh.node.handler import BlockingCall, TaskHandler
 from mesh.node.lifecycle import TaskState, TaskTable
+from mesh.node.metrics import NodeMetrics
+from mesh.node.netmetrics import MeteredNetwork
 from mesh.node.receipt_log import ReceiptLog
 from mesh.node.runner import TaskRunner
 
@@ -60,6 +65,11 @@ class NodeStatus:
         answered: replies sent, by code ("ok" or an error code).
         adverts_published: capacity records stored in the DHT so far.
         draining: True once the node stopped admitting tasks.
+        uptime_s: seconds since the node started serving.
+        advertised: the addresses others dial (in its capacity record).
+        connected_peers: peers with an open connection now.
+        reachability: the latest self-check (``Reachability.to_json``), None before one.
+        ready: serving and advertised (what ``/healthz`` reports).
     """
 
     peer_id: str
@@ -70,6 +80,17 @@ class NodeStatus:
     answered: dict[str, int]
     adverts_published: int
     draining: bool
+    uptime_s: float = 0.0
+    advertised: tuple[str, ...] = ()
+    connected_peers: int = 0
+    reachability: dict[str, object] | None = None
+    ready: bool = False
+
+    def to_json(self) -> dict[str, object]:
+        """The status as JSON (``/status``, ``mesh status --json``)."""
+        doc = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        doc["advertised"] = list(self.advertised)
+        return doc
 
 
 class Node:
@@ -96,8 +117,11 @@ class Node:
         memory_free_mb: Callable[[], int] = lambda: 0,
     ) -> None:
         self.config = config
-        self._network = network
         self._runner = runner
+        self.metrics = NodeMetrics(models=lambda: runner.models)
+        # Every DHT, gossip and request operation of the node is counted there.
+        self._network: Network = MeteredNetwork(network, self.metrics)
+        network = self._network
         self._wall_clock = wall_clock or trio_wall_clock()
         try:
             config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -123,6 +147,8 @@ class Node:
             meter=self._meter,
             wall_clock=self._wall_clock,
             blocking=blocking,
+            observer=self.metrics,
+            receipt_claims=pricing.receipt_claims(config.price_micro),
         )
         self._advertiser = Advertiser(
             config=config,
@@ -133,6 +159,25 @@ class Node:
             queue_depth=lambda: self._admission.in_flight,
             queue_capacity=lambda: self._admission.capacity,
             memory_free_mb=memory_free_mb,
+            addrs=self.advertised_addrs,
+            draining=lambda: self._admission.closed,
+        )
+        self._dialback = DialbackServer(network.probe_listener)
+        self._reachability = ReachabilityCheck(
+            network, addrs=self.advertised_addrs, wall_clock=self._wall_clock
+        )
+        self._started: float | None = None
+        self.http_url: str | None = None  # the HTTP endpoint once it serves
+        ops.register_gauges(
+            self.metrics,
+            peer_id=network.peer_id,
+            queue_depth=lambda: self._admission.in_flight,
+            queue_capacity=lambda: self._admission.capacity,
+            running=lambda: self._table.count(TaskState.RUNNING),
+            connected_peers=lambda: len(self._network.connected_peers()),
+            ready=lambda: self.ready,
+            draining=lambda: self._admission.closed,
+            reachable=lambda: None if self.reachability is None else self.reachability.status,
         )
         self._stack: AsyncExitStack | None = None
         self._nursery: trio.Nursery | None = None
@@ -147,11 +192,36 @@ class Node:
         return list(self._runner.models.values())
 
     def listen_addrs(self) -> list[str]:
-        """Full multiaddrs (with ``/p2p/<peer id>``) others dial this node on."""
+        """Full multiaddrs (with ``/p2p/<peer id>``) the node is bound to (maybe ``0.0.0.0``)."""
         return self._network.listen_addrs()
+
+    def advertised_addrs(self) -> list[str]:
+        """Full multiaddrs others dial: ``--announce``, else the listen addresses with
+        ``0.0.0.0`` replaced by this host's interface addresses (what the capacity
+        record and the ready line carry)."""
+        return ops.advertised_addrs(self.config.announce, self.listen_addrs(), self.peer_id)
+
+    @property
+    def ready(self) -> bool:
+        """Serving and advertised: admitting tasks, and a capacity record was stored."""
+        return (
+            self._started is not None
+            and not self._admission.closed
+            and (self._advertiser.published > 0)
+        )
+
+    @property
+    def reachability(self) -> Reachability | None:
+        """The latest reachability self-check (None before the first, or when off)."""
+        return self._reachability.latest
+
+    @property
+    def reachability_check(self) -> ReachabilityCheck:
+        return self._reachability
 
     def status(self) -> NodeStatus:
         """What this node is doing now (a snapshot)."""
+        reach = self._reachability.latest
         return NodeStatus(
             peer_id=self.peer_id,
             models={name: root.hex() for root, name in self._runner.models.items()},
@@ -161,6 +231,11 @@ class Node:
             answered=dict(self._handler.answered),
             adverts_published=self._advertiser.published,
             draining=self._admission.closed,
+            uptime_s=0.0 if self._started is None else trio.current_time() - self._started,
+            advertised=tuple(self.advertised_addrs()),
+            connected_peers=len(self._network.connected_peers()),
+            reachability=None if reach is None else reach.to_json(),
+            ready=self.ready,
         )
 
     def _throughput_milli(self) -> int:
@@ -174,10 +249,17 @@ class Node:
         nursery = await stack.enter_async_context(trio.open_nursery())
         self._stack, self._nursery = stack, nursery
         nursery.start_soon(self._runner.run_forever)
+        if self.config.http_listen is not None:
+            # Up before the models serve: /healthz/live answers while the node starts.
+            await ops.start_http(self, nursery)
         # Serve before advertising: a client that finds us must get an answer.
         self._network.set_request_handler(TASK_PROTOCOL, self._handler.handle)
+        self._network.set_request_handler(DIALBACK_PROTOCOL, self._dialback.handle)
+        self._started = trio.current_time()
         await self._advertiser.advertise_once()
         nursery.start_soon(self._advertiser.run)
+        if self.config.self_check:
+            nursery.start_soon(self._reachability.run)
         logger.info("node %s serving %s", self.peer_id, ", ".join(self.model_names) or "nothing")
         return self
 
@@ -198,6 +280,7 @@ class Node:
                     result = await self._stack.__aexit__(exc_type, exc, tb)
             finally:
                 self._log.close()
+                ops.forget_http(self)
         return result
 
     async def drain(self, *, timeout: float | None = None) -> bool:  # noqa: ASYNC109 (a drain bound, not a call deadline)
@@ -205,7 +288,11 @@ class Node:
 
         New tasks are answered ``busy`` meanwhile, so clients retry elsewhere.
         """
+        leaving = not self._admission.closed
         self._admission.closed = True
+        if leaving:
+            # Tell the mesh first, so clients stop choosing us while tasks finish.
+            await announce_departure(self._advertiser, self._network)
         limit = self.config.drain_timeout_s if timeout is None else timeout
         in_flight = self._table.count()
         if in_flight:
@@ -258,5 +345,6 @@ def libp2p_network_factory(config: NodeConfig) -> AbstractAsyncContextManager[Ne
     return open_libp2p_network(
         identity_seed=config.identity.seed,
         listen=config.listen,
+        announce=config.announce,
         bootstrap=config.bootstrap,
     )

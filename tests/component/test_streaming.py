@@ -27,7 +27,7 @@ from meshfakes import (
 from mesh.client.async_client import AsyncClient
 from mesh.client.streaming import StreamChunk, TokenStream
 from mesh.core.messages import Result, decode_partial, decode_response, encode_request
-from mesh.core.partials import token_list
+from mesh.core.partials import runtime_class, token_list
 from mesh.core.receipts import verify_receipt
 from mesh.core.tensors import Tensor
 from mesh.errors import (
@@ -150,7 +150,7 @@ async def test_a_slow_reader_gets_coalesced_partials_and_never_holds_up_the_work
         assert streamed == fake_tokens(PROMPT, params)
         # 40 tokens in a handful of partials: those made during the stall coalesced.
         assert len(decoded) <= 4
-        assert decoded[0].runtime == runner.runtime_class(ROOT_A)
+        assert decoded[0].runtime == runtime_class(runner.runtime_class(ROOT_A))
         assert all(p.runtime == {} for p in decoded[1:])
         result = decode_response(answer)
         assert isinstance(result, Result)

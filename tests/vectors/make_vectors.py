@@ -78,6 +78,7 @@ def build_messages() -> dict[str, tuple[Identity, SignedMessage]]:
     receipt = Receipt(
         task_id=task_id,
         worker=worker.public_key,
+        client=client.public_key,
         seq=0,
         prev=bytes(32),
         model_root=root,

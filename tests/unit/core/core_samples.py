@@ -69,6 +69,7 @@ def signed_receipt(task: Signed[Task] | None = None, *, seq: int = 0) -> Signed[
     return make_receipt(
         WORKER,
         task_id=task.digest,
+        client=task.message.client,
         seq=seq,
         prev=ZERO_HASH if seq == 0 else bytes([9]) * 32,
         model_root=task.message.model_root,

@@ -192,8 +192,9 @@ def test_a_final_result_that_is_not_the_streamed_one_is_a_lie(
         answer.check_final(outputs, runtime)
 
 
-def test_runtime_class_drops_only_the_batch_size() -> None:
-    assert runtime_class({**RUNTIME, "batch_size": 3}) == RUNTIME
+def test_runtime_class_is_the_named_keys_only() -> None:
+    # batch_size is per run, price_micro (the node's price) is no part of the computation.
+    assert runtime_class({**RUNTIME, "batch_size": 3, "price_micro": 5}) == RUNTIME
 
 
 # -- across answers: the cursor ------------------------------------------------------------

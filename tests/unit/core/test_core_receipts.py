@@ -49,6 +49,7 @@ def test_receipt_with_other_model_root() -> None:
     receipt = make_receipt(
         WORKER,
         task_id=task.digest,
+        client=task.message.client,
         seq=0,
         prev=ZERO_HASH,
         model_root=bytes(32),
@@ -59,6 +60,26 @@ def test_receipt_with_other_model_root() -> None:
     )
     with pytest.raises(TaskMismatch, match="model_root"):
         verify_receipt(receipt, task=task)
+
+
+def test_receipt_names_the_tasks_client() -> None:
+    task = signed_task()
+    receipt = signed_receipt(task)
+    assert receipt.message.client == task.message.client == CLIENT.public_key
+    other = make_receipt(
+        WORKER,
+        task_id=task.digest,
+        client=OTHER.public_key,  # another client than the task's signer
+        seq=0,
+        prev=ZERO_HASH,
+        model_root=task.message.model_root,
+        runtime={},
+        output_hash=values_hash(sample_outputs()),
+        started_ms=1,
+        finished_ms=2,
+    )
+    with pytest.raises(TaskMismatch, match="client"):
+        verify_receipt(other, task=task)
 
 
 def test_receipt_from_untargeted_worker() -> None:
@@ -76,7 +97,13 @@ def test_receipt_with_other_outputs() -> None:
 
 def test_receipt_inconsistent_in_itself() -> None:
     task = signed_task()
-    common = dict(task_id=task.digest, model_root=MODEL_ROOT, runtime={}, output_hash=bytes(32))
+    common = dict(
+        task_id=task.digest,
+        client=CLIENT.public_key,
+        model_root=MODEL_ROOT,
+        runtime={},
+        output_hash=bytes(32),
+    )
     backwards = make_receipt(WORKER, seq=0, prev=ZERO_HASH, started_ms=5, finished_ms=4, **common)
     with pytest.raises(MalformedMessage):
         verify_receipt(backwards)
@@ -92,6 +119,7 @@ def _issue(log: ReceiptLog, n: int) -> None:
         task = signed_task(nonce=i.to_bytes(16, "big"))
         log.issue(
             task_id=task.digest,
+            client=task.message.client,
             model_root=MODEL_ROOT,
             runtime={"device": "cpu"},
             output_hash=values_hash(sample_outputs()),
@@ -209,6 +237,7 @@ def test_receipt_signed_by_client_key_is_not_a_worker_receipt() -> None:
     receipt = make_receipt(
         CLIENT,
         task_id=bytes(32),
+        client=CLIENT.public_key,
         seq=0,
         prev=ZERO_HASH,
         model_root=MODEL_ROOT,
@@ -237,6 +266,7 @@ def test_chain_links_and_equivocation(tmp_path: Path) -> None:
     forked = make_receipt(
         WORKER,
         task_id=bytes(32),
+        client=CLIENT.public_key,
         seq=1,
         prev=first.digest,
         model_root=MODEL_ROOT,
@@ -252,6 +282,7 @@ def test_chain_links_and_equivocation(tmp_path: Path) -> None:
     other = make_receipt(
         OTHER,
         task_id=bytes(32),
+        client=CLIENT.public_key,
         seq=1,
         prev=first.digest,
         model_root=MODEL_ROOT,

@@ -132,7 +132,9 @@ class Client:
         them (each ``next`` waits for the next one); ``with client.stream(...) as
         chunks:`` or ``close()`` stops a stream left early.
         """
-        assert self._client is not None and self._token is not None
+        assert self._client is not None
+        if self._token is None or not self._thread.is_alive():
+            raise Closed("the client is closed")
         stream = trio.from_thread.run_sync(
             functools.partial(
                 self._client.stream,

@@ -286,6 +286,9 @@ async def test_a_caller_that_disconnects_stops_the_worker(
     async with gateway_mesh(tmp_path) as mesh:
         runner = mesh.runners[0]
         runner.hold_after = 2
+        # Slower than the node's partial pace: each token is sent alone, so the
+        # first one after the disconnect finds the requester gone mid-task.
+        runner.step_s = 0.05
         app = app_of(mesh, tmp_path)
         body = {"model": "tiny-gpt", "prompt": "x", "max_tokens": 20, "stream": True}
         async with post(mesh, app, "/v1/completions", body) as exchange:

@@ -7,6 +7,7 @@ yet" is then a state the test controls, never a matter of timing.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,7 @@ from mesh.errors import (
     VerificationError,
 )
 from mesh.net.interface import TASK_PROTOCOL, PeerAddr
+from mesh.node.streaming import PARTIAL_INTERVAL_S
 from mesh.testing import MemoryHub
 
 pytestmark = pytest.mark.component
@@ -161,7 +163,9 @@ async def test_a_slow_reader_gets_coalesced_partials_and_never_holds_up_the_work
 async def test_closing_a_stream_stops_the_work_and_no_receipt_is_issued(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    runner = TokenRunner(hold_after=2)
+    # Tokens slower than the node's partial pace: each goes out alone, so the first
+    # one after the close finds the requester gone while the task still runs.
+    runner = TokenRunner(hold_after=2, step_s=0.05)
     hub = MemoryHub()
     async with trio.open_nursery() as nursery:
         node = await start_node(nursery, hub, 1, runner, tmp_path)
@@ -317,4 +321,40 @@ async def test_a_stream_outlived_by_its_client_ends_with_closed(
         with pytest.raises(Closed):
             async for _ in stream:
                 pass
+        nursery.cancel_scope.cancel()
+
+
+async def test_partials_of_a_fast_generation_are_paced_and_the_first_and_last_never_wait(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    runner = TokenRunner(step_s=0.001)  # a token per virtual millisecond
+    hub = MemoryHub()
+    params = {"seed": 2, "max_tokens": 50}
+    async with trio.open_nursery() as nursery:
+        node = await start_node(nursery, hub, 1, runner, tmp_path)
+        ident = identity(CLIENT)
+        task = signed_task(ident, PROMPT, now_ms=wall()(), params=params)
+        arrivals: list[tuple[float, int]] = []
+
+        async def on_partial(data: bytes) -> None:
+            ids = decode_partial(data).outputs["token_ids"]
+            assert isinstance(ids, Tensor)
+            arrivals.append((trio.current_time(), ids.shape[0]))
+
+        async with hub.join(ident.peer_id) as net:
+            started = trio.current_time()
+            await net.request(
+                PeerAddr(node.peer_id),
+                TASK_PROTOCOL,
+                encode_request(task, PROMPT, stream=True),
+                timeout=30,
+                on_partial=on_partial,
+            )
+        times = [t - started for t, _ in arrivals]
+        assert sum(n for _, n in arrivals) == 50
+        assert times[0] == pytest.approx(0.001)  # the first token, at once
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert all(gap >= PARTIAL_INTERVAL_S - 1e-9 for gap in gaps[:-1])
+        assert times[-1] == pytest.approx(0.050)  # the last, as soon as the task ended
+        assert len(arrivals) < 10  # 50 tokens in a few partials
         nursery.cancel_scope.cancel()

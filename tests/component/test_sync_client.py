@@ -95,7 +95,9 @@ def test_blocking_stream_gives_chunks_then_the_verified_result(tmp_path: Path) -
 
 
 def test_leaving_a_blocking_stream_early_stops_its_worker(tmp_path: Path) -> None:
-    runner = TokenRunner(step_s=0.001, hold_after=2)
+    # Tokens slower than the node's partial pace (20 ms): the first one after the
+    # stream closed is sent alone and finds the requester gone mid-task.
+    runner = TokenRunner(step_s=0.05, hold_after=2)
     with Client(factory=_factory(tmp_path, 1, [runner])) as client:
         token = client._token
         assert token is not None

@@ -1,0 +1,68 @@
+"""A node for ``bench_streaming``: one model, admission caps that never refuse the benchmark.
+
+``mesh node`` caps tasks in flight per client at NodeConfig's default (16), and
+the gateway is one client: 32 concurrent requests through it would be half
+refused as busy, which would measure admission, not streaming. This launcher
+runs the same node (libp2p, handler, executor) with the caps raised, and prints
+``mesh node``'s ready line. Run from the repository root::
+
+    python -m benchmarks.stream_node --model NAME [--zoo DIR] [--max-batch N] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import tempfile
+from pathlib import Path
+
+import trio
+
+from mesh.core.identity import Identity
+from mesh.node.config import NodeConfig
+from mesh.node.runtime_runner import load_runtime_runner
+from mesh.node.serve import serve_until_signal
+from mesh.node.service import libp2p_network_factory
+
+# More than any concurrency the benchmark offers: admission never answers busy.
+CAPS = 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--zoo", type=Path, action="append", default=[])
+    parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    from mesh.cli.node import print_ready_line
+
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-stream-node-"))
+    config = NodeConfig(
+        identity=Identity.generate(),
+        data_dir=data_dir,
+        model_names=(args.model,),
+        listen=("/ip4/127.0.0.1/tcp/0",),
+        device="cpu",
+        zoo_dirs=tuple(args.zoo),
+        max_batch=args.max_batch,
+        max_queue=CAPS,
+        max_in_flight_per_client=CAPS,
+        threads=args.threads,
+        http_listen=None,
+    )
+    trio.run(
+        functools.partial(
+            serve_until_signal,
+            config,
+            network_factory=libp2p_network_factory,
+            runner_factory=load_runtime_runner,
+            on_ready=print_ready_line,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,10 +1,12 @@
-"""A node for ``bench_streaming``: one model, admission caps that never refuse the benchmark.
+"""A node for ``bench_streaming``: one model, per-peer caps that never refuse the benchmark.
 
-``mesh node`` caps tasks in flight per client at NodeConfig's default (16), and
-the gateway is one client: 32 concurrent requests through it would be half
-refused as busy, which would measure admission, not streaming. This launcher
-runs the same node (libp2p, handler, executor) with the caps raised, and prints
-``mesh node``'s ready line. Run from the repository root::
+A node caps what one peer may hold at 16: tasks in flight per client key
+(NodeConfig's ``max_in_flight_per_client``) and inbound task streams per peer
+(``mesh.net.libp2p_peer.MAX_INBOUND_PER_PEER``). The gateway is one peer, so 32
+concurrent requests through it to one node would be half refused (busy, or a
+reset stream), which would measure those caps, not streaming. This launcher runs
+the same node (libp2p, handler, executor) with both raised, and prints ``mesh
+node``'s ready line. Run from the repository root::
 
     python -m benchmarks.stream_node --model NAME [--zoo DIR] [--max-batch N] [--threads N]
 """
@@ -37,7 +39,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    # Streams refused for the per-peer cap would be the benchmark's failure: say so.
+    logging.getLogger("mesh.net.libp2p_peer").setLevel(logging.INFO)
     from mesh.cli.node import print_ready_line
+    from mesh.net import libp2p_peer
+
+    libp2p_peer.MAX_INBOUND_PER_PEER = CAPS  # read when a stream arrives
 
     data_dir = Path(tempfile.mkdtemp(prefix="bench-stream-node-"))
     config = NodeConfig(

@@ -300,7 +300,7 @@ class AsyncClient:
                 task, inputs, deadline=deadline, target=target, stream=tap
             )
 
-        return TokenStream(task, send, self._nursery)
+        return TokenStream(send, self._nursery)
 
     async def map(
         self,

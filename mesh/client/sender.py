@@ -39,8 +39,8 @@ _REDISCOVER_S = 0.25  # first wait before asking the DHT again when nobody serve
 class StreamTap(Protocol):
     """Hears a streamed task's partial answers, attempt by attempt (mesh.client.streaming)."""
 
-    def attempt(self, peer: str) -> OnPartial:
-        """The partial-answer callback of a new attempt on ``peer``."""
+    def attempt(self, peer: str, task: Signed[Task]) -> OnPartial:
+        """The partial-answer callback of a new attempt of ``task`` on ``peer``."""
         ...
 
     def finish(self, outputs: Values, receipt: Signed[Receipt]) -> None:
@@ -190,7 +190,7 @@ class TaskSender:
     ) -> tuple[Values, Signed[Receipt], float]:
         self._book.started(peer.peer_id)
         started = trio.current_time()
-        on_partial = stream.attempt(peer.peer_id) if stream is not None else None
+        on_partial = stream.attempt(peer.peer_id, task) if stream is not None else None
         try:
             response = await self._network.request(
                 peer, TASK_PROTOCOL, request, timeout=timeout, on_partial=on_partial

@@ -51,7 +51,8 @@ from mesh.client.results import RunResult
 from mesh.client.sender import StreamTap
 from mesh.core.envelope import Signed
 from mesh.core.messages import Receipt, Task, decode_partial
-from mesh.core.partials import AnswerStream, Piece, StreamCursor
+from mesh.core.partials import AnswerStream, Piece, StreamCursor, token_list
+from mesh.core.tensors import Tensor
 from mesh.core.values import Values
 from mesh.errors import (
     Closed,
@@ -86,16 +87,22 @@ class StreamChunk:
 
 
 class _Tap:
-    """The stream's :class:`~mesh.client.sender.StreamTap`: checks partials, keeps the cursor."""
+    """The stream's :class:`~mesh.client.sender.StreamTap`: checks partials, keeps the cursor.
 
-    def __init__(self, task_id: bytes, deliver: Callable[[Piece, str], None]) -> None:
-        self._task_id = task_id
+    The task is whatever the sender sends (the stream signs none itself): the
+    first attempt's task is the stream's, and a continuation re-sends it.
+    """
+
+    def __init__(self, deliver: Callable[[Piece, str], None]) -> None:
         self._deliver = deliver
         self.cursor = StreamCursor()
+        self.task: Signed[Task] | None = None
         self._answer: AnswerStream | None = None
 
-    def attempt(self, peer: str) -> OnPartial:
-        answer = AnswerStream(self._task_id)
+    def attempt(self, peer: str, task: Signed[Task]) -> OnPartial:
+        if self.task is None:
+            self.task = task
+        answer = AnswerStream(task.digest)
         self._answer = answer
 
         async def on_partial(data: bytes) -> None:
@@ -125,15 +132,14 @@ class TokenStream:
     Made by :meth:`mesh.AsyncClient.stream`; its work starts at once in ``nursery``.
 
     Args:
-        task: the signed task it runs.
-        send: sends the task with a tap; returns the verified result.
+        send: sends a signed task with a tap on its partial answers; returns the
+            verified result.
         nursery: where the work runs (the client's).
     """
 
-    def __init__(self, task: Signed[Task], send: SendStreamed, nursery: trio.Nursery) -> None:
-        self.task = task
+    def __init__(self, send: SendStreamed, nursery: trio.Nursery) -> None:
         self._send = send
-        self._tap = _Tap(task.digest, self._on_piece)
+        self._tap = _Tap(self._on_piece)
         self._ids: list[int] = []
         self._text: list[str] = []
         self._worker = ""
@@ -146,8 +152,19 @@ class TokenStream:
         nursery.start_soon(self._produce)
 
     @property
+    def task(self) -> Signed[Task]:
+        """The signed task the stream runs (known once it was first sent: before any chunk).
+
+        Raises:
+            StreamError: it was not sent yet.
+        """
+        if self._tap.task is None:
+            raise StreamError("the stream's task was not sent yet")
+        return self._tap.task
+
+    @property
     def task_id(self) -> bytes:
-        """The id of the signed task (its receipt will name it)."""
+        """The id of the signed task (its receipt will name it); see :attr:`task`."""
         return self.task.digest
 
     @property
@@ -233,9 +250,13 @@ class TokenStream:
         self._wake.set()
 
     async def _produce(self) -> None:
+        result: RunResult | None = None
         try:
-            with self._scope:
-                self._result = await self._send(self._tap)
+            with self._scope:  # cancelled by cancel(): then no result and no error
+                result = await self._send(self._tap)
+            if result is not None:
+                self._check_given(result)
+                self._result = result
         except MeshError as exc:
             self._error = self._after_tokens(exc)
         except Exception as exc:  # a bug: the caller gets it, the client's nursery lives on
@@ -246,6 +267,25 @@ class TokenStream:
                 self._error = Closed("the stream was stopped before it ended")
             self._done = True
             self._wake.set()
+
+    def _check_given(self, result: RunResult) -> None:
+        """What the stream gave is ``result``'s output, exactly.
+
+        The tap checked it against the answer it came from; this holds it against
+        what a layer above the sender returns (a verification mode that replaced
+        the streamed result with another worker's would otherwise go unnoticed).
+
+        Raises:
+            StreamDiverged: the result is not what was streamed.
+        """
+        ids, texts = result.outputs.get("token_ids"), result.outputs.get("text")
+        cursor = self._tap.cursor
+        if (
+            not isinstance(ids, Tensor)
+            or token_list(ids) != cursor.token_ids
+            or texts != [cursor.text]
+        ):
+            raise StreamDiverged("the stream's result is not the output it streamed")
 
     def _after_tokens(self, exc: MeshError) -> MeshError:
         """The error to raise: once tokens were given, a failure to go on says so."""

@@ -39,8 +39,6 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import trio
-
 from mesh.client.streaming import StreamChunk, TokenStream
 from mesh.errors import MeshError
 from mesh.gateway import evidence, responses, sse
@@ -181,7 +179,6 @@ class _EventWriter:
             # The caller left (its connection closed) or the stream ended: either
             # way nothing reads it any more; a finished stream has nothing to stop.
             self._stream.cancel()
-            await trio.lowlevel.checkpoint()
 
     def _text(self, text: str) -> list[bytes]:
         out = self._stop.push(text)

@@ -52,7 +52,7 @@ from mesh.node.admission import Admission, ThroughputMeter
 from mesh.node.lifecycle import TaskState, TaskTable
 from mesh.node.receipt_log import ReceiptLog
 from mesh.node.runner import ExecutionLike, TaskRunner, TokenHook
-from mesh.node.streaming import stream_partials
+from mesh.node.streaming import StreamPace, stream_partials
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +138,7 @@ class TaskHandler:
         self._observer = observer
         # Added to every receipt's runtime claim: the price in force (mesh.node.pricing).
         self._claims = dict(receipt_claims or {})
+        self._pace = StreamPace()  # this node's streams share one partial budget
         self.answered: dict[str, int] = {}  # reply code ("ok" or error code) -> count
 
     async def handle(self, inbound: Inbound) -> bytes:
@@ -238,6 +239,7 @@ class TaskHandler:
                 task_id=task.digest,
                 send_partial=stream,
                 runtime=runtime_class(self._runner.runtime_class(body.model_root)),
+                pace=self._pace,
             )
         finished_ms = self._now_ms()
         self._table.move(task.digest, TaskState.DONE)

@@ -10,8 +10,11 @@ more than the task's own output (which it holds for the result anyway), and
 gets fewer, larger partials instead.
 
 Pace: the first partial goes out at once (time to first token), later ones at
-most every :data:`PARTIAL_INTERVAL_S`, with what came meanwhile, and the last
-one as soon as the task ends.
+most every :meth:`StreamPace.interval`, with what came meanwhile, and the last
+one as soon as the task ends. The interval is at least :data:`PARTIAL_INTERVAL_S`
+and grows with the node's number of streams, so that all of them together send
+at most :data:`PARTIALS_PER_S`: partials cost the node's event loop, which also
+schedules the decode steps, and streaming must not starve generation.
 
 Order: every token is sent, in order, before the final answer: after the
 runner returns (or fails), the sender sends what is pending and stops, and only
@@ -26,9 +29,10 @@ issued and the handler's caller closes the stream.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TypeVar
 
 import trio
@@ -50,6 +54,40 @@ T = TypeVar("T")
 # model's one-token partials would cost more than its tokens. 20 ms caps that at
 # 50 partials/s per stream, a rate no reader notices (a screen refreshes at 60 Hz).
 PARTIAL_INTERVAL_S = 0.02
+# A node's partials per second, all its streams together. At ~100 us of event-loop
+# time each (above), 400/s keeps streaming near 4% of the loop however many streams
+# run: measured on 2 CPUs, one-token partials of 32 streams cost the node 0.36 ms of
+# CPU per token against 1.2 ms of generation (benchmarks/results/streaming-*.json).
+PARTIALS_PER_S = 400.0
+
+
+class StreamPace:
+    """How often each of one node's streams may send: a partial budget shared by all.
+
+    Args:
+        per_s: partials per second, all streams together.
+        floor_s: the least interval, however few streams run.
+    """
+
+    def __init__(
+        self, *, per_s: float = PARTIALS_PER_S, floor_s: float = PARTIAL_INTERVAL_S
+    ) -> None:
+        self._per_s = per_s
+        self._floor_s = floor_s
+        self.active = 0  # streams running now
+
+    def interval(self) -> float:
+        """Seconds between two partials of one stream, now."""
+        return max(self._floor_s, self.active / self._per_s)
+
+    @contextlib.contextmanager
+    def streaming(self) -> Iterator[None]:
+        """Count one stream for the duration of the block."""
+        self.active += 1
+        try:
+            yield
+        finally:
+            self.active -= 1
 
 
 class PartialPump:
@@ -59,6 +97,7 @@ class PartialPump:
         task_id: the task's id.
         send_partial: the transport's partial writer for this request.
         runtime: the worker's runtime class, named in the first partial.
+        pace: the node's shared pace (a pace of its own when None).
     """
 
     def __init__(
@@ -67,12 +106,12 @@ class PartialPump:
         send_partial: SendPartial,
         runtime: dict[str, RuntimeValue],
         *,
-        interval_s: float = PARTIAL_INTERVAL_S,
+        pace: StreamPace | None = None,
     ) -> None:
         self._task_id = task_id
         self._send = send_partial
         self._runtime = runtime
-        self._interval_s = interval_s
+        self._pace = pace or StreamPace()
         self._next_send = -math.inf  # trio time before which no partial goes (but the last)
         self._ids: list[int] = []
         self._text: list[str] = []
@@ -116,7 +155,7 @@ class PartialPump:
                         await self._wake.wait()
                         self._wake = trio.Event()
             if self.pending:
-                self._next_send = trio.current_time() + self._interval_s
+                self._next_send = trio.current_time() + self._pace.interval()
                 await self._send_pending()
             elif self._closed:
                 return
@@ -147,8 +186,11 @@ async def stream_partials(
     task_id: bytes,
     send_partial: SendPartial,
     runtime: dict[str, RuntimeValue],
+    pace: StreamPace | None = None,
 ) -> T:
     """Run ``execute(hook)`` while its tokens go out as partials; return its result.
+
+    ``pace`` is the node's :class:`StreamPace` (its streams share its budget).
 
     ``execute`` must raise only MeshErrors (the handler's runner call does). When
     it returns or fails, what it produced so far is sent before this returns or
@@ -158,10 +200,11 @@ async def stream_partials(
         PeerUnavailable: the requester went away (``execute`` was cancelled).
         MeshError: what ``execute`` raised.
     """
-    pump = PartialPump(task_id, send_partial, runtime)
+    pace = pace or StreamPace()
+    pump = PartialPump(task_id, send_partial, runtime, pace=pace)
     failure: MeshError | None = None
     result: T | None = None
-    with unwrap_single_error():
+    with unwrap_single_error(), pace.streaming():
         async with trio.open_nursery() as nursery:
             nursery.start_soon(pump.run)
             try:

@@ -45,7 +45,7 @@ from mesh.core.messages import (
     Task,
 )
 from mesh.core.values import values_hash
-from mesh.errors import Closed, MeshError
+from mesh.errors import Closed, ConfigError, MeshError
 from mesh.net.interface import Network, PeerAddr
 
 logger = logging.getLogger(__name__)
@@ -273,6 +273,16 @@ class AsyncClient:
         the verified result, as :meth:`run` returns it. Use ``async with`` (or
         ``aclose``) to stop a stream early. Arguments as for :meth:`run`.
 
+        Verification modes: ``signature`` and ``audit`` stream live; the tokens
+        are provisional until the stream ends, and an audit (drawn after the
+        receipt, as for :meth:`run`) that finds the streamed result wrong ends
+        the stream with an error instead of its result. ``redundant`` cannot
+        stream: its result exists only once a second worker confirmed it, after
+        the last token, so it is refused here (use :meth:`run`).
+
+        Raises:
+            ConfigError: ``verify="redundant"`` (before anything is sent).
+
         Raises (from the iteration):
             StreamInterrupted: the worker went away mid-stream and none could continue.
             StreamDiverged: a continuation did not reproduce the tokens given.
@@ -282,6 +292,11 @@ class AsyncClient:
         """
         self._check_open()
         assert self._nursery is not None
+        if verify == "redundant":
+            raise ConfigError(
+                "redundant verification cannot stream: its result is confirmed only after "
+                "the last token (stream with signature or audit, or use run)"
+            )
         limit = self._config.timeout_s if timeout is None else timeout
         deadline = trio.current_time() + limit
         root = resolve_model(model, zoo_dirs=self._config.zoo_dirs)

@@ -249,6 +249,13 @@ class Gateway:
         verify: str,
         user: str | None,
     ) -> streaming.StreamReply:
+        if verify == "redundant":
+            raise bad_request(
+                "redundant verification cannot stream: its result is confirmed only after "
+                "the last token (send stream=false, or verify signature or audit)",
+                param="stream",
+                code="stream_unsupported",
+            )
         stream = self.client.stream(
             job.entry.root, job.inputs, timeout=self.timeout_s, verify=verify, params=job.params
         )

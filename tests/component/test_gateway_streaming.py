@@ -240,6 +240,14 @@ async def test_failures_before_the_first_chunk_are_openai_http_errors(
                 assert exchange.headers["content-type"] == "application/json"
                 (data,) = [e async for e in _raw(exchange)]
                 assert json.loads(data)["error"]["code"] == code
+        # Redundant verification confirms a result after its last token: no stream.
+        response = await mesh.http.post(
+            "/v1/chat/completions",
+            json={"model": "tiny-gpt", "messages": [{"role": "user", "content": "x"}],
+                  "stream": True, "mesh": {"verify": "redundant"}},
+        )  # fmt: skip
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["code"] == "stream_unsupported"
         # An embedding model emits no tokens: refused before anything is sent.
         response = await mesh.http.post(
             "/v1/completions", json={"model": "small-embed", "prompt": "x", "stream": True}

@@ -33,6 +33,7 @@ from mesh.core.receipts import verify_receipt
 from mesh.core.tensors import Tensor
 from mesh.errors import (
     Closed,
+    ConfigError,
     InvalidInput,
     OtherRuntimeClass,
     StreamDiverged,
@@ -357,4 +358,18 @@ async def test_partials_of_a_fast_generation_are_paced_and_the_first_and_last_ne
         assert all(gap >= PARTIAL_INTERVAL_S - 1e-9 for gap in gaps[:-1])
         assert times[-1] == pytest.approx(0.050)  # the last, as soon as the task ended
         assert len(arrivals) < 10  # 50 tokens in a few partials
+        nursery.cancel_scope.cancel()
+
+
+async def test_redundant_verification_cannot_stream(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hub = MemoryHub()
+    runner = TokenRunner()
+    async with trio.open_nursery() as nursery:
+        await start_node(nursery, hub, 1, runner, tmp_path)
+        client: AsyncClient = await nursery.start(open_client, hub, CLIENT)
+        with pytest.raises(ConfigError, match="redundant"):
+            client.stream(ROOT_A, PROMPT, verify="redundant", **PARAMS)
+        assert runner.ran == 0 and not runner.started.is_set()  # nothing was sent
         nursery.cancel_scope.cancel()

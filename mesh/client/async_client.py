@@ -365,7 +365,8 @@ class AsyncClient:
         audit_rate: float | None = None,
         replicas: int | None = None,
         return_errors: Literal[False] = False,
-        **params: int,
+        params: Mapping[str, int] | None = None,
+        **more_params: int,
     ) -> list[RunResult]: ...
 
     @overload
@@ -380,7 +381,8 @@ class AsyncClient:
         audit_rate: float | None = None,
         replicas: int | None = None,
         return_errors: Literal[True],
-        **params: int,
+        params: Mapping[str, int] | None = None,
+        **more_params: int,
     ) -> list[RunResult | MeshError]: ...
 
     async def map(
@@ -394,7 +396,8 @@ class AsyncClient:
         audit_rate: float | None = None,
         replicas: int | None = None,
         return_errors: bool = False,
-        **params: int,
+        params: Mapping[str, int] | None = None,
+        **more_params: int,
     ) -> list[RunResult] | list[RunResult | MeshError]:
         """Run ``model`` on each of ``many_inputs`` concurrently; outcomes in input order.
 
@@ -416,7 +419,8 @@ class AsyncClient:
                 :class:`~mesh.errors.MeshError` in its place; False (the default)
                 returns the results, or raises the first failed item's error
                 (in input order) once every item finished.
-            **params: integer parameters of every task.
+            params: integer parameters of every task (seed, max_tokens, ...).
+            **more_params: more integer parameters, as keywords (``seed=3``).
 
         Raises:
             ConfigError: an unknown mode or bad settings (before anything is sent).
@@ -424,10 +428,11 @@ class AsyncClient:
         self._check_open()
         options = self._options(verify, audit_rate, replicas)
         items = list(many_inputs)
+        merged = {**(params or {}), **more_params}
 
         async def one(index: int) -> RunResult:
             return await self._run(
-                model, items[index], timeout=timeout, target=None, options=options, params=params
+                model, items[index], timeout=timeout, target=None, options=options, params=merged
             )
 
         outcomes = await run_items(

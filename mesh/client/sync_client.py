@@ -141,7 +141,8 @@ class Client:
         audit_rate: float | None = None,
         replicas: int | None = None,
         return_errors: Literal[False] = False,
-        **params: int,
+        params: Mapping[str, int] | None = None,
+        **more_params: int,
     ) -> list[RunResult]: ...
 
     @overload
@@ -156,7 +157,8 @@ class Client:
         audit_rate: float | None = None,
         replicas: int | None = None,
         return_errors: Literal[True],
-        **params: int,
+        params: Mapping[str, int] | None = None,
+        **more_params: int,
     ) -> list[RunResult | MeshError]: ...
 
     def map(
@@ -170,7 +172,8 @@ class Client:
         audit_rate: float | None = None,
         replicas: int | None = None,
         return_errors: bool = False,
-        **params: int,
+        params: Mapping[str, int] | None = None,
+        **more_params: int,
     ) -> list[RunResult] | list[RunResult | MeshError]:
         """Blocking :meth:`AsyncClient.map`: outcomes in input order, each verified as
         ``verify`` (see there)."""
@@ -185,7 +188,7 @@ class Client:
             verify=verify,
             audit_rate=audit_rate,
             replicas=replicas,
-            **params,
+            params={**(params or {}), **more_params},
         )
         return outcomes if return_errors else results_or_raise(outcomes)
 

@@ -4,8 +4,8 @@ Usage (from the repository root, with the virtual environment active)::
 
     python -m benchmarks [SCENARIO ...] [--quick] [--out DIR] [--wan[=netns|app]]
 
-Scenarios: overhead, efficiency, discovery, cold_start, churn, frozen (all by
-default) and wan (added by ``--wan``). Each scenario part runs in a fresh
+Scenarios: overhead, efficiency, discovery, cold_start, churn, frozen,
+verification (all by default) and wan (added by ``--wan``). Each scenario part runs in a fresh
 process that starts its own testnet (a process that has run trio must not fork
 a testnet). ``--out DIR`` (default ``bench-out/<UTC timestamp>``) receives
 ``results.json`` (scenario -> named figures, plus ``machine``), ``samples.json``

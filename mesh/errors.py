@@ -18,7 +18,8 @@ with ``raise ... from exc`` so the cause is kept.
     ├── VerificationError        a receipt or result does not prove what it claims
     │   ├── OutputMismatch       output hash differs from the receipt's
     │   ├── TaskMismatch         receipt bound to another task
-    │   └── CommitmentMismatch   activation commitment / sampling check failed
+    │   ├── CommitmentMismatch   activation commitment / sampling check failed
+    │   └── Disputed             independent workers disagree and nothing settled who is right
     ├── StreamError              a token stream cannot go on as it began (tokens were given)
     │   ├── StreamDiverged       a worker's tokens differ from those the stream already gave
     │   ├── StreamInterrupted    its worker went away mid-stream and no other could continue it
@@ -125,6 +126,13 @@ class TaskMismatch(VerificationError):
 
 class CommitmentMismatch(VerificationError):
     """An activation commitment or the sampling of tokens does not check."""
+
+
+class Disputed(VerificationError):
+    """Independent workers gave results that disagree, and no tie-breaker settled it.
+
+    Raised instead of returning any of them: none is known to be right.
+    """
 
 
 class StreamError(MeshError):

@@ -16,7 +16,17 @@ import importlib
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
-SCENARIOS = ("overhead", "efficiency", "discovery", "cold_start", "churn", "frozen", "wan")
+SCENARIOS = (
+    "overhead",
+    "efficiency",
+    "discovery",
+    "cold_start",
+    "churn",
+    "frozen",
+    "attacks",
+    "verification",
+    "wan",
+)
 DEFAULT_SCENARIOS = SCENARIOS[:-1]  # "wan" runs when --wan is given
 
 

@@ -94,9 +94,14 @@ def testnet(
     models: tuple[str, ...] = ("tiny-mlp",),
     regions: tuple[str, ...] = (),
     ready_timeout_s: float = 120.0,
+    liars: int = 0,
+    lies: tuple[str, ...] = ("perturb",),
     **node: Any,
 ) -> Iterator[Testnet]:
-    """A started testnet of ``nodes`` processes (libp2p logs quieted), stopped on exit."""
+    """A started testnet of ``nodes`` processes (libp2p logs quieted), stopped on exit.
+
+    ``liars`` of them lie as ``lies`` say (round-robin; see mesh.node.lies).
+    """
     from mesh.testnet.launcher import Testnet, TestnetConfig
 
     config = TestnetConfig(
@@ -105,6 +110,8 @@ def testnet(
         regions=regions,
         ready_timeout_s=ready_timeout_s,
         node=dict(node),
+        liars=liars,
+        lies=lies,
     )
     net = Testnet(config)
     net.start()

@@ -1,11 +1,19 @@
 """``mesh run`` and ``mesh peers``: the client side of the mesh from a shell.
 
 ``mesh run MODEL --bootstrap FILE (--input JSON | --text TEXT...) [--json]
-[--receipt-out PATH]`` runs one task and prints its outputs (small tensors as
-nested lists, texts as lines) or, with ``--json``, one JSON object with the
-outputs, worker, latency and receipt summary. ``--receipt-out PATH`` writes the
-files ``mesh verify`` reads: PATH (receipt envelope bytes), PATH.task (task
-envelope bytes) and PATH.output (canonical values encoding).
+[--receipt-out PATH] [--verify MODE] [--audit-rate P] [--replicas K]
+[--local-check] [--data-dir DIR]`` runs one task and prints its outputs (small
+tensors as nested lists, texts as lines) or, with ``--json``, one JSON object
+with the outputs, worker, latency, receipt summary and what verification did.
+``--receipt-out PATH`` writes the files ``mesh verify`` reads: PATH (receipt
+envelope bytes), PATH.task (task envelope bytes) and PATH.output (canonical
+values encoding).
+
+``--verify`` is ``signature`` (the default: trusts the worker), ``audit`` or
+``redundant`` (see mesh.client.verification). The client keeps its audit secret,
+its reputation table and the verdicts it makes in ``--data-dir`` (default
+``~/.mesh/client``; nothing is written until there is something to keep), so a
+worker caught once stays excluded across runs.
 
 ``mesh peers --bootstrap FILE [--json]`` lists live peers with valid capacity
 records: peer id, models, device, queue, throughput, latency, region.
@@ -23,8 +31,11 @@ import trio
 
 from mesh.aio.groups import unwrap_single_error
 from mesh.client.async_client import AsyncClient, ClientConfig, PeerView, RunResult
+from mesh.client.audit import DEFAULT_AUDIT_RATE
 from mesh.client.jsonvalues import tensor_to_nested, values_from_json, values_to_json
 from mesh.client.models import text_input_name
+from mesh.client.results import Verification
+from mesh.client.verification import DEFAULT_REPLICAS
 from mesh.core.identity import peer_id_from_public_key
 from mesh.core.tensors import Tensor
 from mesh.core.values import Values, encode_values
@@ -32,6 +43,7 @@ from mesh.errors import ConfigError, MeshError
 
 # Tensors up to this many elements print in full; bigger ones as a summary.
 MAX_PRINTED_ELEMENTS = 256
+DEFAULT_DATA_DIR = Path("~/.mesh/client")
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -51,6 +63,29 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     run.add_argument("--target", metavar="PEER_ID", help="run only on this peer")
     run.add_argument("--receipt-out", type=Path, metavar="PATH", help="write receipt files")
     run.add_argument("--zoo", action="append", type=Path, default=[], metavar="DIR")
+    run.add_argument(
+        "--verify",
+        default="signature",
+        metavar="MODE",
+        help="signature (trusts the worker), audit (re-check a random share on an independent "
+        "worker) or redundant (independent workers must agree)",
+    )
+    run.add_argument(
+        "--audit-rate", type=float, default=None, metavar="P", help="audit: share re-checked"
+    )
+    run.add_argument(
+        "--replicas", type=int, default=None, metavar="K", help="redundant: workers per task"
+    )
+    run.add_argument(
+        "--local-check", action="store_true", help="settle checks here (loads the model)"
+    )
+    run.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=f"audit secret, reputation and verdicts (default {DEFAULT_DATA_DIR})",
+    )
     run.set_defaults(func=run_command)
 
     peers = subparsers.add_parser("peers", help="list live peers and their capacity")
@@ -98,7 +133,17 @@ def build_inputs(args: argparse.Namespace) -> Values:
 def run_command(args: argparse.Namespace) -> int:
     inputs = build_inputs(args)
     params = parse_params(args.param)
-    config = ClientConfig(timeout_s=args.timeout, zoo_dirs=tuple(args.zoo))
+    # ClientConfig checks the mode, rate and replicas: a bad one is refused before
+    # the client even starts, so nothing is sent.
+    config = ClientConfig(
+        timeout_s=args.timeout,
+        zoo_dirs=tuple(args.zoo),
+        verify=args.verify,
+        audit_rate=DEFAULT_AUDIT_RATE if args.audit_rate is None else args.audit_rate,
+        replicas=DEFAULT_REPLICAS if args.replicas is None else args.replicas,
+        local_check=args.local_check,
+        data_dir=args.data_dir if args.data_dir is not None else DEFAULT_DATA_DIR,
+    )
 
     async def main() -> RunResult:
         async with AsyncClient.connect(
@@ -148,6 +193,7 @@ def print_result(result: RunResult, *, as_json: bool, out: TextIO) -> None:
             "latency_ms": round(result.latency_ms, 3),
             "attempts": result.attempts,
             "receipt": receipt_summary(result),
+            "verification": verification_summary(result),
         }
         print(json.dumps(doc), file=out)
         return
@@ -161,13 +207,49 @@ def print_result(result: RunResult, *, as_json: bool, out: TextIO) -> None:
         else:
             for text in value:
                 print(f"{name}: {text}", file=out)
+    report = result.verification
+    if report is not None:
+        print(f"verification: {describe_verification(report)}", file=out)
     receipt = result.receipt.message
+    # The receipt line stays last: scripts read it as the run's final word.
     print(
         f"receipt: verified seq={receipt.seq} worker={result.worker} "
         f"task={receipt.task_id.hex()[:8]} latency={result.latency_ms:.1f} ms "
         f"attempts={result.attempts}",
         file=out,
     )
+
+
+def verification_summary(result: RunResult) -> dict[str, Any] | None:
+    """What verification did, as JSON (None for a bare receipt check)."""
+    report = result.verification
+    if report is None:
+        return None
+    return {
+        "mode": report.mode,
+        "checked": report.checked,
+        "confirmed_by": list(report.confirmed_by),
+        "extra_runs": report.extra_runs,
+        "checks": report.checks,
+        "verdicts": list(report.verdicts),
+        "note": report.note,
+    }
+
+
+def describe_verification(report: Verification) -> str:
+    """One line: the mode and what it proved for this result."""
+    if report.mode == "signature":
+        return "signature only (the worker is trusted with the answer)"
+    parts = [report.mode]
+    if report.checked:
+        who = ", ".join(_short(p) for p in report.confirmed_by) or "nobody"
+        parts.append(f"confirmed by {who}")
+    else:
+        parts.append(report.note or "not drawn for an audit this time")
+    parts.append(f"{report.extra_runs} extra run(s), {report.checks} check(s)")
+    if report.verdicts:
+        parts.append(f"{len(report.verdicts)} verdict(s) made against wrong answers")
+    return "; ".join(parts)
 
 
 def peers_command(args: argparse.Namespace) -> int:

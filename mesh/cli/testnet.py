@@ -35,6 +35,20 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     testnet.add_argument(
         "--ready-timeout", type=float, default=120.0, help="seconds to become ready"
     )
+    testnet.add_argument(
+        "--liars",
+        type=int,
+        default=0,
+        metavar="K",
+        help="for researchers: K of the nodes sign wrong answers on purpose (default 0)",
+    )
+    testnet.add_argument(
+        "--lie",
+        default="perturb",
+        metavar="KIND[,KIND...]",
+        help="how liars lie, round-robin: perturb (alter outputs after running), lazy (never "
+        "run the model, advertise an empty queue), rate:F (perturb a fraction F)",
+    )
     testnet.set_defaults(func=testnet_command)
 
     demo = subparsers.add_parser(
@@ -71,6 +85,8 @@ def testnet_command(args: argparse.Namespace) -> int:
         work_dir=args.work_dir,
         regions=regions,
         ready_timeout_s=args.ready_timeout,
+        liars=args.liars,
+        lies=tuple(k.strip() for k in args.lie.split(",") if k.strip()),
     )
     # Block the stop signals before starting, so one arriving during start-up
     # waits for us; children unblock them for themselves.
@@ -87,6 +103,9 @@ def testnet_command(args: argparse.Namespace) -> int:
         )
         for node in net.nodes:
             print(f"  node {node.index} pid {node.pid} {node.addrs[0]}", flush=True)
+        for node in net.nodes:
+            if node.lie:
+                print(f"  liar {node.index} {node.peer_id} {node.lie}", flush=True)
         signum = signal.sigwait(stop_signals)
         print(f"signal {signum}: stopping {len(net.nodes)} nodes", flush=True)
     finally:

@@ -1,4 +1,9 @@
-"""``mesh verify``: check a receipt offline; ``mesh model-root``: a model's identity.
+"""``mesh verify``: check a receipt or a verdict offline; ``mesh model-root``: a model's identity.
+
+``mesh verify VERDICT [--no-recompute] [--require-recompute] [--zoo DIR]`` takes a
+verdict file (written by a client in its data directory, ``verdicts/*.verdict``)
+and checks it, recomputing where the model is available: see
+:mod:`mesh.cli.verdict_check` for what each line it prints means.
 
 File formats read by ``mesh verify RECEIPT [--task TASK] [--output OUTPUT]``:
 
@@ -33,6 +38,7 @@ from typing import Any
 
 from mesh.core import canonical
 from mesh.core.envelope import M, Signed, open_signed
+from mesh.core.evidence import is_verdict_file
 from mesh.core.identity import peer_id_from_public_key
 from mesh.core.messages import CapacityRecord, Receipt, Task, Verdict
 from mesh.core.model_root import format_root
@@ -51,10 +57,21 @@ from mesh.runtime.model_files import model_root_of_files
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    verify = subparsers.add_parser("verify", help="check a receipt offline")
-    verify.add_argument("receipt", metavar="RECEIPT", help="receipt envelope bytes")
+    verify = subparsers.add_parser("verify", help="check a receipt or a verdict file offline")
+    verify.add_argument(
+        "receipt", metavar="RECEIPT|VERDICT", help="receipt envelope bytes, or a verdict file"
+    )
     verify.add_argument("--task", metavar="TASK", help="task envelope bytes it must answer")
     verify.add_argument("--output", metavar="OUTPUT", help="canonical outputs it must cover")
+    verify.add_argument(
+        "--no-recompute", action="store_true", help="verdicts: do not load the model"
+    )
+    verify.add_argument(
+        "--require-recompute",
+        action="store_true",
+        help="verdicts: fail when the model is not available to recompute",
+    )
+    verify.add_argument("--zoo", action="append", type=Path, default=[], metavar="DIR")
     verify.set_defaults(func=_verify)
     root = subparsers.add_parser("model-root", help="print the model root of safetensors files")
     root.add_argument("paths", nargs="+", metavar="FILE", help=".safetensors files or a folder")
@@ -79,11 +96,38 @@ class _Fail(Exception):
 
 def _verify(args: argparse.Namespace) -> int:
     try:
+        data = _read(args.receipt)
+    except _Fail as exc:
+        print(f"FAIL {exc}", file=sys.stderr)
+        return 1
+    if is_verdict_file(data):
+        return _verify_verdict(data, args)
+    try:
         line = _check(args)
     except _Fail as exc:
         print(f"FAIL {exc}", file=sys.stderr)
         return 1
     print(line)
+    return 0
+
+
+def _verify_verdict(data: bytes, args: argparse.Namespace) -> int:
+    from mesh.cli.verdict_check import VerdictFailure, check_verdict_file
+
+    if args.task is not None or args.output is not None:
+        print(
+            "FAIL --task and --output are for receipts; a verdict file holds both", file=sys.stderr
+        )
+        return 1
+    try:
+        report = check_verdict_file(data, zoo_dirs=tuple(args.zoo), recompute=not args.no_recompute)
+    except VerdictFailure as exc:
+        print(f"FAIL {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(report.lines))
+    if args.require_recompute and not report.recomputed:
+        print("FAIL the verdict was not recomputed (--require-recompute)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -9,6 +9,11 @@ all within the caller's ``timeout``. A receipt that does not verify is never
 returned: the peer is penalised hard and the task goes elsewhere; if no peer
 gives a verified result, :class:`~mesh.errors.VerificationError` is raised.
 
+Above that, the verification mode (``verify=``: ``signature``, ``audit``,
+``redundant``; :mod:`mesh.client.verification`) decides whether the result is
+also re-checked on independent workers before it is returned, and what a wrong
+answer costs its worker (a signed verdict, exclusion by this client).
+
 ``AsyncClient.stream(...)`` runs a generation the same way and gives its tokens
 as they come (:mod:`mesh.client.streaming`).
 """
@@ -22,23 +27,31 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from types import TracebackType
+from typing import Literal, overload
 
 import trio
 
 from mesh.aio.clock import WallClock, trio_wall_clock
 from mesh.aio.groups import unwrap_single_error
+from mesh.client.audit import AuditDraw
 from mesh.client.config import ClientConfig, load_bootstrap, load_identity
 from mesh.client.discovery import Discovery
+from mesh.client.local_check import LocalChecker
+from mesh.client.mapping import results_or_raise, run_items
 from mesh.client.models import resolve_model
+from mesh.client.precheck import check_before_sending
 from mesh.client.reputation import Reputation
 from mesh.client.results import PeerView, RunResult
 from mesh.client.selection import PeerBook
 from mesh.client.sender import Inputs, StreamTap, TaskSender
-from mesh.client.streaming import StreamChunk, TokenStream
+from mesh.client.streaming import StreamChunk, TokenStream, check_streams_tokens
+from mesh.client.verdicts import VerdictBook
+from mesh.client.verification import Verifier, VerifyOptions, verify_options
 from mesh.client.verify import check_response
 from mesh.core import limits
 from mesh.core.capacity import CAPACITY_NAMESPACE, capacity_validator
 from mesh.core.envelope import Signed, sign_message
+from mesh.core.evidence import VerdictFile
 from mesh.core.identity import Identity, public_key_from_peer_id
 from mesh.core.messages import (
     CapacityRecord,
@@ -46,6 +59,7 @@ from mesh.core.messages import (
 )
 from mesh.core.values import values_hash
 from mesh.errors import Closed, ConfigError, MeshError
+from mesh.files.client_state import ClientStore
 from mesh.net.interface import Network, PeerAddr
 
 logger = logging.getLogger(__name__)
@@ -92,8 +106,16 @@ class AsyncClient:
         self._now_ms = wall_clock or trio_wall_clock()
         self._rng = rng or random.Random()
         self._book = PeerBook(network)
-        self._reputation = Reputation()
+        store = ClientStore(self._config.data_dir) if self._config.data_dir else None
+        self._reputation = Reputation(store)
         self._discovery = Discovery(network, wall_clock=self._now_ms)
+        self._verdicts = VerdictBook(
+            network=network,
+            identity=self._identity,
+            reputation=self._reputation,
+            store=store,
+            wall_clock=self._now_ms,
+        )
         self._sender = TaskSender(
             network=network,
             discovery=self._discovery,
@@ -102,6 +124,16 @@ class AsyncClient:
             retry=self._config.retry,
             discovery_timeout_s=self._config.discovery_timeout_s,
             rng=self._rng,
+        )
+        self._verifier = Verifier(
+            sender=self._sender,
+            sign=self._sign,
+            discovery=self._discovery,
+            reputation=self._reputation,
+            verdicts=self._verdicts,
+            draw=AuditDraw(store.audit_secret if store is not None else None),
+            local=LocalChecker(self._config.zoo_dirs) if self._config.local_check else None,
+            zoo_dirs=self._config.zoo_dirs,
         )
         self._stack: AsyncExitStack | None = None
         self._nursery: trio.Nursery | None = None
@@ -116,6 +148,15 @@ class AsyncClient:
     def config(self) -> ClientConfig:
         """This client's settings."""
         return self._config
+
+    @property
+    def reputation(self) -> Reputation:
+        """This client's table of workers: whom it caught, confirmed, heard accused."""
+        return self._reputation
+
+    def verdicts(self) -> list[VerdictFile]:
+        """The verdicts this client made so far, with their evidence (oldest first)."""
+        return list(self._verdicts.made)
 
     @classmethod
     @asynccontextmanager
@@ -158,6 +199,8 @@ class AsyncClient:
         stack = AsyncExitStack()
         nursery = await stack.enter_async_context(trio.open_nursery())
         nursery.start_soon(self._discovery.watch_gossip)
+        nursery.start_soon(self._verdicts.watch_gossip)
+        self._verdicts.nursery = nursery
         self._stack = stack
         self._nursery = nursery
         return self
@@ -170,6 +213,11 @@ class AsyncClient:
     ) -> bool | None:
         assert self._stack is not None and self._nursery is not None
         self._closed = True
+        self._verdicts.nursery = None
+        try:
+            self._reputation.save()  # confirmations since the last write
+        except MeshError as error:
+            logger.error("reputation table not saved: %s", error)
         self._nursery.cancel_scope.cancel()
         with unwrap_single_error():
             return await self._stack.__aexit__(exc_type, exc, tb)
@@ -201,6 +249,29 @@ class AsyncClient:
         )
         return sign_message(self._identity, task)
 
+    def _sign(
+        self,
+        root: bytes,
+        inputs: Inputs,
+        params: Mapping[str, int],
+        window_s: float,
+        verify: str,
+        target: str | None,
+    ) -> Signed[Task]:
+        return self.build_task(
+            root, inputs, params=params, window_s=window_s, verify=verify, target=target
+        )
+
+    def _options(
+        self, verify: str | None, audit_rate: float | None, replicas: int | None
+    ) -> VerifyOptions:
+        config = self._config
+        return verify_options(
+            mode=config.verify if verify is None else verify,
+            audit_rate=config.audit_rate if audit_rate is None else audit_rate,
+            replicas=config.replicas if replicas is None else replicas,
+        )
+
     async def run(
         self,
         model: str | bytes,
@@ -208,31 +279,51 @@ class AsyncClient:
         *,
         timeout: float | None = None,  # noqa: ASYNC109 (the caller's total deadline)
         target: str | None = None,
-        verify: str = "signature",
+        verify: str | None = None,
+        audit_rate: float | None = None,
+        replicas: int | None = None,
         params: Mapping[str, int] | None = None,
         **more_params: int,
     ) -> RunResult:
         """Run ``model`` on ``inputs`` somewhere on the mesh; return a verified result.
 
+        What the result proves depends on ``verify`` (mesh.client.verification):
+        ``signature`` trusts the worker (the receipt proves who answered, not
+        that the answer is right; no extra cost); ``audit`` re-checks a random
+        ``audit_rate`` share of results on an independent worker (about that
+        much extra compute) and catches a worker that keeps faking; ``redundant``
+        returns a result only when a second independent worker confirmed it
+        (``replicas`` times the compute). ``result.verification`` says what was done.
+
         Args:
             model: a zoo name, a hex model_root or 32 raw bytes.
             inputs: named tensors or lists of strings.
             timeout: total deadline in seconds (default ``config.timeout_s``).
-            target: run only on this PeerID.
-            verify: the verification wish written into the task.
+            target: run only on this PeerID (the first run; re-checks go elsewhere).
+            verify: ``signature``, ``audit`` or ``redundant`` (default ``config.verify``).
+            audit_rate: for ``audit`` (default ``config.audit_rate``, 0.05).
+            replicas: for ``redundant`` (default ``config.replicas``, 2).
             params: integer parameters (seed, max_tokens, temperature_milli, ...).
             **more_params: more integer parameters, as keywords (``seed=3``).
 
         Raises:
+            ConfigError: an unknown mode or a bad rate or replica count (before
+                anything is sent).
+            InvalidInput: the inputs or params do not fit the model's manifest
+                (checked before sending), or ``refusal_quorum`` workers refused them.
+            Disputed: independent workers disagree and nothing settled it.
             VerificationError: only unverifiable answers came back.
-            DeadlineExceeded: no verified answer within ``timeout``.
-            NoPeersAvailable: nobody serves the model.
-            ProtocolError: the task itself was refused (invalid input, ...).
+            DeadlineExceeded: no verified answer within ``timeout`` (also when no
+                provider was found in time).
+            NoPeersAvailable: every provider found was left out before the deadline
+                (or too few for ``redundant``).
+            ProtocolError: the task itself was refused (expired, ...).
         """
         self._check_open()
+        options = self._options(verify, audit_rate, replicas)
         merged = {**(params or {}), **more_params}
         return await self._run(
-            model, inputs, timeout=timeout, target=target, verify=verify, params=merged
+            model, inputs, timeout=timeout, target=target, options=options, params=merged
         )
 
     async def _run(
@@ -242,17 +333,24 @@ class AsyncClient:
         *,
         timeout: float | None,  # noqa: ASYNC109
         target: str | None,
-        verify: str,
+        options: VerifyOptions,
         params: Mapping[str, int],
     ) -> RunResult:
         limit = self._config.timeout_s if timeout is None else timeout
         deadline = trio.current_time() + limit
         root = resolve_model(model, zoo_dirs=self._config.zoo_dirs)
-        window = _task_window_s(self._config, limit)
-        task = self.build_task(
-            root, inputs, params=params, window_s=window, verify=verify, target=target
+        # The task must fit the model before it leaves: then a worker's
+        # invalid-input is that worker's fault (mesh.client.retry).
+        check_before_sending(model, root, inputs, params, zoo_dirs=self._config.zoo_dirs)
+        return await self._verifier.run(
+            root,
+            inputs,
+            params,
+            options=options,
+            deadline=deadline,
+            window_s=_task_window_s(self._config, limit),
+            target=target,
         )
-        return await self.run_task(task, inputs, deadline=deadline, target=target)
 
     def stream(
         self,
@@ -261,7 +359,8 @@ class AsyncClient:
         *,
         timeout: float | None = None,
         target: str | None = None,
-        verify: str = "signature",
+        verify: str | None = None,
+        audit_rate: float | None = None,
         params: Mapping[str, int] | None = None,
         **more_params: int,
     ) -> TokenStream:
@@ -270,29 +369,36 @@ class AsyncClient:
         Returns a :class:`~mesh.client.streaming.TokenStream` whose work starts
         now: iterate it (``async for chunk in stream``) for
         :class:`~mesh.client.streaming.StreamChunk` s, then read ``stream.result``,
-        the verified result, as :meth:`run` returns it. Use ``async with`` (or
-        ``aclose``) to stop a stream early. Arguments as for :meth:`run`.
+        the verified result, as :meth:`run` returns it (``result.verification``
+        included). Use ``async with`` (or ``aclose``) to stop a stream early.
+        Arguments as for :meth:`run`.
 
-        Verification modes: ``signature`` and ``audit`` stream live; the tokens
-        are provisional until the stream ends, and an audit (drawn after the
-        receipt, as for :meth:`run`) that finds the streamed result wrong ends
-        the stream with an error instead of its result. ``redundant`` cannot
-        stream: its result exists only once a second worker confirmed it, after
-        the last token, so it is refused here (use :meth:`run`).
+        Verification modes: ``signature`` and ``audit`` stream live, through the
+        same verification layer as :meth:`run`; the tokens are provisional until
+        the stream ends, and an audit (drawn after the receipt, as for
+        :meth:`run`) that finds the streamed result wrong ends the stream with an
+        error instead of its result. ``redundant`` cannot stream: its result
+        exists only once a second worker confirmed it, after the last token, so
+        it is refused here (use :meth:`run`).
 
         Raises:
-            ConfigError: ``verify="redundant"`` (before anything is sent).
+            ConfigError: ``verify="redundant"``, or an unknown mode or rate (before
+                anything is sent).
+            InvalidInput: the inputs or params do not fit the model's manifest, or
+                the model emits no tokens (before anything is sent, when the
+                client knows the model).
 
         Raises (from the iteration):
             StreamInterrupted: the worker went away mid-stream and none could continue.
-            StreamDiverged: a continuation did not reproduce the tokens given.
+            StreamDiverged: a continuation did not reproduce the tokens given, or
+                the verification layer replaced the streamed result.
             VerificationError, DeadlineExceeded, NoPeersAvailable, ProtocolError: as
-                :meth:`run` (before the first chunk, or at the end); a model that
-                emits no tokens is refused with InvalidInput.
+                :meth:`run` (before the first chunk, or at the end).
         """
         self._check_open()
         assert self._nursery is not None
-        if verify == "redundant":
+        options = self._options(verify, audit_rate, None)
+        if options.mode == "redundant":
             raise ConfigError(
                 "redundant verification cannot stream: its result is confirmed only after "
                 "the last token (stream with signature or audit, or use run)"
@@ -301,21 +407,55 @@ class AsyncClient:
         deadline = trio.current_time() + limit
         root = resolve_model(model, zoo_dirs=self._config.zoo_dirs)
         merged = {**(params or {}), **more_params}
-        task = self.build_task(
-            root,
-            inputs,
-            params=merged,
-            window_s=_task_window_s(self._config, limit),
-            verify=verify,
-            target=target,
-        )
+        check_before_sending(model, root, inputs, merged, zoo_dirs=self._config.zoo_dirs)
+        check_streams_tokens(model, root, zoo_dirs=self._config.zoo_dirs)
+        window = _task_window_s(self._config, limit)
 
         async def send(tap: StreamTap) -> RunResult:
-            return await self._sender.send(
-                task, inputs, deadline=deadline, target=target, stream=tap
+            return await self._verifier.run(
+                root,
+                inputs,
+                merged,
+                options=options,
+                deadline=deadline,
+                window_s=window,
+                target=target,
+                stream=tap,
             )
 
         return TokenStream(send, self._nursery)
+
+    @overload
+    async def map(
+        self,
+        model: str | bytes,
+        many_inputs: Iterable[Inputs],
+        *,
+        concurrency: int | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109
+        verify: str | None = None,
+        audit_rate: float | None = None,
+        replicas: int | None = None,
+        return_errors: Literal[False] = False,
+        params: Mapping[str, int] | None = None,
+        **more_params: int,
+    ) -> list[RunResult]: ...
+
+    @overload
+    async def map(
+        self,
+        model: str | bytes,
+        many_inputs: Iterable[Inputs],
+        *,
+        concurrency: int | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109
+        verify: str | None = None,
+        audit_rate: float | None = None,
+        replicas: int | None = None,
+        return_errors: Literal[True],
+        params: Mapping[str, int] | None = None,
+        **more_params: int,
+    ) -> list[RunResult | MeshError]: ...
 
     async def map(
         self,
@@ -324,40 +464,53 @@ class AsyncClient:
         *,
         concurrency: int | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 (each task's deadline)
-        **params: int,
-    ) -> list[RunResult]:
-        """Run ``model`` on each of ``many_inputs`` concurrently; results in input order.
+        verify: str | None = None,
+        audit_rate: float | None = None,
+        replicas: int | None = None,
+        return_errors: bool = False,
+        params: Mapping[str, int] | None = None,
+        **more_params: int,
+    ) -> list[RunResult] | list[RunResult | MeshError]:
+        """Run ``model`` on each of ``many_inputs`` concurrently; outcomes in input order.
 
-        Tasks spread over live peers (our own in-flight tasks count as load).
-        The first failure cancels the rest and is raised.
+        Tasks spread over live peers (our own in-flight tasks count as load);
+        each is retried elsewhere on its own (one bad worker fails no other
+        task) within its own deadline, ``timeout`` from when it starts, and
+        verified as :meth:`run` would (``verify``, ``audit_rate``, ``replicas``).
+        No item's failure cancels the others (:mod:`mesh.client.mapping`).
+
+        Args:
+            model: a zoo name, a hex model_root or 32 raw bytes.
+            many_inputs: one inputs mapping per task.
+            concurrency: tasks in flight at once (default ``config.map_concurrency``).
+            timeout: each task's deadline in seconds (default ``config.timeout_s``).
+            verify: the verification mode of every item (see :meth:`run`).
+            audit_rate: see :meth:`run`.
+            replicas: see :meth:`run`.
+            return_errors: True returns each item's :class:`RunResult` or
+                :class:`~mesh.errors.MeshError` in its place; False (the default)
+                returns the results, or raises the first failed item's error
+                (in input order) once every item finished.
+            params: integer parameters of every task (seed, max_tokens, ...).
+            **more_params: more integer parameters, as keywords (``seed=3``).
+
+        Raises:
+            ConfigError: an unknown mode or bad settings (before anything is sent).
         """
         self._check_open()
+        options = self._options(verify, audit_rate, replicas)
         items = list(many_inputs)
-        results: list[RunResult | None] = [None] * len(items)
-        errors: list[MeshError] = []
-        limiter = trio.CapacityLimiter(concurrency or self._config.map_concurrency)
+        merged = {**(params or {}), **more_params}
 
-        async def one(index: int, nursery: trio.Nursery) -> None:
-            async with limiter:
-                try:
-                    results[index] = await self._run(
-                        model,
-                        items[index],
-                        timeout=timeout,
-                        target=None,
-                        verify="signature",
-                        params=params,
-                    )
-                except MeshError as exc:
-                    errors.append(exc)
-                    nursery.cancel_scope.cancel()
+        async def one(index: int) -> RunResult:
+            return await self._run(
+                model, items[index], timeout=timeout, target=None, options=options, params=merged
+            )
 
-        async with trio.open_nursery() as nursery:
-            for index in range(len(items)):
-                nursery.start_soon(one, index, nursery)
-        if errors:
-            raise errors[0]
-        return [r for r in results if r is not None]
+        outcomes = await run_items(
+            one, len(items), concurrency=concurrency or self._config.map_concurrency
+        )
+        return outcomes if return_errors else results_or_raise(outcomes)
 
     async def peers(self, *, timeout: float | None = None) -> list[PeerView]:  # noqa: ASYNC109
         """Live peers with valid capacity records, with their measured latency."""

@@ -9,7 +9,8 @@ Decision table, checked top to bottom at each step (``now`` is the current time)
 =================================================  ==============================================
 situation                                          step
 =================================================  ==============================================
-a failure was ``FATAL`` (our own task is wrong)    :class:`GiveUp` with that error
+a failure was ``FATAL`` (our own task is wrong),   :class:`GiveUp` with that error
+or ``refusal_quorum`` workers refused the task
 past the deadline, or ``max_attempts`` sent        :class:`GiveUp` with :meth:`final_error`
 a busy peer's retry-after has passed               it becomes untried again (then go on)
 an untried candidate is left                       :class:`Attempt` on the one ``pick`` chooses,
@@ -91,11 +92,18 @@ class TaskPlan:
         self._last_error: MeshError | None = None
         self._bad_result: VerificationError | None = None
         self._fatal: MeshError | None = None
+        self._refused: list[str] = []  # workers that answered invalid-input, in order
 
     @property
     def attempts(self) -> int:
         """Requests sent so far."""
         return self._attempts
+
+    @property
+    def refused(self) -> tuple[str, ...]:
+        """Workers that refused the task as ``invalid-input`` (at fault once another
+        worker returns a verified result: the caller counts it against them then)."""
+        return tuple(self._refused)
 
     def add_peers(self, peers: Iterable[str]) -> int:
         """Add candidates found later (after :class:`Rediscover`); return how many are new."""
@@ -146,6 +154,11 @@ class TaskPlan:
         elif kind is Failure.LIED:
             assert isinstance(exc, VerificationError)
             self._bad_result = exc
+        elif kind is Failure.REFUSED:
+            if peer not in self._refused:
+                self._refused.append(peer)
+            if len(self._refused) >= self._policy.refusal_quorum:
+                self._fatal = exc  # several workers agree: the task itself is wrong
         self._last_error = exc
         return kind
 

@@ -23,11 +23,16 @@ kind                errors                                 next                 
 ``LIED``            ``VerificationError``: the answer      another peer; the    caught: left out
                     does not verify                        bad result is never  by this client
                                                            returned
+``REFUSED``         ``invalid-input``: the client checked  another peer, until  marked unhealthy
+                    the task against the model's manifest  ``refusal_quorum``   once another
+                    before sending (mesh.client.precheck), distinct workers     worker returns a
+                    so a worker refusing it is at fault    refused it (then     verified result
+                    (or saw what the client cannot: the    the task is wrong:   for the task
+                    token count of an HF tokenizer)        raise)
 ``FATAL``           our own task is wrong: ``malformed``,  raise at once        nothing
                     ``too-large``, ``bad-signature``,
-                    ``expired``, ``invalid-input``; a
-                    stream that cannot go on
-                    (``StreamDiverged``)
+                    ``expired``; a stream that cannot
+                    go on (``StreamDiverged``)
 ==================  =====================================  ===================  ==================
 
 The signed task is built once and re-sent as is: replay caches are per node, so
@@ -46,6 +51,7 @@ from mesh.errors import (
     ConfigError,
     DeadlineExceeded,
     InternalError,
+    InvalidInput,
     MeshError,
     OtherRuntimeClass,
     PeerUnavailable,
@@ -63,6 +69,7 @@ class Failure(enum.Enum):
     WORKER_FAULT = "worker-fault"
     NOT_HERE = "not-here"
     LIED = "lied"
+    REFUSED = "refused"
     FATAL = "fatal"
 
     @property
@@ -81,6 +88,7 @@ _KINDS: tuple[tuple[type[MeshError], Failure], ...] = (
     (Replayed, Failure.NOT_HERE),
     (OtherRuntimeClass, Failure.NOT_HERE),
     (VerificationError, Failure.LIED),
+    (InvalidInput, Failure.REFUSED),
 )
 
 
@@ -103,16 +111,23 @@ class RetryPolicy:
         share_when_others: with untried peers left, one attempt takes at most
             this share of the remaining time, so a frozen peer cannot eat the
             whole deadline.
+        refusal_quorum: this many distinct workers answering ``invalid-input``
+            to one task make it the task's fault (raised), not theirs: two, so
+            one lying worker never fails a task and a task the client's checks
+            could not judge does not wander the whole mesh.
     """
 
     max_attempts: int = 6
     attempt_timeout_s: float = 10.0
     min_attempt_s: float = 1.0
     share_when_others: float = 0.5
+    refusal_quorum: int = 2
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ConfigError("max_attempts must be at least 1")
+        if self.refusal_quorum < 1:
+            raise ConfigError("refusal_quorum must be at least 1")
         if not 0 < self.min_attempt_s <= self.attempt_timeout_s:
             raise ConfigError("need 0 < min_attempt_s <= attempt_timeout_s")
         if not 0 < self.share_when_others <= 1:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Protocol
 
 import trio
@@ -27,13 +27,15 @@ from mesh.core.envelope import Signed
 from mesh.core.messages import Receipt, Task, encode_request
 from mesh.core.tensors import Tensor
 from mesh.core.values import Values
-from mesh.errors import MeshError, NoPeersAvailable, UnknownModel
+from mesh.errors import DeadlineExceeded, MeshError, UnknownModel
 from mesh.net.interface import TASK_PROTOCOL, Network, OnPartial, PeerAddr
 
 logger = logging.getLogger(__name__)
 
 Inputs = Mapping[str, Tensor | Sequence[str]]
 _REDISCOVER_S = 0.25  # first wait before asking the DHT again when nobody serves yet
+# Orders candidate peers for one send (lower first); only the lowest rank is chosen from.
+Rank = Callable[[str], int]
 
 
 class StreamTap(Protocol):
@@ -87,18 +89,29 @@ class TaskSender:
         *,
         deadline: float,
         target: str | None = None,
+        exclude: Collection[str] = (),
+        rank: Rank | None = None,
+        on_attempt: Callable[[str], None] | None = None,
         stream: StreamTap | None = None,
     ) -> RunResult:
         """Send ``task`` until a verified result comes back or ``deadline`` passes.
+
+        ``exclude`` names peers never to send it to (read at each choice, so a
+        live set works); ``rank`` (lower first) keeps only the best-ranked untried
+        peers in the choice; ``on_attempt`` hears each peer chosen, before the
+        send. The verification layer uses them to reach independent workers.
 
         With ``stream``, the request asks for partial answers and each attempt's
         go to ``stream``, which also checks them against the attempt's result.
 
         Raises:
             VerificationError: only unverifiable answers came back.
-            DeadlineExceeded: no verified answer within the deadline.
-            NoPeersAvailable: nobody serves the model.
-            ProtocolError: the task itself was refused (another peer would say the same).
+            DeadlineExceeded: no verified answer within the deadline (also when no
+                provider was found in time).
+            NoPeersAvailable: before the deadline, every provider found was left out
+                or failed without an error worth raising.
+            ProtocolError: the task itself was refused (another peer would say the
+                same); ``InvalidInput`` once ``refusal_quorum`` workers refused it.
         """
         request = encode_request(task, inputs, stream=stream is not None)
         root = task.message.model_root
@@ -107,11 +120,15 @@ class TaskSender:
         plan = TaskPlan(deadline=deadline, policy=self._retry, peers=by_id, what=root.hex()[:16])
 
         def pick(untried: frozenset[str]) -> str | None:
-            choices = [
-                (pid, self._load(by_id[pid]))
+            allowed = [
+                pid
                 for pid in sorted(untried)
-                if not self._reputation.excluded(pid)
+                if not self._reputation.excluded(pid) and pid not in exclude
             ]
+            if rank is not None and allowed:
+                best = min(rank(pid) for pid in allowed)
+                allowed = [pid for pid in allowed if rank(pid) == best]
+            choices = [(pid, self._load(by_id[pid])) for pid in allowed]
             return self._book.choose(choices, rng=self._rng)
 
         while True:
@@ -131,6 +148,8 @@ class TaskSender:
                 by_id.update(new)
                 plan.add_peers(new)
             else:
+                if on_attempt is not None:
+                    on_attempt(step.peer)
                 try:
                     outputs, receipt, latency_ms = await self._attempt(
                         by_id[step.peer].peer, task, request, step.timeout, stream
@@ -139,7 +158,14 @@ class TaskSender:
                     kind = plan.failed(step.peer, exc, now=trio.current_time())
                     self._learn(step.peer, root, kind, exc)
                     continue
+                self._blame_refusers(plan.refused, step.peer)
                 return RunResult(outputs, receipt, task, step.peer, latency_ms, plan.attempts)
+
+    def _blame_refusers(self, refusers: Sequence[str], worker: str) -> None:
+        """Workers that refused a task another worker just ran: their fault (retry table)."""
+        for peer in refusers:
+            logger.info("%s refused as invalid a task %s ran: counted against it", peer, worker)
+            self._network.mark_unhealthy(peer)
 
     def _learn(self, peer: str, root: bytes, kind: Failure, exc: MeshError) -> None:
         """What a failed attempt teaches this client about ``peer`` (see mesh.client.retry)."""
@@ -159,7 +185,7 @@ class TaskSender:
         while True:
             remaining = deadline - trio.current_time()
             if remaining <= 0:
-                raise NoPeersAvailable(f"no peer serves model {root.hex()[:16]} (deadline)")
+                raise _no_provider_in_time(root)
             timeout = min(remaining, self._discovery_timeout_s)
             candidates = await self._discovery.candidates(root, timeout=timeout, fresh=fresh)
             fresh = True  # a retry of discovery must not read the (empty) cache
@@ -169,11 +195,9 @@ class TaskSender:
                 ]
             if candidates:
                 return candidates
-            # Provider records can lag a node's start: ask again, backing off.
-            remaining = deadline - trio.current_time()
-            if remaining <= wait:
-                raise NoPeersAvailable(f"no peer serves model {root.hex()[:16]}")
-            await trio.sleep(wait)
+            # Provider records can lag a node's start: ask again, backing off,
+            # until the caller's deadline (then it is a deadline error, not "nobody").
+            await trio.sleep(max(0.0, min(wait, deadline - trio.current_time())))
             wait = min(wait * 2, 2.0)
 
     def _load(self, candidate: Candidate) -> Load | None:
@@ -203,3 +227,10 @@ class TaskSender:
             stream.finish(outputs, receipt)
         self._book.success(peer.peer_id, latency_ms)
         return outputs, receipt, latency_ms
+
+
+def _no_provider_in_time(root: bytes) -> DeadlineExceeded:
+    return DeadlineExceeded(
+        f"no provider of model {root.hex()[:16]} found within the deadline"
+        " (none announced it, or none answered)"
+    )

@@ -41,12 +41,14 @@ no closing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 
 import trio
 
+from mesh.client.precheck import manifest_for
 from mesh.client.results import RunResult
 from mesh.client.sender import StreamTap
 from mesh.core.envelope import Signed
@@ -56,6 +58,7 @@ from mesh.core.tensors import Tensor
 from mesh.core.values import Values
 from mesh.errors import (
     Closed,
+    InvalidInput,
     MeshError,
     ProtocolError,
     StreamDiverged,
@@ -69,6 +72,17 @@ logger = logging.getLogger(__name__)
 
 # Sends a signed task with a tap on its partial answers; returns the verified result.
 SendStreamed = Callable[[StreamTap], Awaitable[RunResult]]
+
+
+def check_streams_tokens(model: str | bytes, root: bytes, *, zoo_dirs: Sequence[Path] = ()) -> None:
+    """Refuse to stream a model that emits no tokens, when a local zoo knows it.
+
+    Raises:
+        InvalidInput: its manifest's kind is not ``generate`` (nothing was sent).
+    """
+    manifest = manifest_for(model, root, zoo_dirs)
+    if manifest is not None and manifest.kind != "generate":
+        raise InvalidInput(f"{manifest.name} ({manifest.kind}) emits no tokens to stream")
 
 
 @dataclass(frozen=True, slots=True)

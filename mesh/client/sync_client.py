@@ -19,14 +19,17 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 import trio
 
 from mesh.client.async_client import AsyncClient, ClientConfig, Inputs, PeerView, RunResult
 from mesh.client.blocking_stream import BlockingTokenStream
+from mesh.client.mapping import results_or_raise
+from mesh.client.reputation import Reputation
+from mesh.core.evidence import VerdictFile
 from mesh.core.identity import Identity
-from mesh.errors import Closed
+from mesh.errors import Closed, MeshError
 
 T = TypeVar("T")
 ClientFactory = Callable[[], AbstractAsyncContextManager[AsyncClient]]
@@ -101,10 +104,18 @@ class Client:
         *,
         timeout: float | None = None,
         target: str | None = None,
+        verify: str | None = None,
+        audit_rate: float | None = None,
+        replicas: int | None = None,
         params: Mapping[str, int] | None = None,
         **more_params: int,
     ) -> RunResult:
-        """Blocking :meth:`AsyncClient.run`: a verified result, or a MeshError."""
+        """Blocking :meth:`AsyncClient.run`: a verified result, or a MeshError.
+
+        ``verify`` is ``signature`` (trusts the worker), ``audit`` (re-checks a
+        random ``audit_rate`` share on independent workers) or ``redundant``
+        (``replicas`` independent workers must agree); see AsyncClient.run.
+        """
         assert self._client is not None
         result: RunResult = self._call(
             self._client.run,
@@ -112,6 +123,9 @@ class Client:
             inputs,
             timeout=timeout,
             target=target,
+            verify=verify,
+            audit_rate=audit_rate,
+            replicas=replicas,
             params={**(params or {}), **more_params},
         )
         return result
@@ -123,6 +137,8 @@ class Client:
         *,
         timeout: float | None = None,
         target: str | None = None,
+        verify: str | None = None,
+        audit_rate: float | None = None,
         params: Mapping[str, int] | None = None,
         **more_params: int,
     ) -> BlockingTokenStream:
@@ -142,11 +158,45 @@ class Client:
                 inputs,
                 timeout=timeout,
                 target=target,
+                verify=verify,
+                audit_rate=audit_rate,
                 params={**(params or {}), **more_params},
             ),
             trio_token=self._token,
         )
         return BlockingTokenStream(stream, self._token)
+
+    @overload
+    def map(
+        self,
+        model: str | bytes,
+        many_inputs: Iterable[Inputs],
+        *,
+        concurrency: int | None = None,
+        timeout: float | None = None,
+        verify: str | None = None,
+        audit_rate: float | None = None,
+        replicas: int | None = None,
+        return_errors: Literal[False] = False,
+        params: Mapping[str, int] | None = None,
+        **more_params: int,
+    ) -> list[RunResult]: ...
+
+    @overload
+    def map(
+        self,
+        model: str | bytes,
+        many_inputs: Iterable[Inputs],
+        *,
+        concurrency: int | None = None,
+        timeout: float | None = None,
+        verify: str | None = None,
+        audit_rate: float | None = None,
+        replicas: int | None = None,
+        return_errors: Literal[True],
+        params: Mapping[str, int] | None = None,
+        **more_params: int,
+    ) -> list[RunResult | MeshError]: ...
 
     def map(
         self,
@@ -155,15 +205,40 @@ class Client:
         *,
         concurrency: int | None = None,
         timeout: float | None = None,
-        **params: int,
-    ) -> list[RunResult]:
-        """Blocking :meth:`AsyncClient.map`: results in input order."""
+        verify: str | None = None,
+        audit_rate: float | None = None,
+        replicas: int | None = None,
+        return_errors: bool = False,
+        params: Mapping[str, int] | None = None,
+        **more_params: int,
+    ) -> list[RunResult] | list[RunResult | MeshError]:
+        """Blocking :meth:`AsyncClient.map`: outcomes in input order, each verified as
+        ``verify`` (see there)."""
         assert self._client is not None
         items = list(many_inputs)
-        results: list[RunResult] = self._call(
-            self._client.map, model, items, concurrency=concurrency, timeout=timeout, **params
+        outcomes: list[RunResult | MeshError] = self._call(
+            functools.partial(self._client.map, return_errors=True),
+            model,
+            items,
+            concurrency=concurrency,
+            timeout=timeout,
+            verify=verify,
+            audit_rate=audit_rate,
+            replicas=replicas,
+            params={**(params or {}), **more_params},
         )
-        return results
+        return outcomes if return_errors else results_or_raise(outcomes)
+
+    def verdicts(self) -> list[VerdictFile]:
+        """The verdicts this client made so far (see :meth:`AsyncClient.verdicts`)."""
+        assert self._client is not None
+        return self._client.verdicts()
+
+    @property
+    def reputation(self) -> Reputation:
+        """This client's table of workers (read it, do not change it from this thread)."""
+        assert self._client is not None
+        return self._client.reputation
 
     def peers(self, *, timeout: float | None = None) -> list[PeerView]:
         """Blocking :meth:`AsyncClient.peers`."""

@@ -66,7 +66,12 @@ def encode_frames(
 
 
 class FrameReader:
-    """Reassembles messages from a byte stream, in any split of its bytes."""
+    """Reassembles messages from a byte stream, in any split of its bytes.
+
+    Frame bodies are kept as the pieces they arrived in and joined once, when
+    their message ends: memory held is the bytes received (plus at most one
+    partial header), never a regrown buffer or a second copy of a frame.
+    """
 
     def __init__(
         self,
@@ -76,19 +81,22 @@ class FrameReader:
     ) -> None:
         self._max_frame = max_frame
         self._max_message = max_message
-        self._buffer = bytearray()
-        self._parts: list[bytes] = []
-        self._message_bytes = 0
+        self._head = bytearray()  # a header not yet complete (< HEADER_BYTES)
+        self._flag: int | None = None  # the flag of the frame whose body is being read
+        self._remaining = 0  # body bytes of that frame still to come
+        self._pieces: list[bytes] = []  # bodies (or parts of them) of the current message
+        self._message_bytes = 0  # bytes in _pieces
+        self._declared = 0  # body bytes the current message's headers declared so far
 
     @property
     def buffered(self) -> int:
         """Bytes held that do not yet form a complete message."""
-        return len(self._buffer) + self._message_bytes
+        return len(self._head) + self._message_bytes
 
     @property
     def idle(self) -> bool:
         """True when no partial frame or message is pending."""
-        return not self._buffer and not self._parts
+        return not self._head and self._flag is None and not self._pieces
 
     def feed(self, data: bytes) -> list[Message]:
         """Add received bytes; return every message they complete, in order.
@@ -97,24 +105,46 @@ class FrameReader:
             TooLarge: a frame or the message it belongs to exceeds its cap.
             MalformedMessage: an unknown flag byte.
         """
-        self._buffer += data
         messages: list[Message] = []
-        while len(self._buffer) >= HEADER_BYTES:
-            flag, length = HEADER.unpack_from(self._buffer)
-            if flag not in (FLAG_FINAL, FLAG_MORE, FLAG_PARTIAL):
-                raise MalformedMessage(f"unknown frame flag {flag:#x}")
-            if length > self._max_frame:
-                raise TooLarge(f"frame of {length} bytes exceeds cap of {self._max_frame}")
-            if self._message_bytes + length > self._max_message:
-                raise TooLarge(f"message exceeds cap of {self._max_message} bytes")
-            if len(self._buffer) < HEADER_BYTES + length:
-                break
-            body = bytes(self._buffer[HEADER_BYTES : HEADER_BYTES + length])
-            del self._buffer[: HEADER_BYTES + length]
-            self._parts.append(body)
-            self._message_bytes += length
-            if flag in _LAST_FLAGS:
-                messages.append(Message(b"".join(self._parts), partial=flag == FLAG_PARTIAL))
-                self._parts.clear()
-                self._message_bytes = 0
+        view = memoryview(data)
+        pos, end = 0, len(view)
+        while pos < end or (self._flag is not None and self._remaining == 0):
+            if self._flag is None:
+                take = min(HEADER_BYTES - len(self._head), end - pos)
+                self._head += view[pos : pos + take]
+                pos += take
+                if len(self._head) < HEADER_BYTES:
+                    break
+                self._start_frame()
+                continue
+            if self._remaining:
+                take = min(self._remaining, end - pos)
+                piece = data if take == end and pos == 0 else bytes(view[pos : pos + take])
+                self._pieces.append(piece)
+                self._message_bytes += take
+                self._remaining -= take
+                pos += take
+            if not self._remaining:
+                self._end_frame(messages)
         return messages
+
+    def _start_frame(self) -> None:
+        flag, length = HEADER.unpack(self._head)
+        if flag not in (FLAG_FINAL, FLAG_MORE, FLAG_PARTIAL):
+            raise MalformedMessage(f"unknown frame flag {flag:#x}")
+        if length > self._max_frame:
+            raise TooLarge(f"frame of {length} bytes exceeds cap of {self._max_frame}")
+        if self._declared + length > self._max_message:
+            raise TooLarge(f"message exceeds cap of {self._max_message} bytes")
+        self._head.clear()
+        self._flag = flag
+        self._remaining = length
+        self._declared += length
+
+    def _end_frame(self, messages: list[Message]) -> None:
+        flag, self._flag = self._flag, None
+        if flag in _LAST_FLAGS:
+            messages.append(Message(b"".join(self._pieces), partial=flag == FLAG_PARTIAL))
+            self._pieces = []
+            self._message_bytes = 0
+            self._declared = 0

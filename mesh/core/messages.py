@@ -84,6 +84,7 @@ CAPACITY_TYPE = "mesh/capacity/v1"
 VERDICT_TYPE = "mesh/verdict/v1"
 
 VERIFY_MODES = ("signature", "audit", "redundant")
+VERDICT_KINDS = ("outputs", "commitment", "check")
 
 # Caps on fields; generous for honest peers, small enough to bound a decoder.
 MAX_PARAMS = 16
@@ -189,7 +190,29 @@ class CapacityRecord(SignedMessage):
 
 @dataclass(frozen=True, slots=True)
 class Verdict(SignedMessage):
-    """An auditor's judgement of one receipt, after re-running its task."""
+    """An auditor's judgement of one receipt, committing to the evidence behind it.
+
+    Small enough for gossip (~480 bytes signed): the evidence itself (the tasks,
+    inputs, receipts and outputs it rests on) lives in a verdict file
+    (:mod:`mesh.core.evidence`) whose SHA-256 is ``evidence``, so anyone holding
+    the file can re-check the judgement offline.
+
+    Attributes:
+        auditor: the key of whoever judged (a client).
+        worker: the judged receipt's signer.
+        task_id: the judged receipt's task.
+        receipt_digest: the judged receipt's envelope digest.
+        model_root: the model the task names.
+        agree: True when the receipt's result was confirmed, False when found wrong.
+        kind: what was judged (:data:`VERDICT_KINDS`): ``outputs`` against
+            independent runs of the same task; ``commitment``, a generation
+            against its activation commitment and sampling; ``check``, a
+            worker's answer to a commitment check against a re-check.
+        distance_micro: how far the judged outputs were from the confirmed ones,
+            x 1e6 (0 where no distance applies).
+        evidence: SHA-256 of the canonical evidence map.
+        created_ms: when the verdict was made.
+    """
 
     TYPE: ClassVar[str] = VERDICT_TYPE
     SIGNER: ClassVar[str] = "auditor"
@@ -198,8 +221,11 @@ class Verdict(SignedMessage):
     worker: Key
     task_id: Hash
     receipt_digest: Hash
+    model_root: Hash
     agree: Annotated[bool, Bool()]
+    kind: Annotated[str, Str(16, choices=VERDICT_KINDS)]
     distance_micro: Count
+    evidence: Hash
     created_ms: Millis
 
 

@@ -1,6 +1,6 @@
 """The gateway's work, apart from HTTP: requests in, mesh tasks out, OpenAI bodies back.
 
-One :class:`Gateway` wraps one shared mesh client (``run``, ``stream`` and
+One :class:`Gateway` wraps one shared mesh client (``map``, ``stream`` and
 ``peers`` of :class:`mesh.AsyncClient`, nothing else). Each method takes a
 checked request (:mod:`mesh.gateway.schemas`) and returns a :class:`Reply`: the
 JSON body and the headers, receipts included (:mod:`mesh.gateway.evidence`); a
@@ -20,14 +20,12 @@ import logging
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import trio
 
-from mesh.client.results import PeerView, RunResult
-from mesh.client.streaming import TokenStream
+from mesh.client.async_client import AsyncClient
+from mesh.client.results import RunResult
 from mesh.core.tensors import Tensor
-from mesh.errors import MeshError
 from mesh.gateway import evidence, responses, streaming
 from mesh.gateway.catalog import Catalog, ModelEntry
 from mesh.gateway.errors import bad_request, unsupported
@@ -61,32 +59,6 @@ MAX_TASKS_PER_REQUEST = 8
 INLINE_TOKENIZE_CHARS = 1024
 
 
-class MeshClient(Protocol):
-    """The part of :class:`mesh.AsyncClient` the gateway uses (its public API)."""
-
-    async def run(
-        self,
-        model: str | bytes,
-        inputs: Inputs,
-        *,
-        timeout: float | None = None,  # noqa: ASYNC109 (the mesh client's own deadline)
-        verify: str = "signature",
-        params: Mapping[str, int] | None = None,
-    ) -> RunResult: ...
-
-    def stream(
-        self,
-        model: str | bytes,
-        inputs: Inputs,
-        *,
-        timeout: float | None = None,
-        verify: str = "signature",
-        params: Mapping[str, int] | None = None,
-    ) -> TokenStream: ...
-
-    async def peers(self, *, timeout: float | None = None) -> list[PeerView]: ...  # noqa: ASYNC109
-
-
 @dataclass(frozen=True)
 class Reply:
     """A response body, its headers, and what the request log line says of it."""
@@ -108,7 +80,7 @@ class Gateway:
 
     def __init__(
         self,
-        client: MeshClient,
+        client: AsyncClient,
         catalog: Catalog,
         *,
         timeout_s: float,
@@ -306,25 +278,13 @@ class Gateway:
         verify: str,
         params: Mapping[str, int] | None = None,
     ) -> list[RunResult]:
-        """Run one task per item concurrently; the first failure cancels the rest."""
-        results: list[RunResult | None] = [None] * len(inputs)
-        errors: list[MeshError] = []
+        """Run one task per item concurrently (the client's ``map``); one failure fails all.
 
-        async def one(index: int, nursery: trio.Nursery) -> None:
-            try:
-                results[index] = await self.client.run(
-                    entry.root, inputs[index], timeout=self.timeout_s, verify=verify, params=params
-                )
-            except MeshError as exc:
-                errors.append(exc)
-                nursery.cancel_scope.cancel()
-
-        async with trio.open_nursery() as nursery:
-            for index in range(len(inputs)):
-                nursery.start_soon(one, index, nursery)
-        if errors:
-            raise errors[0]
-        return [r for r in results if r is not None]
+        An answer needs every item, so the first error (in input order) is raised.
+        """
+        return await self.client.map(
+            entry.root, inputs, timeout=self.timeout_s, verify=verify, params=params
+        )
 
     def _reply(
         self,

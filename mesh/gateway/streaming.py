@@ -97,19 +97,34 @@ class StopScanner:
         if self.stopped:
             return ""
         buffer = self._held + text
-        cuts = [buffer.find(s) for s in self._stop if s in buffer]
-        if cuts:
+        found = self._earliest(buffer)
+        # A stop sequence that may still complete could begin before the one found:
+        # text from there waits (a longer stop beginning earlier wins, as in a whole text).
+        keep = self._may_begin_a_stop(buffer)
+        pending = len(buffer) - keep if keep else None
+        if found is not None and (pending is None or found <= pending):
             self.stopped = True
             self._held = ""
-            return buffer[: min(cuts)]
-        keep = self._may_begin_a_stop(buffer)
-        self._held = buffer[len(buffer) - keep :]
-        return buffer[: len(buffer) - keep]
+            return buffer[:found]
+        limit = len(buffer) if pending is None else pending
+        self._held = buffer[limit:]
+        return buffer[:limit]
 
     def finish(self) -> str:
-        """What is still held once the text ended (no stop sequence came)."""
-        held, self._held = ("" if self.stopped else self._held), ""
+        """What is still held once the text ended, up to a stop sequence in it."""
+        if self.stopped:
+            return ""
+        held, self._held = self._held, ""
+        found = self._earliest(held)
+        if found is not None:
+            self.stopped = True
+            return held[:found]
         return held
+
+    def _earliest(self, buffer: str) -> int | None:
+        """Where the earliest complete stop sequence in ``buffer`` begins, if any."""
+        cuts = [buffer.find(s) for s in self._stop if s in buffer]
+        return min(cuts) if cuts else None
 
     def _may_begin_a_stop(self, buffer: str) -> int:
         """The longest end of ``buffer`` that is a proper beginning of a stop sequence."""

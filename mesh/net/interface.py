@@ -26,6 +26,8 @@ from mesh.core.capacity import RecordValidator
 
 TASK_PROTOCOL = "/mesh/task/1.0.0"
 LOAD_TOPIC = "/mesh/load/1"
+# Signed verdicts (mesh.core.messages.Verdict envelopes) clients publish about workers.
+VERDICT_TOPIC = "/mesh/verdicts/1"
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,12 +27,14 @@ from mesh.errors import ConfigError, NetworkError, PeerUnavailable
 from mesh.net import dht as dht_glue
 from mesh.net.addresses import bootstrap_info
 from mesh.net.host import build_host
+from mesh.net.inbound import InboundLimits
 from mesh.net.interface import PeerAddr
-from mesh.net.libp2p_peer import Libp2pNetwork, NetTimeouts
+from mesh.net.libp2p_peer import DEFAULT_INBOUND, Libp2pNetwork, NetTimeouts
 from mesh.net.logs import apply_library_log_policy
 from mesh.net.multiaddrs import parse_listen_addr
+from mesh.net.ports import check_listen_ports
 
-__all__ = ["Libp2pNetwork", "NetTimeouts", "open_libp2p_network"]
+__all__ = ["InboundLimits", "Libp2pNetwork", "NetTimeouts", "open_libp2p_network"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ async def open_libp2p_network(
     dht_server: bool = True,
     timeouts: NetTimeouts = DEFAULT_TIMEOUTS,
     require_bootstrap: bool = False,
+    inbound: InboundLimits = DEFAULT_INBOUND,
 ) -> AsyncIterator[Libp2pNetwork]:
     """Start a libp2p peer and yield it as a :class:`Libp2pNetwork`.
 
@@ -66,11 +69,15 @@ async def open_libp2p_network(
         dht_server: answer DHT queries (False: client mode, for short-lived clients).
         timeouts: deadlines of library calls.
         require_bootstrap: raise if bootstrap peers were given and none answered.
+        inbound: caps on inbound request streams (slots, progress, memory).
 
     Raises:
-        ConfigError: bad seed or address. PeerUnavailable: see ``require_bootstrap``.
+        ConfigError: bad seed or address, or a listen port already in use.
+        PeerUnavailable: see ``require_bootstrap``.
     """
     apply_library_log_policy()
+    # The library binds with SO_REUSEPORT and would share a port in use without a word.
+    check_listen_ports(listen)
     host = build_host(identity_seed=identity_seed, listen=listen, announce=announce)
     listen_addrs = [parse_listen_addr(a) for a in listen]
     boot_infos = [bootstrap_info(a) for a in bootstrap]
@@ -104,7 +111,14 @@ async def open_libp2p_network(
         background_trio_service(gossipsub),
         trio.open_nursery() as nursery,
     ):
-        net = Libp2pNetwork(host=host, dht=dht, pubsub=pubsub, nursery=nursery, timeouts=timeouts)
+        net = Libp2pNetwork(
+            host=host,
+            dht=dht,
+            pubsub=pubsub,
+            nursery=nursery,
+            timeouts=timeouts,
+            inbound=inbound,
+        )
         try:
             try:
                 await _start(nursery, net, pubsub, dht, boot_infos, timeouts, require_bootstrap)

@@ -42,6 +42,8 @@ from mesh.net.addresses import parse_peer_id, strip_p2p
 from mesh.net.deadlines import library_deadline, library_errors
 from mesh.net.guard import install_guard
 from mesh.net.health import HealthList
+from mesh.net.heap import trim_heap
+from mesh.net.inbound import InboundLimits, InboundStats, InboundStreams
 from mesh.net.interface import Network, OnPartial, PeerAddr, RequestHandler
 from mesh.net.multiaddrs import parse_multiaddr
 from mesh.net.probe import probe_listener
@@ -53,6 +55,8 @@ from mesh.net.streams import (
     StreamStats,
     close_quietly,
     discard,
+    refusals,
+    remote_addr,
     serve_stream,
     write_message,
 )
@@ -66,10 +70,8 @@ MAX_PUBSUB_BYTES = 64 * limits.KiB
 ADDR_TTL_S = 3600
 # Closing all connections at shutdown gets this long before services stop anyway.
 CLOSE_S = 2.0
-# Inbound request streams held open at once, per peer and in all: each can
-# buffer up to MAX_MESSAGE_BYTES before any handler runs.
-MAX_INBOUND_PER_PEER = 16
-MAX_INBOUND = 256
+# Inbound stream limits (mesh.net.inbound); the idle deadline is NetTimeouts.server_idle.
+DEFAULT_INBOUND = InboundLimits()
 # How often peers whose backoff ran out go back into the routing table.
 TABLE_CHECK_S = 5.0
 # The library asks this many providers; duplicates count against it (bug 4).
@@ -102,6 +104,7 @@ class Libp2pNetwork:
         pubsub: Pubsub,
         nursery: trio.Nursery,
         timeouts: NetTimeouts,
+        inbound: InboundLimits = DEFAULT_INBOUND,
     ) -> None:
         self._host = host
         self._dht = dht
@@ -114,7 +117,8 @@ class Libp2pNetwork:
         self._fanout = TopicFanout(pubsub=pubsub, nursery=nursery, own_peer_id=self._peer_id)
         self._validators: dict[str, dht_glue.MeshRecordValidator] = {}
         self._handlers: dict[str, RequestHandler] = {}
-        self._inbound: dict[str, int] = {}  # open inbound request streams per peer
+        # Slots, progress and memory of inbound request streams (mesh.net.inbound).
+        self._inbound = InboundStreams(inbound, trim=trim_heap)
         # Connections being closed after a stall; set when done (tests await it).
         self._evicting: dict[str, trio.Event] = {}
         # Peers taken out of the routing table while unhealthy, and the
@@ -149,27 +153,39 @@ class Libp2pNetwork:
 
         async def on_stream(stream: INetStream) -> None:
             peer = str(stream.muxed_conn.peer_id)
-            held = self._inbound.get(peer, 0)
-            if held >= MAX_INBOUND_PER_PEER or sum(self._inbound.values()) >= MAX_INBOUND:
-                # Each stream may buffer a whole message before the node's own
-                # admission control sees it: bound how many one peer can hold.
-                logger.info("too many streams from %s, resetting a new one", peer)
+            scope = trio.CancelScope()
+            slot, evicted = self._inbound.open(
+                peer, remote_addr(stream), now=trio.current_time(), cancel=scope.cancel
+            )
+            for old in evicted:
+                refusals.info(
+                    "stream-evicted",
+                    "stream from %s evicted (%s) for a new stream from %s",
+                    old.peer,
+                    old.state.value,
+                    peer,
+                )
+            if slot is None:
+                # Every slot in the way is answering a request: admission's business.
+                refusals.info("stream-refused", "too many streams answering; reset one of %s", peer)
                 self.stats.rejected_streams += 1
                 await discard(stream)
                 return
-            self._inbound[peer] = held + 1
             try:
-                await serve_stream(
-                    stream,
-                    self._handlers[protocol],
-                    idle_s=self._timeouts.server_idle,
-                    write_s=self._timeouts.request,
-                    stats=self.stats,
-                )
+                with scope:
+                    await serve_stream(
+                        stream,
+                        self._handlers[protocol],
+                        slot=slot,
+                        limits=self._inbound.limits,
+                        idle_s=self._timeouts.server_idle,
+                        write_s=self._timeouts.request,
+                        stats=self.stats,
+                    )
+                if scope.cancelled_caught:
+                    await discard(stream)  # evicted: its slot or memory went to others
             finally:
-                self._inbound[peer] -= 1
-                if not self._inbound[peer]:
-                    del self._inbound[peer]
+                self._inbound.close(slot, now=trio.current_time())
 
         self._host.set_stream_handler(TProtocol(protocol), on_stream)
 
@@ -560,10 +576,25 @@ class Libp2pNetwork:
         return [parse_multiaddr(a) for p in self._bootstrap if p.peer_id == wanted for a in p.addrs]
 
     async def _maintain(self) -> None:
-        """Every TABLE_CHECK_S, put recovered peers back in the routing table."""
+        """Every TABLE_CHECK_S, put recovered peers back in the routing table.
+
+        And give memory freed by dropped unfinished messages back to the OS
+        (when the last stream of a flood closed less than a second after a trim).
+        """
         while True:
             await trio.sleep(TABLE_CHECK_S)
+            self._inbound.maybe_trim(now=trio.current_time())
             await self.restore_peers()
+
+    @property
+    def inbound_stats(self) -> InboundStats:
+        """What the inbound stream limits did (evictions, refusals, memory peak, trims)."""
+        return self._inbound.stats
+
+    @property
+    def inbound_buffered(self) -> int:
+        """Bytes of unfinished inbound messages held now."""
+        return self._inbound.buffered
 
     def _note_stall(self, peer_id: str) -> None:
         """A stream open stalled: the peer (or the link) is frozen, not merely slow."""

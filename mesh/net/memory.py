@@ -199,21 +199,19 @@ class MemoryNetwork:
         # The handler runs in the callee's nursery, so the callee's lifetime (kill,
         # leave) bounds it, not the caller's patience.
         inbound = Inbound(self._peer_id, f"/memory/{self._peer_id}", message, _partials(send))
-        callee._nursery.start_soon(_serve_one, handler, inbound, send)
+        # As the libp2p stream server does: a requester that leaves before the
+        # answer (deadline, cancelled) has its request cancelled on the callee.
+        serving = trio.CancelScope()
+        callee._nursery.start_soon(_serve_one, handler, inbound, send, serving)
         self._hub.requests_served[peer_id] += 1
+        answered = False
         async with receive:
-            while True:
-                try:
-                    answer = await receive.receive()
-                except trio.EndOfChannel:
-                    raise PeerUnavailable(f"peer {peer_id} went away mid-request") from None
-                if isinstance(answer, MeshError):
-                    raise answer
-                if not answer.partial:
-                    break
-                if on_partial is None:
-                    raise PeerUnavailable(f"{peer_id} sent a partial answer nobody asked for")
-                await on_partial(answer.data)
+            try:
+                answer = await self._receive_final(peer_id, receive, on_partial)
+                answered = True
+            finally:
+                if not answered:
+                    serving.cancel()
         reply = _through_frames(answer.data)
         if reply is None:
             raise PeerUnavailable(f"peer {peer_id} sent a reply over the caps")
@@ -221,6 +219,25 @@ class MemoryNetwork:
             raise PeerUnavailable(f"peer {peer_id} went away mid-request")
         self._health.record_success(peer_id)
         return reply
+
+    @staticmethod
+    async def _receive_final(
+        peer_id: str,
+        receive: trio.MemoryReceiveChannel[_Answer | MeshError],
+        on_partial: OnPartial | None,
+    ) -> _Answer:
+        while True:
+            try:
+                answer = await receive.receive()
+            except trio.EndOfChannel:
+                raise PeerUnavailable(f"peer {peer_id} went away mid-request") from None
+            if isinstance(answer, MeshError):
+                raise answer
+            if not answer.partial:
+                return answer
+            if on_partial is None:
+                raise PeerUnavailable(f"{peer_id} sent a partial answer nobody asked for")
+            await on_partial(answer.data)
 
     async def connect(self, peer: PeerAddr, *, timeout: float) -> None:  # noqa: ASYNC109 (the Network interface takes timeouts)
         self._check_open()
@@ -399,10 +416,16 @@ def _partials(send: _AnswerSend) -> SendPartial:
     return send_partial
 
 
-async def _serve_one(handler: RequestHandler, inbound: Inbound, send: _AnswerSend) -> None:
+async def _serve_one(
+    handler: RequestHandler, inbound: Inbound, send: _AnswerSend, scope: trio.CancelScope
+) -> None:
     async with send:
         try:
-            answer = await handler(inbound)
+            with scope:
+                answer = await handler(inbound)
+            if scope.cancelled_caught:
+                logger.debug("requester %s went away: request dropped", inbound.peer_id)
+                return
         except MeshError as exc:
             # The handler refused the message outright (garbage), or the requester
             # left: the stream is reset, which the caller sees as an unavailable peer.

@@ -21,11 +21,17 @@ import trio
 from libp2p.abc import INetStream
 from libp2p.exceptions import BaseLibp2pError
 
+from mesh.aio.groups import unwrap_single_error
+from mesh.aio.ratelog import RateLimitedLog
 from mesh.core.framing import FrameReader, Message, encode_frames
 from mesh.errors import MalformedMessage, PeerUnavailable, ProtocolError
+from mesh.net.inbound import InboundLimits, Slot, StreamEvicted, StreamIdle, StreamStalled
 from mesh.net.interface import Inbound, RequestHandler
 
 logger = logging.getLogger(__name__)
+# One line per refused stream or message, rate-limited per reason (a flood of
+# garbage must not fill the operator's disk); no tracebacks for bad input.
+refusals = RateLimitedLog(logger)
 
 # What one read asks for; Yamux hands out at most 64 KiB windows anyway.
 READ_CHUNK_BYTES = 256 * 1024
@@ -50,12 +56,29 @@ class MessageReader:
 
     An answer may hold several messages (partials, then the final one) and one
     read may carry several of them: the ones not yet asked for wait here.
+
+    On the serving side a :class:`~mesh.net.inbound.Slot` and its limits make
+    every read wait under a deadline: ``idle_s`` between requests, one progress
+    window while a message is unfinished (see :mod:`mesh.net.inbound`); the bytes
+    held are reported to the slot, which may take them away (StreamEvicted).
     """
 
-    def __init__(self, stream: INetStream) -> None:
+    def __init__(
+        self,
+        stream: INetStream,
+        *,
+        slot: Slot | None = None,
+        limits: InboundLimits | None = None,
+        idle_s: float = 60.0,
+    ) -> None:
         self._stream = stream
         self._frames = FrameReader()
         self._ready: deque[Message] = deque()
+        self._slot = slot
+        self._limits = limits or InboundLimits()
+        self._idle_s = idle_s
+        self._window_start = 0.0  # the current progress window of an unfinished message
+        self._window_bytes = 0
 
     @property
     def idle(self) -> bool:
@@ -68,20 +91,67 @@ class MessageReader:
         Raises:
             TooLarge / MalformedMessage: from the frame reader.
             PeerUnavailable: the stream broke, or closed in the middle of a message.
+            StreamIdle / StreamStalled / StreamEvicted: (serving side) no request in
+                ``idle_s``, an unfinished message without progress, or its memory
+                taken for others.
         """
         while not self._ready:
-            try:
-                data = await self._stream.read(READ_CHUNK_BYTES)
-            except EOFError:
-                data = b""
-            except STREAM_ERRORS as exc:
-                raise PeerUnavailable(f"stream read failed: {exc!r}") from exc
+            data = await self._read()
             if not data:
                 if self._frames.idle:
                     return None
                 raise PeerUnavailable("stream closed in the middle of a message")
+            if self._slot is not None and self._frames.idle:
+                self._slot.reading()
+                self._window_start, self._window_bytes = trio.current_time(), 0
+            self._window_bytes += len(data)
             self._ready.extend(self._frames.feed(data))
+            if self._slot is not None:
+                self._slot.hold(self._frames.buffered)
         return self._ready.popleft()
+
+    async def _read(self) -> bytes:
+        if self._slot is None:
+            return await self._read_chunk()
+        limits = self._limits
+        while True:
+            if self._frames.idle:
+                deadline = self._slot.since + self._idle_s
+            else:
+                deadline = self._window_start + limits.progress_window_s
+            with trio.move_on_at(deadline):
+                return await self._read_chunk()
+            if self._frames.idle:
+                raise StreamIdle(f"no request for {self._idle_s:.0f} s")
+            if self._window_bytes < limits.progress_min_bytes:
+                raise StreamStalled(
+                    f"unfinished message: {self._window_bytes} bytes in "
+                    f"{limits.progress_window_s:.0f} s (at least {limits.progress_min_bytes})"
+                )
+            self._window_start, self._window_bytes = deadline, 0
+
+    async def _read_chunk(self) -> bytes:
+        try:
+            return await self._stream.read(READ_CHUNK_BYTES)
+        except EOFError:
+            return b""
+        except STREAM_ERRORS as exc:
+            raise PeerUnavailable(f"stream read failed: {exc!r}") from exc
+
+    async def wait_gone(self) -> str:
+        """Return once the peer closed or reset the stream, or sent more (a breach).
+
+        For the serving side while a request is answered: the requester sends
+        nothing until it has the answer, so any event here means it went away
+        (or broke the one-request-at-a-time rule). Returns what happened.
+        """
+        try:
+            data = await self._stream.read(READ_CHUNK_BYTES)
+        except EOFError:
+            return "closed"
+        except STREAM_ERRORS:
+            return "reset"
+        return "sent more before the answer" if data else "closed"
 
 
 async def write_message(stream: INetStream, message: bytes, *, partial: bool = False) -> None:
@@ -123,6 +193,7 @@ class StreamStats:
     failed: int = 0
     served_messages: int = 0
     rejected_streams: int = 0
+    abandoned: int = 0  # requests whose requester went away before the answer
 
 
 @dataclass(slots=True)
@@ -183,9 +254,14 @@ class StreamPool:
 
 
 def remote_addr(stream: INetStream) -> str:
-    """The remote transport address of ``stream`` as a multiaddr string, ``""`` if unknown."""
+    """The remote transport address of ``stream`` as a multiaddr string, ``""`` if unknown.
+
+    py-libp2p 0.8.1 answers None for every IPv6 connection (it expects a 2-tuple
+    from ``getpeername``; IPv6 gives 4), which would make every IPv6 peer its own
+    address source: the socket under the connection is asked directly then.
+    """
     try:
-        remote = stream.get_remote_address()
+        remote = stream.get_remote_address() or _socket_peer(stream)
     except AttributeError:  # a stream type without addresses
         return ""
     except STREAM_ERRORS:
@@ -196,25 +272,50 @@ def remote_addr(stream: INetStream) -> str:
     return f"/{'ip6' if ':' in host else 'ip4'}/{host}/tcp/{port}"
 
 
+# The attributes leading from a muxed connection down to its socket in py-libp2p
+# 0.8.1: Yamux.secured_conn -> SecureSession.conn -> NoiseTransportReadWriter.conn
+# -> RawConnection.stream -> TrioTCPStream.stream -> SocketStream.socket.
+_DOWN = ("secured_conn", "conn", "stream", "socket")
+_MAX_HOPS = 8
+
+
+def _socket_peer(stream: INetStream) -> tuple[str, int] | None:
+    layer: object = stream.muxed_conn
+    for _ in range(_MAX_HOPS):
+        peer = getattr(layer, "getpeername", None)
+        if callable(peer):
+            address = peer()
+            if isinstance(address, tuple) and len(address) >= 2:
+                return str(address[0]), int(address[1])
+            return None
+        layer = next((getattr(layer, a) for a in _DOWN if hasattr(layer, a)), None)
+        if layer is None:
+            return None
+    return None
+
+
 async def serve_stream(
     stream: INetStream,
     handler: RequestHandler,
     *,
+    slot: Slot,
+    limits: InboundLimits,
     idle_s: float,
     write_s: float,
     stats: StreamStats,
 ) -> None:
     """Answer requests on one inbound stream until the peer closes it.
 
-    A garbage or oversized frame, a broken stream, a silent client or a handler
-    exception ends the conversation by resetting the stream; nothing propagates
-    into the library's task (which would take the connection down with it).
-    Requests end with a final message; a partial message from the requester is
-    a protocol breach.
+    A garbage or oversized frame, a broken, idle, stalled or evicted stream, or
+    a handler exception ends the conversation by resetting the stream; nothing
+    propagates into the library's task (which would take the connection down
+    with it). Requests end with a final message; a partial message from the
+    requester is a protocol breach. While a request is answered the stream is
+    watched: a requester that resets or closes it (it gave up) has its request
+    cancelled, so queued or running work for nobody is dropped.
     """
-    peer = str(stream.muxed_conn.peer_id)
-    addr = remote_addr(stream)
-    reader = MessageReader(stream)
+    peer = slot.peer
+    reader = MessageReader(stream, slot=slot, limits=limits, idle_s=idle_s)
 
     async def send_partial(data: bytes) -> None:
         with trio.fail_after(write_s):
@@ -222,37 +323,76 @@ async def serve_stream(
 
     try:
         while True:
-            message: Message | None = None
-            with trio.move_on_after(idle_s) as idle:
-                message = await reader.next()
-            if idle.cancelled_caught:
-                logger.debug("stream from %s idle for %.0f s, dropping it", peer, idle_s)
-                await discard(stream)
-                return
+            message = await reader.next()
             if message is None:
                 await close_quietly(stream)
                 return
             if message.partial or not reader.idle:
                 # One request at a time per stream, and a request is one final message.
                 raise MalformedMessage("a request must be one final message at a time")
+            slot.handling()
             try:
-                response = await handler(Inbound(peer, addr, message.data, send_partial))
+                response = await _answer_unless_gone(
+                    reader, handler, Inbound(peer, slot.addr, message.data, send_partial)
+                )
             except (trio.Cancelled, PeerUnavailable, trio.TooSlowError, ProtocolError):
                 raise  # cancelled, the requester went away mid-answer, or garbage: below
-            except Exception:
+            except Exception as exc:
                 # The handler is service code: whatever it raises, this stream
                 # ends without an answer and every other stream keeps going.
-                logger.warning("request handler failed for %s, resetting", peer, exc_info=True)
+                # A bug, not bad input: keep the traceback (rate-limited).
+                refusals.warning(
+                    "handler-failed", "request handler failed for %s, resetting: %r", peer, exc
+                )
+                logger.debug("request handler failure", exc_info=True)
                 stats.rejected_streams += 1
+                await discard(stream)
+                return
+            if response is None:
+                stats.abandoned += 1
                 await discard(stream)
                 return
             with trio.fail_after(write_s):
                 await write_message(stream, response)
+            slot.waiting(trio.current_time())
             stats.served_messages += 1
     except ProtocolError as exc:
-        logger.info("bad frames from %s (%s), resetting the stream", peer, exc)
+        refusals.info("bad-frames", "bad frames from %s (%s %s), resetting", peer, exc.code, exc)
         stats.rejected_streams += 1
+        await discard(stream)
+    except (StreamStalled, StreamEvicted) as exc:
+        refusals.info("slow-stream", "stream from %s dropped: %s", peer, exc)
+        stats.rejected_streams += 1
+        await discard(stream)
+    except StreamIdle as exc:
+        logger.debug("stream from %s idle (%s), dropping it", peer, exc)
         await discard(stream)
     except (PeerUnavailable, trio.TooSlowError) as exc:
         logger.debug("stream from %s ended: %r", peer, exc)
         await discard(stream)
+
+
+async def _answer_unless_gone(
+    reader: MessageReader, handler: RequestHandler, inbound: Inbound
+) -> bytes | None:
+    """The handler's answer, or None when the requester went away first.
+
+    The handler is cancelled then: its task's queued or running work is dropped.
+    """
+    response: bytes | None = None
+    gone = ""
+
+    async def watch(scope: trio.CancelScope) -> None:
+        nonlocal gone
+        gone = await reader.wait_gone()
+        scope.cancel()
+
+    with unwrap_single_error():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch, nursery.cancel_scope)
+            response = await handler(inbound)
+            nursery.cancel_scope.cancel()
+    if gone:
+        logger.debug("requester %s went away (%s): request dropped", inbound.peer_id, gone)
+        return None
+    return response

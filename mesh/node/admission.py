@@ -1,9 +1,12 @@
-"""Admission control: a bounded number of tasks in flight, a cap per client.
+"""Admission control: a bounded number of tasks in flight, shared fairly between sources.
 
 Sans-IO: time is passed in (trio seconds); the counts are read from the node's
-task table, the one record of tasks in flight. When full, the node answers
-``busy`` with a ``retry_after_ms`` estimated from the measured throughput: the
-time for the excess work ahead of the caller to drain, clamped to a sane range.
+task table, the one record of tasks in flight. A client key has a cap of its
+own. When the node is full, a newcomer from a source holding fewer places takes
+the place of a waiting task from a source holding more
+(:mod:`mesh.node.fairshare`); otherwise the node answers ``busy`` with a
+``retry_after_ms`` estimated from the measured throughput: the time for the
+excess work ahead of the caller to drain, clamped to a sane range.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ import math
 from collections import deque
 
 from mesh.errors import Busy, ConfigError
+from mesh.node.fairshare import room_for
 from mesh.node.lifecycle import TaskTable
+from mesh.node.sources import Source
 
 # Without a measurement yet (fresh node), suggest a short wait.
 DEFAULT_RETRY_AFTER_MS = 500
@@ -30,6 +35,7 @@ class ThroughputMeter:
         self._window_s = window_s
         self._done: deque[float] = deque(maxlen=_MAX_SAMPLES)
         self._started: float | None = None
+        self.completed = 0  # tasks finished since the start
 
     def start(self, now: float) -> None:
         """Note when measuring began (rates before a full window use the elapsed time)."""
@@ -40,6 +46,7 @@ class ThroughputMeter:
         """One task finished at ``now``."""
         self.start(now)
         self._done.append(now)
+        self.completed += 1
 
     def rate(self, now: float) -> float | None:
         """Tasks per second, or None before any task finished in the window."""
@@ -82,22 +89,31 @@ class Admission:
         """Tasks admitted and not yet answered."""
         return self._table.count()
 
-    def check(self, client: bytes, *, now: float) -> None:
-        """Raise Busy unless a task of ``client`` may be admitted now."""
+    def check(self, client: bytes, *, now: float, source: Source | None = None) -> bytes | None:
+        """Raise Busy unless a task of ``client`` (from ``source``) may be admitted now.
+
+        Returns:
+            None, or the id of a waiting task that must give its place to this one
+            (the caller displaces it before admitting).
+        """
         if self.closed:
             raise Busy("node is draining", retry_after_ms=MAX_RETRY_AFTER_MS)
-        in_flight = self.in_flight
-        if in_flight >= self.capacity:
-            excess = in_flight - self.capacity + 1
-            raise Busy(
-                f"queue full ({in_flight}/{self.capacity})",
-                retry_after_ms=self.retry_after_ms(excess, now=now),
-            )
         if self._table.count_for(client) >= self.per_client:
             raise Busy(
                 f"too many tasks in flight for this client (cap {self.per_client})",
                 retry_after_ms=self.retry_after_ms(1, now=now),
             )
+        in_flight = self.in_flight
+        if in_flight < self.capacity:
+            return None
+        victim = room_for(source or Source("", "", client), self._table.held())
+        if victim is not None:
+            return victim
+        excess = in_flight - self.capacity + 1
+        raise Busy(
+            f"queue full ({in_flight}/{self.capacity})",
+            retry_after_ms=self.retry_after_ms(excess, now=now),
+        )
 
     def retry_after_ms(self, excess: int, *, now: float) -> int:
         """Time for ``excess`` tasks to drain at the measured rate, clamped."""

@@ -43,6 +43,8 @@ class NodeConfig:
             ``/status``; :mod:`mesh.node.status_http`); None: no endpoint.
         self_check: ask peers to dial the advertised addresses back at start
             (:mod:`mesh.node.dialback`) and report what the mesh can reach.
+        lie: for researchers only: ``""`` (honest), or ``perturb``, ``lazy`` or
+            ``rate:F`` to make this node sign wrong answers (see mesh.node.lies).
     """
 
     identity: Identity
@@ -73,8 +75,12 @@ class NodeConfig:
     announce: tuple[str, ...] = ()
     http_listen: tuple[str, int] | None = None
     self_check: bool = False
+    lie: str = ""
 
     def __post_init__(self) -> None:
+        from mesh.node.lies import parse_lie
+
+        parse_lie(self.lie)  # raises ConfigError for a kind that does not exist
         if self.max_queue < 1 or self.max_batch < 1 or self.max_in_flight_per_client < 1:
             raise ConfigError("max_queue, max_batch and max_in_flight_per_client must be >= 1")
         if self.device not in ("auto", "cpu", "cuda"):

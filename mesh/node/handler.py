@@ -9,14 +9,27 @@ Order of the checks (each failure is an ErrorReply with its code; see
 2. the task's validity window against the node's clock (``expired``);
 3. the target: a task pinned to another worker is refused (``malformed``);
 4. the model is one this node serves (``unknown-model``);
-5. admission: queue and per-client caps (``busy`` with ``retry_after_ms``),
-   checked before the replay cache so a busy answer does not burn the nonce;
-6. the replay cache (``replayed``). Only now, after the signature: a forged task
-   must not burn a real client's nonce;
-7. the runner (``invalid-input``, ``internal``), off the event loop; for a
+5. the inputs and params fit the model (``invalid-input``), before anything is
+   spent on the task;
+6. not seen before (``replayed``): in the replay cache, or in flight here;
+7. admission: a cap per client key, and the node's places shared between
+   sources (address prefix, transport peer, key; ``busy`` with
+   ``retry_after_ms``): a newcomer from a source holding fewer places may take
+   a waiting task's place (that task is answered ``busy``);
+8. the task waits for its turn at the runner (:mod:`mesh.node.gate`: fair
+   between sources, per model); when it starts, the replay cache records it
+   (only tasks that start running take an entry: a refused, displaced or
+   dropped task keeps its nonce);
+9. the runner (``invalid-input``, ``internal``), off the event loop; for a
    request that asked to stream, its tokens go out as partial answers as they
    come (:mod:`mesh.node.streaming`), and a requester gone mid-stream stops it;
-8. the receipt, issued from the chained receipt log, then the result.
+10. the receipt, issued from the chained receipt log, then the result.
+
+The task's expiry is a deadline on the node: waiting or running past it, the
+task is dropped and answered ``expired``. A requester that goes away (resets
+or closes the stream) has its task cancelled too, by the stream server
+(:func:`mesh.net.streams.serve_stream`). Refusals are logged one line each,
+rate-limited per code, never with a traceback.
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ from typing import Any, Protocol, TypeVar
 import trio
 
 from mesh.aio.clock import WallClock
+from mesh.aio.ratelog import RateLimitedLog
 from mesh.core import canonical
 from mesh.core.envelope import Signed
 from mesh.core.identity import Identity
@@ -46,15 +60,30 @@ from mesh.core.replay import ReplayCache
 from mesh.core.signing import verify_task
 from mesh.core.tensors import Tensor
 from mesh.core.values import Values, values_hash
-from mesh.errors import InternalError, MalformedMessage, MeshError, ProtocolError, UnknownModel
+from mesh.errors import (
+    Busy,
+    Expired,
+    InternalError,
+    MalformedMessage,
+    MeshError,
+    ProtocolError,
+    Replayed,
+    UnknownModel,
+)
 from mesh.net.interface import Inbound, SendPartial
 from mesh.node.admission import Admission, ThroughputMeter
+from mesh.node.gate import RunGate
 from mesh.node.lifecycle import TaskState, TaskTable
+from mesh.node.pacing import RefusalPacer
 from mesh.node.receipt_log import ReceiptLog
 from mesh.node.runner import ExecutionLike, TaskRunner, TokenHook
+from mesh.node.sources import Source, source_of
 from mesh.node.streaming import StreamPace, stream_partials
 
 logger = logging.getLogger(__name__)
+# One line per refused task, rate-limited per error code (a flood of bad tasks
+# must not flood the log), and per runner failure.
+refusals = RateLimitedLog(logger)
 
 T = TypeVar("T")
 # How the handler calls the blocking receipt-log append (fsync): a worker thread
@@ -121,6 +150,7 @@ class TaskHandler:
         table: TaskTable,
         meter: ThroughputMeter,
         wall_clock: WallClock,
+        gate: RunGate,
         blocking: BlockingCall | None = None,
         observer: TaskObserver | None = None,
         receipt_claims: Mapping[str, RuntimeValue] | None = None,
@@ -133,12 +163,14 @@ class TaskHandler:
         self._table = table
         self._meter = meter
         self._now_ms = wall_clock
+        self._gate = gate
+        self._pacer = RefusalPacer()
         self._blocking = blocking or run_in_thread
         # Metrics hooks (mesh.node.metrics); None: nobody watches.
         self._observer = observer
         # Added to every receipt's runtime claim: the price in force (mesh.node.pricing).
         self._claims = dict(receipt_claims or {})
-        self._pace = StreamPace()  # this node's streams share one partial budget
+        self._stream_pace = StreamPace()  # this node's streams share one partial budget
         self.answered: dict[str, int] = {}  # reply code ("ok" or error code) -> count
 
     async def handle(self, inbound: Inbound) -> bytes:
@@ -177,45 +209,104 @@ class TaskHandler:
             return self._refuse(remote_peer, exc, b"", answer)
         task = request.task
         answer.model_root = task.message.model_root
+        source = source_of(inbound.peer_id, inbound.addr, task.message.client)
         # Partials only for a requester that asked for them (mesh.node.streaming).
         stream = inbound.send_partial if request.stream else None
         try:
-            reply = await self._handle_task(remote_peer, task, request.inputs, stream)
+            reply = await self._handle_task(inbound, task, request.inputs, source, stream)
         except ProtocolError as exc:
-            return self._refuse(remote_peer, exc, task.digest, answer)
+            refused = self._refuse(remote_peer, exc, task.digest, answer)
+            await self._pace(source)
+            return refused
         answer.code = "ok"
         return reply
+
+    async def _pace(self, source: Source) -> None:
+        """Hold a refusal back from a source that holds a lot or is refused a lot.
+
+        See :mod:`mesh.node.pacing`: it costs the node nothing and slows a flood.
+        """
+        delay = self._pacer.delay(
+            source,
+            holding=self._table.holding(source),
+            share=self._admission.per_client,
+            capacity=self._admission.capacity,
+            now=trio.current_time(),
+        )
+        if delay:
+            await trio.sleep(delay)
 
     def _refuse(
         self, remote_peer: str, exc: ProtocolError, task_id: bytes, answer: _Answer
     ) -> bytes:
         answer.code = exc.code
-        logger.info("task %s from %s refused: %s %s", task_id.hex()[:8], remote_peer, exc.code, exc)
+        refusals.info(
+            exc.code,
+            "task %s from %s refused: %s %s",
+            task_id.hex()[:8],
+            remote_peer,
+            exc.code,
+            exc,
+        )
         return ErrorReply.from_exception(exc, task_id=task_id).encode()
 
     async def _handle_task(
-        self, remote_peer: str, task: Signed[Task], inputs: Values, stream: SendPartial | None
+        self,
+        inbound: Inbound,
+        task: Signed[Task],
+        inputs: Values,
+        source: Source,
+        stream: SendPartial | None,
     ) -> bytes:
         body = task.message
-        verify_task(task, now_ms=self._now_ms())
+        now_ms = self._now_ms()
+        verify_task(task, now_ms=now_ms)
         if body.target and body.target != self._identity.public_key:
             raise MalformedMessage("task is addressed to another worker")
         if body.model_root not in self._runner.models:
             raise UnknownModel(f"model {body.model_root.hex()[:16]} is not served here")
-        # Admission is checked before the replay cache so a task refused as busy
-        # keeps its nonce and can come back here later; nothing awaits between
-        # the check and the admit, so the slot cannot be taken meanwhile.
-        self._admission.check(body.client, now=trio.current_time())
-        self._replay.check_and_add(task, now_ms=self._now_ms())
-        self._table.admit(task.digest, body.client)
+        params = dict(body.params)
+        self._runner.validate(body.model_root, inputs, params)
+        # A replay is refused before it takes a place; the nonce is recorded only
+        # when the task starts (below), so a task refused or dropped before then
+        # keeps its nonce and can come back (here or elsewhere).
+        self._replay.check(task, now_ms)
+        if task.digest in self._table:
+            raise Replayed("this task is already in flight here")
+        # Nothing awaits between the check and the admit: the place cannot be taken meanwhile.
+        victim = self._admission.check(body.client, now=trio.current_time(), source=source)
+        if victim is not None:
+            self._displace(victim)
+        self._table.admit(task.digest, body.client, source=source, model=body.model_root)
+        # The task's expiry is a deadline here too: past it nobody wants the answer.
+        expiry = trio.current_time() + max(0.0, (body.expires_ms - now_ms) / 1000)
         try:
-            return await self._run(remote_peer, task, inputs, stream)
+            with trio.move_on_at(expiry):
+                return await self._run(inbound.peer_id, task, inputs, params, source, stream)
+            raise Expired("the task expired on this node before it finished")
         finally:
             self._table.fail(task.digest)  # a no-op once answered (closed)
             self._meter.record(trio.current_time())
 
+    def _displace(self, victim: bytes) -> None:
+        """A waiting task gives its place to a source holding fewer (answered busy)."""
+        self._table.fail(victim)
+        self._gate.displace(
+            victim,
+            Busy(
+                "displaced by a source holding fewer places on this node",
+                retry_after_ms=self._admission.retry_after_ms(1, now=trio.current_time()),
+            ),
+        )
+
     async def _run(
-        self, remote_peer: str, task: Signed[Task], inputs: Values, stream: SendPartial | None
+        self,
+        remote_peer: str,
+        task: Signed[Task],
+        inputs: Values,
+        params: dict[str, int],
+        source: Source,
+        stream: SendPartial | None,
     ) -> bytes:
         body = task.message
         self._table.move(task.digest, TaskState.QUEUED)
@@ -225,24 +316,28 @@ class TaskHandler:
             # The runner calls this when the task's batch starts: the receipt's
             # start time is then, not when the task joined the queue.
             nonlocal started_ms
-            self._table.move(task.digest, TaskState.RUNNING)
             started_ms = self._now_ms()
 
-        execute = functools.partial(
-            self._execute, body.model_root, inputs, dict(body.params), on_start
-        )
-        if stream is None:
-            execution = await execute(None)
-        else:
-            execution = await stream_partials(
-                execute,
-                task_id=task.digest,
-                send_partial=stream,
-                runtime=runtime_class(self._runner.runtime_class(body.model_root)),
-                pace=self._pace,
-            )
+        # Generation work grows with max_tokens; other tasks cost one unit each.
+        cost = max(1, params.get("max_tokens", 1))
+        async with self._gate.turn(body.model_root, source.path, task.digest, cost=cost):
+            # The gate moved it to RUNNING. Recorded now that it starts: replay
+            # entries <= start rate x window.
+            self._replay.check_and_add(task, now_ms=self._now_ms())
+            started_ms = self._now_ms()
+            execute = functools.partial(self._execute, body.model_root, inputs, params, on_start)
+            if stream is None:
+                execution = await execute(None)
+            else:
+                execution = await stream_partials(
+                    execute,
+                    task_id=task.digest,
+                    send_partial=stream,
+                    runtime=runtime_class(self._runner.runtime_class(body.model_root)),
+                    pace=self._stream_pace,
+                )
+            self._table.move(task.digest, TaskState.DONE)  # frees its place at the gate
         finished_ms = self._now_ms()
-        self._table.move(task.digest, TaskState.DONE)
         self._table.require_done(task.digest)
         out_bytes = _values_bytes(execution.outputs)
         output_hash = await _off_loop_if_big(out_bytes, values_hash, execution.outputs)
@@ -298,8 +393,16 @@ class TaskHandler:
             raise
         except Exception as exc:
             # A bug or a torch failure in one task must not take the node down:
-            # the client gets "internal" and retries elsewhere; we keep the trace.
-            logger.exception("runner failed on model %s", model_root.hex()[:8])
+            # the client gets "internal" and retries elsewhere; we keep the trace
+            # (a bug, not bad input), rate-limited.
+            refusals.log(
+                logging.ERROR,
+                "runner-failed",
+                "runner failed on model %s: %r",
+                model_root.hex()[:8],
+                exc,
+                exc_info=True,
+            )
             raise InternalError("the model failed on this task") from exc
 
     def _count(self, code: str) -> None:

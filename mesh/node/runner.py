@@ -1,7 +1,9 @@
 """What the node needs from the model runtime: the :class:`TaskRunner` protocol.
 
 It matches ``mesh.runtime.executor.Executor`` (``run``, ``queue_depth``,
-``queue_capacity``, ``run_forever``) plus what the node advertises: the model
+``queue_capacity``, ``run_forever``) plus ``validate`` (the node checks a task's
+inputs before it admits it, so a task that will be refused takes no place and
+no replay-cache entry) and what the node advertises: the model
 roots and names it serves and its device. Component tests inject a fake runner;
 ``mesh.node.runtime_runner`` adapts the real executor.
 """
@@ -48,6 +50,15 @@ class TaskRunner(Protocol):
 
     @property
     def device(self) -> str: ...
+
+    def validate(self, model_root: bytes, inputs: Values, params: dict[str, int]) -> None:
+        """Check one task's inputs and params against the model, before it is admitted.
+
+        Raises:
+            UnknownModel: the root is not served here.
+            InvalidInput: the inputs or params do not fit the model.
+        """
+        ...
 
     async def run(
         self,

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from mesh.core.checks import CheckRequest
 from mesh.core.partials import runtime_class
 from mesh.core.values import Values
-from mesh.errors import ConfigError
+from mesh.errors import CommitmentMismatch, ConfigError, InvalidInput, ModelError
 from mesh.node.config import NodeConfig
 from mesh.node.runner import ExecutionLike, TokenHook
 
@@ -35,6 +36,7 @@ class RuntimeRunner:
         self._executor = executor
         self._models = {m.model_root: m.name for m in models}
         self._device = device
+        self._checks = trio.CapacityLimiter(1)
 
     @property
     def models(self) -> Mapping[bytes, str]:
@@ -43,6 +45,9 @@ class RuntimeRunner:
     @property
     def device(self) -> str:
         return self._device
+
+    def validate(self, model_root: bytes, inputs: Values, params: dict[str, int]) -> None:
+        self._executor.model(model_root).validate(inputs, params)
 
     async def run(
         self,
@@ -80,6 +85,49 @@ class RuntimeRunner:
 
     async def run_forever(self) -> None:
         await self._executor.run_forever()
+
+    async def check_generation(
+        self, model_root: bytes, request: CheckRequest, params: dict[str, int]
+    ) -> tuple[bool, str, dict[str, str | int | bool]]:
+        """Check another worker's generation with one forward pass (see mesh.node.checks).
+
+        The tolerance is the manifest's for the checked receipt's dtype and ours.
+
+        Raises:
+            UnknownModel: the model is not served here.
+            InvalidInput: not a language model, or the manifest has no tolerance for the dtype.
+        """
+        model = self._executor.model(model_root)
+        if model.manifest.kind != "generate":
+            raise InvalidInput(f"{model.name} has no activation commitments to check")
+        try:
+            tolerance = model.manifest.tolerance(request.dtype or model.dtype, model.dtype)
+        except ModelError as exc:
+            raise InvalidInput(f"cannot check a {request.dtype} run: {exc}") from exc
+
+        def check() -> tuple[bool, str]:
+            from mesh.runtime.commitment import verify_task_outputs
+            from mesh.runtime.device import apply_thread_count
+
+            apply_thread_count()
+            try:
+                verify_task_outputs(
+                    model,
+                    request.inputs,
+                    params,
+                    {"token_ids": request.token_ids},
+                    request.commitment,
+                    tolerance=tolerance,
+                )
+            except CommitmentMismatch as exc:
+                return False, str(exc)
+            return True, ""
+
+        # One check at a time: a forward pass competes with the executor's batches
+        # for the same cores, and checks are a small share of the work.
+        async with self._checks:
+            passed, reason = await trio.to_thread.run_sync(check)
+        return passed, reason, model.runtime_claim(1)
 
     def memory_free_mb(self) -> int:
         """Free memory of the device the models run on (MiB), best effort."""

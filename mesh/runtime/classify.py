@@ -9,12 +9,10 @@ import torch
 
 from mesh.core.tensors import Tensor
 from mesh.core.values import Values
-from mesh.errors import InvalidInput
+from mesh.runtime.checks import check_classify
 from mesh.runtime.convert import from_torch, to_torch
 from mesh.runtime.manifest import Manifest
 from mesh.runtime.output import ModelOutput
-
-DEFAULT_MAX_ROWS = 64
 
 
 class Classifier:
@@ -31,15 +29,8 @@ class Classifier:
         (self.output_name,) = manifest.outputs
 
     def validate(self, inputs: Values, params: dict[str, int]) -> None:
-        if params:
-            raise InvalidInput(f"{self.manifest.name} takes no params")
-        x = inputs[self.input_name]
-        assert isinstance(x, Tensor)
-        cap = self.manifest.limit("max_rows", DEFAULT_MAX_ROWS)
-        if x.shape[0] > cap:
-            raise InvalidInput(f"{x.shape[0]} rows, {self.manifest.name} takes at most {cap}")
-        if not torch.isfinite(to_torch(x)).all():
-            raise InvalidInput("inputs hold NaN or infinity")
+        # The same torch-free rules a client checks before sending.
+        check_classify(self.manifest, inputs, params)
 
     def run_batch(self, items: list[tuple[Values, dict[str, int]]]) -> list[ModelOutput]:
         xs = []

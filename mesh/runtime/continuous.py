@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 import trio
@@ -59,7 +60,9 @@ class _Outcome:
 class ContinuousLane:
     """The decode loop of one generation lane (see the module docstring)."""
 
-    def __init__(self, lane: Lane, *, device: trio.CapacityLimiter, max_batch: int) -> None:
+    def __init__(
+        self, lane: Lane, *, device: AbstractAsyncContextManager[object], max_batch: int
+    ) -> None:
         self._lane = lane
         self._generator = lane.model.generator()
         self._device = device

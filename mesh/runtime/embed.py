@@ -11,14 +11,15 @@ from typing import Protocol
 import torch
 
 from mesh.core.values import Values
-from mesh.errors import InvalidInput
+from mesh.runtime.checks import DEFAULT_MAX_TEXTS, MAX_TEXT_CHARS, check_embed
 from mesh.runtime.convert import from_torch
 from mesh.runtime.manifest import Manifest
 from mesh.runtime.output import ModelOutput
 from mesh.runtime.tokenize import HFTokenizer
 
-DEFAULT_MAX_TEXTS = 64
-MAX_TEXT_CHARS = 16_384  # long texts are truncated anyway; this bounds tokenizer work
+# The caps live with the torch-free checks (mesh.runtime.checks); named here too
+# for code that read them from this module.
+__all__ = ["DEFAULT_MAX_TEXTS", "MAX_TEXT_CHARS", "Embedder", "Encoder"]
 
 
 class Encoder(Protocol):
@@ -47,16 +48,8 @@ class Embedder:
         (self.output_name,) = manifest.outputs
 
     def validate(self, inputs: Values, params: dict[str, int]) -> None:
-        if params:
-            raise InvalidInput(f"{self.manifest.name} takes no params")
-        texts = inputs[self.input_name]
-        assert isinstance(texts, list)  # check_schema ran first
-        cap = self.manifest.limit("max_texts", DEFAULT_MAX_TEXTS)
-        if len(texts) > cap:
-            raise InvalidInput(f"{len(texts)} texts, {self.manifest.name} takes at most {cap}")
-        for text in texts:
-            if not isinstance(text, str) or len(text) > MAX_TEXT_CHARS:
-                raise InvalidInput(f"each text must be a string of at most {MAX_TEXT_CHARS} chars")
+        # The same torch-free rules a client checks before sending.
+        check_embed(self.manifest, inputs, params)
 
     def run_batch(self, items: list[tuple[Values, dict[str, int]]]) -> list[ModelOutput]:
         ids: list[torch.Tensor] = []

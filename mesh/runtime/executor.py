@@ -2,8 +2,10 @@
 
 Each served model has a lane: a queue of tasks and a loop that runs them in
 batches with ``trio.to_thread.run_sync``. One forward pass runs at a time in the
-process (a shared limiter): the device is one resource, and torch's thread
-count stays what the runtime claim says.
+process: the device is one resource, and torch's thread count stays what the
+runtime claim says. Turns on it go to the waiting lane that has used the least
+device time (:mod:`mesh.runtime.device_share`), so a heavy model's lane cannot
+hold a light one's tasks back for more than one of its turns.
 
 Two kinds of loop:
 
@@ -46,6 +48,7 @@ from mesh.errors import ConfigError, InternalError, InvalidInput, UnknownModel
 from mesh.runtime.continuous import ContinuousLane
 from mesh.runtime.convert import to_torch
 from mesh.runtime.device import apply_thread_count
+from mesh.runtime.device_share import SharedDevice
 from mesh.runtime.job import Execution, Job, Lane, TokenHook
 from mesh.runtime.output import ModelOutput
 from mesh.runtime.registry import LoadedModel
@@ -87,7 +90,9 @@ class Executor:
         self._max_wait = max_wait_ms / 1000.0
         self._capacity = max_queue
         self._depth = 0
-        self._device = trio.CapacityLimiter(1)
+        # One forward pass at a time, turns fair between lanes by device time used.
+        self._device = SharedDevice()
+        self._turns = {root: self._device.lane(root) for root in self._lanes}
 
     def queue_depth(self) -> int:
         """Tasks accepted and not finished (queued or running)."""
@@ -163,7 +168,9 @@ class Executor:
         async with trio.open_nursery() as nursery:
             for lane in self._lanes.values():
                 if self._continuous and lane.model.manifest.kind == "generate":
-                    decode = ContinuousLane(lane, device=self._device, max_batch=self._max_batch)
+                    decode = ContinuousLane(
+                        lane, device=self._turns[lane.model.model_root], max_batch=self._max_batch
+                    )
                     nursery.start_soon(decode.run)
                 else:
                     nursery.start_soon(self._lane_loop, lane)
@@ -194,7 +201,7 @@ class Executor:
 
     async def _run_batch(self, model: LoadedModel, batch: list[Job]) -> None:
         items = [(job.inputs, job.params) for job in batch]
-        async with self._device:
+        async with self._turns[model.model_root]:
             for job in batch:
                 job.start()
             try:

@@ -26,6 +26,7 @@ import torch
 from mesh.core.tensors import Tensor
 from mesh.core.values import Values
 from mesh.errors import InvalidInput
+from mesh.runtime.checks import DEFAULT_MAX_PROMPT_TOKENS, DEFAULT_MAX_TOKENS
 from mesh.runtime.commitment import DEFAULT_CHUNK, DEFAULT_K, commit_activations
 from mesh.runtime.convert import from_torch, to_torch
 from mesh.runtime.manifest import Manifest
@@ -33,8 +34,8 @@ from mesh.runtime.output import ModelOutput
 from mesh.runtime.sampling import Sampler, SamplingParams
 from mesh.runtime.tokenize import TextTokenizer
 
-DEFAULT_MAX_TOKENS = 64
-DEFAULT_MAX_PROMPT_TOKENS = 256
+# The limits' defaults live with the torch-free checks a client runs too.
+__all__ = ["DEFAULT_MAX_PROMPT_TOKENS", "DEFAULT_MAX_TOKENS", "Decoder", "Decoding", "Generator"]
 
 
 class Decoder(Protocol):

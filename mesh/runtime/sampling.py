@@ -17,51 +17,11 @@ from dataclasses import dataclass
 
 import torch
 
-from mesh.errors import InvalidInput
+from mesh.runtime.checks import MAX_SEED, SamplingParams
 
-MAX_SEED = 2**63 - 1
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """Integer sampling parameters, as signed in a task."""
-
-    seed: int = 0
-    max_tokens: int = 16
-    temperature_milli: int = 0
-    top_k: int = 0
-    top_p_milli: int = 1000
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature_milli == 0
-
-    @classmethod
-    def from_params(cls, params: dict[str, int], *, max_tokens_cap: int) -> SamplingParams:
-        """Check and read task params.
-
-        Raises:
-            InvalidInput: an unknown key, a non-integer, or a value out of range.
-        """
-        known = {"seed", "max_tokens", "temperature_milli", "top_k", "top_p_milli"}
-        unknown = set(params) - known
-        if unknown:
-            raise InvalidInput(f"unknown params: {', '.join(sorted(unknown))}")
-        for key, value in params.items():
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise InvalidInput(f"param {key} must be an integer")
-        p = cls(**params)
-        if not 0 <= p.seed <= MAX_SEED:
-            raise InvalidInput("seed must be in [0, 2^63)")
-        if not 1 <= p.max_tokens <= max_tokens_cap:
-            raise InvalidInput(f"max_tokens must be in [1, {max_tokens_cap}], not {p.max_tokens}")
-        if not 0 <= p.temperature_milli <= 100_000:
-            raise InvalidInput("temperature_milli must be in [0, 100000]")
-        if p.top_k < 0:
-            raise InvalidInput("top_k must be >= 0 (0 = off)")
-        if not 1 <= p.top_p_milli <= 1000:
-            raise InvalidInput("top_p_milli must be in [1, 1000] (1000 = off)")
-        return p
+# The params themselves are checked torch-free, by the same code a client runs
+# before sending (mesh.runtime.checks); re-exported here for the sampler's users.
+__all__ = ["MAX_SEED", "Distribution", "Sampler", "SamplingParams", "distribution", "pick", "slack"]
 
 
 @dataclass(frozen=True)

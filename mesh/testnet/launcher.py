@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from mesh.core.identity import Identity
-from mesh.errors import DeadlineExceeded, MeshError
-from mesh.files.keyfile import write_key_file
+from mesh.errors import ConfigError, DeadlineExceeded, MeshError
+from mesh.files.keyfile import load_key_file, write_key_file
 from mesh.node.config import NodeConfig
+from mesh.node.lies import parse_lie
 from mesh.testnet.processes import Child, fork_child, stop_children, wait_for_reports
 
 if TYPE_CHECKING:
@@ -60,6 +61,10 @@ class TestnetConfig:
         regions: region labels given round-robin to the nodes.
         node: overrides applied to every node's :class:`NodeConfig`
             (for example ``capacity_refresh_s``).
+        liars: how many nodes sign wrong answers on purpose (the last ones;
+            node 0, the first bootstrap node, stays honest).
+        lies: how they lie (``perturb``, ``lazy``, ``rate:F``; see
+            mesh.node.lies), given round-robin to the liars.
     """
 
     nodes: int
@@ -70,6 +75,23 @@ class TestnetConfig:
     ready_timeout_s: float = 60.0
     regions: tuple[str, ...] = ()
     node: dict[str, Any] = field(default_factory=dict)
+    liars: int = 0
+    lies: tuple[str, ...] = ("perturb",)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.liars < max(1, self.nodes):
+            raise ConfigError("liars must be between 0 and nodes - 1 (node 0 stays honest)")
+        if self.liars and not self.lies:
+            raise ConfigError("liars need at least one lie kind")
+        for lie in self.lies:
+            parse_lie(lie)  # ConfigError for an unknown kind
+
+    def lie_of(self, index: int) -> str:
+        """The lie of node ``index`` (``""`` for an honest node)."""
+        first = self.nodes - self.liars
+        if index < first:
+            return ""
+        return self.lies[(index - first) % len(self.lies)]
 
 
 @dataclass
@@ -93,6 +115,11 @@ class NodeProcess:
     @property
     def pid(self) -> int:
         return self.child.pid
+
+    @property
+    def lie(self) -> str:
+        """How this node lies (``""``: honest)."""
+        return self.config.lie
 
 
 class Testnet:
@@ -198,9 +225,13 @@ class Testnet:
     def _node_config(self, index: int) -> NodeConfig:
         node_dir = self.work_dir / f"node-{index:03d}"
         node_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        identity = Identity.generate()
         key_path = node_dir / "node.key"
-        if not key_path.exists():
+        # A work dir used before keeps its nodes: each one's receipt log is chained
+        # to its key, so a restart must reuse the key, never make a new one.
+        if key_path.exists():
+            identity = load_key_file(key_path)
+        else:
+            identity = Identity.generate()
             write_key_file(key_path, identity)
         regions = self.config.regions
         config = NodeConfig(
@@ -216,6 +247,7 @@ class Testnet:
             load_gossip_s=1.0,
             net_timeout_s=3.0,
             drain_timeout_s=5.0,
+            lie=self.config.lie_of(index),
         )
         return replace(config, **self.config.node) if self.config.node else config
 

@@ -87,6 +87,10 @@ class FakeRunner:
     def device(self) -> str:
         return self.device_name
 
+    def validate(self, model_root: bytes, inputs: Values, params: dict[str, int]) -> None:
+        if "bad" in inputs:
+            raise InvalidInput("input 'bad' is not accepted by this model")
+
     async def run(
         self,
         model_root: bytes,
@@ -98,8 +102,7 @@ class FakeRunner:
     ) -> FakeExecution:
         if on_tokens is not None:  # as the executor answers for models that emit no tokens
             raise InvalidInput("this model emits no tokens to stream")
-        if "bad" in inputs:
-            raise InvalidInput("input 'bad' is not accepted by this model")
+        self.validate(model_root, inputs, params)
         if "crash" in inputs:
             raise RuntimeError("a bug in the model")
         self.depth += 1

@@ -232,7 +232,7 @@ async def test_failures_before_the_first_chunk_are_openai_http_errors(
         app = app_of(mesh, tmp_path)
         for model, status, code in (
             ("no-such", 404, "model_not_found"),
-            ("lonely", 503, "no_peers"),
+            ("lonely", 504, "deadline_exceeded"),
         ):
             body = {"model": model, "prompt": "x", "stream": True}
             async with post(mesh, app, "/v1/completions", body) as exchange:

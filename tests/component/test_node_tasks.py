@@ -241,15 +241,16 @@ async def test_full_queue_answers_busy_with_retry_after(
             inner.start_soon(send, CLIENT, nets[0])
             inner.start_soon(send, OTHER, nets[1])
             await trio.testing.wait_all_tasks_blocked()
-            # Admitted and queued behind the gate: in flight, none running yet.
-            assert (node.status().in_flight, node.status().running) == (2, 0)
+            # Admitted and handed to the runner (their turn came at once), which
+            # holds them behind its own gate: in flight and running.
+            assert (node.status().in_flight, node.status().running) == (2, 2)
             await send(52, nets[2])
             busy = decode_response(answers[-1])
             assert isinstance(busy, ErrorReply) and busy.code == "busy"
             assert busy.retry_after_ms > 0
             gate.set()
             await trio.testing.wait_all_tasks_blocked()
-            # The runner reported both started: they compute now.
+            # They compute now.
             assert (node.status().in_flight, node.status().running) == (2, 2)
         assert node.status().in_flight == 0
         assert sum(not isinstance(decode_response(a), ErrorReply) for a in answers) == 2

@@ -26,7 +26,7 @@ from mesh.client.sync_client import Client
 from mesh.core.partials import token_list
 from mesh.core.receipts import verify_receipt
 from mesh.core.tensors import Tensor
-from mesh.errors import MeshError, NoPeersAvailable
+from mesh.errors import DeadlineExceeded, MeshError, NoPeersAvailable
 from mesh.testing import MemoryHub
 
 pytestmark = pytest.mark.component
@@ -59,7 +59,7 @@ def test_blocking_run_map_peers_and_errors(tmp_path: Path) -> None:
         results = client.map(ROOT_A, [inputs(float(i)) for i in range(6)], concurrency=3)
         assert [r.outputs["out_x"] for r in results] == [inputs(float(i))["x"] for i in range(6)]
         assert len(client.peers()) == 2
-        with pytest.raises(NoPeersAvailable):
+        with pytest.raises(DeadlineExceeded, match="no provider"):
             client.run(ROOT_B, inputs(), timeout=0.3)
     with pytest.raises(MeshError, match="closed"):
         client.run(ROOT_A, inputs())

@@ -173,9 +173,14 @@ def _is_testnet_process(pid: int) -> bool:
 
 
 def start_testnet(
-    work: Path, *, nodes: int, models: str = "tiny-mlp", timeout: float = 120.0
+    work: Path,
+    *,
+    nodes: int,
+    models: str = "tiny-mlp",
+    timeout: float = 120.0,
+    extra: tuple[str, ...] = (),
 ) -> TestnetProcess:
-    """Run ``mesh testnet --nodes N`` and return once it printed ``ready`` and its nodes."""
+    """Run ``mesh testnet --nodes N [EXTRA...]``; return once it printed ``ready`` and its nodes."""
     work.mkdir(parents=True, exist_ok=True)
     bootstrap = work / "bootstrap.txt"
     log = work / "testnet.stderr"
@@ -184,7 +189,7 @@ def start_testnet(
         proc = subprocess.Popen(
             [sys.executable, "-m", "mesh", "testnet", "--nodes", str(nodes), "--models", models,
              "--bootstrap-out", str(bootstrap), "--work-dir", str(work / "nodes"),
-             "--ready-timeout", str(timeout)],
+             "--ready-timeout", str(timeout), *extra],
             stdout=subprocess.PIPE, stderr=err, text=True, env=ENV, cwd=work,
             start_new_session=True,  # its own process group, like a shell job
         )  # fmt: skip
@@ -250,10 +255,10 @@ def verify_receipt_files(receipt: Path) -> subprocess.CompletedProcess[str]:
 
 @contextlib.contextmanager
 def running_testnet(
-    work: Path, *, nodes: int, models: str = "tiny-mlp"
+    work: Path, *, nodes: int, models: str = "tiny-mlp", extra: tuple[str, ...] = ()
 ) -> Iterator[TestnetProcess]:
     """A testnet for the duration of the block; stopped with SIGTERM, killed if stuck."""
-    net = start_testnet(work, nodes=nodes, models=models)
+    net = start_testnet(work, nodes=nodes, models=models, extra=extra)
     try:
         yield net
     finally:

@@ -115,8 +115,11 @@ def build_messages() -> dict[str, tuple[Identity, SignedMessage]]:
         worker=worker.public_key,
         task_id=task_id,
         receipt_digest=receipt_digest,
-        agree=True,
-        distance_micro=1_250,
+        model_root=root,
+        agree=False,
+        kind="outputs",
+        distance_micro=1_250_000,
+        evidence=hashlib.sha256(b"mesh verdict evidence").digest(),
         created_ms=T0 + 5_000,
     )
     return {

@@ -13,7 +13,7 @@ from mesh.core import limits
 from mesh.core.framing import FrameReader, Message, encode_frames
 from mesh.errors import DeadlineExceeded, PeerUnavailable
 from mesh.net.interface import TASK_PROTOCOL, Inbound
-from mesh.net.libp2p_net import Libp2pNetwork, NetTimeouts, open_libp2p_network
+from mesh.net.libp2p_net import InboundLimits, Libp2pNetwork, NetTimeouts, open_libp2p_network
 
 pytestmark = pytest.mark.integration
 
@@ -167,28 +167,70 @@ async def test_a_silent_client_is_dropped_after_the_idle_deadline() -> None:
         assert client.is_healthy(server.peer_id)
 
 
-async def test_one_peer_cannot_hold_too_many_streams() -> None:
-    from mesh.net.libp2p_peer import MAX_INBOUND_PER_PEER
+async def _ping(stream) -> list[Message]:  # type: ignore[no-untyped-def]
+    await stream.write(encode_frames(b"ping"))
+    reader = FrameReader()
+    messages: list[Message] = []
+    with trio.fail_after(5):
+        while not messages:
+            messages = reader.feed(await stream.read(65536))
+    return messages
 
+
+async def test_a_new_stream_over_the_per_peer_cap_evicts_the_longest_idle_one() -> None:
+    per_peer = InboundLimits().per_peer
     async with networks(2) as (server, client):
         server.set_request_handler(TASK_PROTOCOL, echo)
-        held = [await _raw_stream(client, server) for _ in range(MAX_INBOUND_PER_PEER)]
+        held = [await _raw_stream(client, server) for _ in range(per_peer)]
         for stream in held:  # each is being served: it answers
-            await stream.write(encode_frames(b"ping"))
-            reader = FrameReader()
-            with trio.fail_after(5):
-                messages: list[Message] = []
-                while not messages:
-                    messages = reader.feed(await stream.read(65536))
-            assert messages == [Message(b"echo:ping")]
+            assert await _ping(stream) == [Message(b"echo:ping")]
+        # One more: the stream idle the longest (the first one answered) gives way.
+        extra = await _raw_stream(client, server)
+        assert await _ping(extra) == [Message(b"echo:ping")]
+        assert await _read_until_closed(held[0]) == b""
+        assert server.inbound_stats.evicted_for_slot == 1
+        assert server.stats.rejected_streams == 0
+        for stream in [*held[1:], extra]:
+            assert await _ping(stream) == [Message(b"echo:ping")]
+            await stream.close()
+
+
+async def test_streams_being_answered_are_never_evicted_a_new_one_is_refused() -> None:
+    per_peer = InboundLimits().per_peer
+    async with networks(2) as (server, client):
+        release = trio.Event()
+        all_answering = trio.Event()
+        answering = 0
+
+        async def slow(request: Inbound) -> bytes:
+            nonlocal answering
+            answering += 1
+            if answering == per_peer:
+                all_answering.set()
+            await release.wait()
+            return request.message
+
+        server.set_request_handler(TASK_PROTOCOL, slow)
+        held = [await _raw_stream(client, server) for _ in range(per_peer)]
+        for stream in held:
+            await stream.write(encode_frames(b"wait"))
+        with trio.fail_after(5):
+            await all_answering.wait()
         try:  # refused: reset at once, sometimes before the opener even sees it open
             extra = await _raw_stream(client, server)
         except BaseLibp2pError:
             pass
         else:
             assert await _read_until_closed(extra) == b""
-        assert server.stats.rejected_streams == 1
+        assert server.inbound_stats.refused == 1
+        release.set()
         for stream in held:
+            reader = FrameReader()
+            with trio.fail_after(5):
+                messages: list[Message] = []
+                while not messages:
+                    messages = reader.feed(await stream.read(65536))
+            assert messages == [Message(b"wait")]
             await stream.close()
 
 

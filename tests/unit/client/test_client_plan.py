@@ -9,6 +9,7 @@ from mesh.client.retry import Failure, RetryPolicy
 from mesh.errors import (
     Busy,
     DeadlineExceeded,
+    Expired,
     InternalError,
     InvalidInput,
     NoPeersAvailable,
@@ -58,9 +59,30 @@ def test_pick_must_choose_an_offered_peer() -> None:
 def test_a_fatal_error_gives_up_at_once_with_that_error() -> None:
     p = plan("a", "b")
     p.next_step(0.0, first)
-    error = InvalidInput("bad rows")
+    error = Expired("window over")
     assert p.failed("a", error, now=1.0) is Failure.FATAL
     assert p.next_step(1.0, first) == GiveUp(error)
+
+
+def test_invalid_input_from_one_worker_moves_on_and_names_it() -> None:
+    # The client checked the task: one worker refusing it is that worker's fault.
+    p = plan("a", "b", "c")
+    assert isinstance(p.next_step(0.0, first), Attempt)
+    assert p.failed("a", InvalidInput("lies"), now=0.1) is Failure.REFUSED
+    step = p.next_step(0.1, first)
+    assert isinstance(step, Attempt) and step.peer == "b"
+    assert p.refused == ("a",)  # the caller counts it against "a" once "b" succeeds
+
+
+def test_invalid_input_from_a_quorum_of_workers_is_the_tasks_fault() -> None:
+    p = plan("a", "b", "c")
+    p.next_step(0.0, first)
+    p.failed("a", InvalidInput("too long"), now=0.1)
+    p.next_step(0.1, first)
+    error = InvalidInput("too long")
+    p.failed("b", error, now=0.2)  # RetryPolicy.refusal_quorum = 2 distinct workers
+    assert p.next_step(0.2, first) == GiveUp(error)
+    assert p.refused == ("a", "b")
 
 
 def test_every_peer_tried_asks_the_dht_once_then_gives_up() -> None:

@@ -142,7 +142,7 @@ def test_exclusion_and_exhaustion() -> None:
         (CommitmentMismatch("x"), Failure.LIED),
         (BadSignature("x"), Failure.FATAL),
         (Expired("x"), Failure.FATAL),
-        (InvalidInput("x"), Failure.FATAL),
+        (InvalidInput("x"), Failure.REFUSED),
         (MalformedMessage("x"), Failure.FATAL),
         (TooLarge("x"), Failure.FATAL),
     ],

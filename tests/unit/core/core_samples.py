@@ -112,8 +112,11 @@ def sample_verdict(receipt: Signed[Receipt] | None = None, **changes: Any) -> Ve
         worker=receipt.message.worker,
         task_id=receipt.message.task_id,
         receipt_digest=receipt.digest,
+        model_root=receipt.message.model_root,
         agree=True,
+        kind="outputs",
         distance_micro=12,
+        evidence=bytes(range(32)),
         created_ms=NOW_MS + 1000,
     )
     return dataclasses.replace(verdict, **changes)

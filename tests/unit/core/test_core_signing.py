@@ -54,7 +54,8 @@ def _tweak(value: Any) -> Any:
             return bytes(32)  # target, commitment: empty -> 32 bytes is valid for both
         return bytes([value[0] ^ 1]) + value[1:]
     if isinstance(value, str):
-        return {"audit": "signature", "signature": "audit"}.get(value, value + "x")
+        swaps = {"audit": "signature", "signature": "audit", "outputs": "commitment"}
+        return swaps.get(value, value + "x")
     if isinstance(value, tuple):
         return (_tweak(value[0]), *value[1:])
     if isinstance(value, dict):

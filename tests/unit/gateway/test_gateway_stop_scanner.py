@@ -44,7 +44,7 @@ def test_without_stop_sequences_everything_goes_at_once() -> None:
     assert run(["a", "b"], ())[0] == ["a", "b", ""]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(
     data=st.data(),
     text=st.text(alphabet="abc\n", max_size=30),

@@ -2,7 +2,7 @@
 
 A node caps what one peer may hold at 16: tasks in flight per client key
 (NodeConfig's ``max_in_flight_per_client``) and inbound task streams per peer
-(``mesh.net.libp2p_peer.MAX_INBOUND_PER_PEER``). The gateway is one peer, so 32
+(``mesh.net.inbound.InboundLimits.per_peer``). The gateway is one peer, so 32
 concurrent requests through it to one node would be half refused (busy, or a
 reset stream), which would measure those caps, not streaming. This launcher runs
 the same node (libp2p, handler, executor) with both raised, and prints ``mesh
@@ -17,18 +17,31 @@ import argparse
 import functools
 import logging
 import tempfile
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import trio
 
 from mesh.core.identity import Identity
+from mesh.net.interface import Network
 from mesh.node.config import NodeConfig
 from mesh.node.runtime_runner import load_runtime_runner
 from mesh.node.serve import serve_until_signal
-from mesh.node.service import libp2p_network_factory
 
 # More than any concurrency the benchmark offers: admission never answers busy.
 CAPS = 1024
+
+
+def _network(config: NodeConfig) -> AbstractAsyncContextManager[Network]:
+    """``mesh node``'s libp2p network, with room for the benchmark's streams from one peer."""
+    from mesh.net.libp2p_net import InboundLimits, open_libp2p_network
+
+    return open_libp2p_network(
+        identity_seed=config.identity.seed,
+        listen=config.listen,
+        bootstrap=config.bootstrap,
+        inbound=InboundLimits(per_peer=CAPS, total=CAPS),
+    )
 
 
 def main() -> None:
@@ -42,9 +55,6 @@ def main() -> None:
     # Streams refused for the per-peer cap would be the benchmark's failure: say so.
     logging.getLogger("mesh.net.libp2p_peer").setLevel(logging.INFO)
     from mesh.cli.node import print_ready_line
-    from mesh.net import libp2p_peer
-
-    libp2p_peer.MAX_INBOUND_PER_PEER = CAPS  # read when a stream arrives
 
     data_dir = Path(tempfile.mkdtemp(prefix="bench-stream-node-"))
     config = NodeConfig(
@@ -64,7 +74,7 @@ def main() -> None:
         functools.partial(
             serve_until_signal,
             config,
-            network_factory=libp2p_network_factory,
+            network_factory=_network,
             runner_factory=load_runtime_runner,
             on_ready=print_ready_line,
         )

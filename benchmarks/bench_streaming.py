@@ -426,9 +426,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--batching-tasks", type=int, default=32)
+    parser.add_argument("--batching-tasks", type=int, default=64)
     parser.add_argument("--batching-load", type=float, nargs="+", default=[0.5, 2.0])
-    parser.add_argument("--batching-repeats", type=int, default=1)
+    parser.add_argument("--batching-repeats", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="a smoke run: tiny-gpt, small levels")
     args = parser.parse_args(argv)
     if args.quick:

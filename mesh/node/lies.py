@@ -33,7 +33,7 @@ from mesh.core.partials import token_list
 from mesh.core.tensors import DTYPE_SIZES, Tensor
 from mesh.core.values import Values
 from mesh.errors import ConfigError, ModelError
-from mesh.node.runner import ExecutionLike, TaskRunner, TokenHook
+from mesh.node.runner import ExecutionLike, TaskRunner, TokenHook, WrappedRunner
 
 KINDS = ("perturb", "lazy")
 # Lazy answers claim what an honest CPU run of the manifest's dtype would.
@@ -79,25 +79,17 @@ class _Answer:
     compute_ms: float
 
 
-class LyingRunner:
-    """A :class:`~mesh.node.runner.TaskRunner` that lies as ``lie`` says (see the module)."""
+class LyingRunner(WrappedRunner):
+    """A :class:`~mesh.node.runner.TaskRunner` that lies as ``lie`` says (see the module).
+
+    A liar still refuses bad input (``validate`` is the model's).
+    """
 
     def __init__(self, inner: TaskRunner, lie: Lie, *, rng: random.Random | None = None) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._lie = lie
         self._rng = rng or random.Random()
         self.lied = 0  # answers altered or faked so far
-
-    @property
-    def models(self) -> Mapping[bytes, str]:
-        return self._inner.models
-
-    @property
-    def device(self) -> str:
-        return self._inner.device
-
-    def validate(self, model_root: bytes, inputs: Values, params: dict[str, int]) -> None:
-        self._inner.validate(model_root, inputs, params)  # a liar still refuses bad input
 
     async def run(
         self,
@@ -157,15 +149,6 @@ class LyingRunner:
                 "dtype": _manifest_dtype(self.models.get(model_root, "")),
             }
         return self._inner.runtime_class(model_root)
-
-    def queue_depth(self) -> int:
-        return self._inner.queue_depth()
-
-    def queue_capacity(self) -> int:
-        return self._inner.queue_capacity()
-
-    async def run_forever(self) -> None:
-        await self._inner.run_forever()
 
 
 def apply_lie(runner: TaskRunner, lie: str) -> TaskRunner:

@@ -87,3 +87,50 @@ class TaskRunner(Protocol):
     async def run_forever(self) -> None:
         """The runner's background loops (batching); runs in the node's nursery."""
         ...
+
+
+class WrappedRunner:
+    """A :class:`TaskRunner` that hands everything to ``inner``; subclasses change a part.
+
+    The node wraps its runner (commitment checks, a researcher's lies): each wrapper
+    overrides what it changes and inherits the rest, so the protocol is forwarded once.
+    """
+
+    def __init__(self, inner: TaskRunner) -> None:
+        self._inner = inner
+
+    @property
+    def models(self) -> Mapping[bytes, str]:
+        return self._inner.models
+
+    @property
+    def device(self) -> str:
+        return self._inner.device
+
+    def validate(self, model_root: bytes, inputs: Values, params: dict[str, int]) -> None:
+        self._inner.validate(model_root, inputs, params)
+
+    async def run(
+        self,
+        model_root: bytes,
+        inputs: Values,
+        params: dict[str, int],
+        *,
+        on_start: Callable[[], None] | None = None,
+        on_tokens: TokenHook | None = None,
+    ) -> ExecutionLike:
+        return await self._inner.run(
+            model_root, inputs, params, on_start=on_start, on_tokens=on_tokens
+        )
+
+    def runtime_class(self, model_root: bytes) -> dict[str, str | int | bool]:
+        return self._inner.runtime_class(model_root)
+
+    def queue_depth(self) -> int:
+        return self._inner.queue_depth()
+
+    def queue_capacity(self) -> int:
+        return self._inner.queue_capacity()
+
+    async def run_forever(self) -> None:
+        await self._inner.run_forever()

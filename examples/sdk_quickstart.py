@@ -2,7 +2,7 @@
 
 Start a local testnet in one terminal (or use a real mesh's bootstrap file)::
 
-    mesh testnet --nodes 3 --bootstrap-out boot.txt
+    mesh testnet --nodes 3 --models tiny-mlp,tiny-gpt --bootstrap-out boot.txt
 
 then, in another::
 
@@ -10,8 +10,9 @@ then, in another::
 
 It lists the live peers, classifies two rows with ``tiny-mlp`` somewhere on the
 mesh, checks the worker's receipt again (the client already did), runs a small
-batch with ``map``, and, given RECEIPT_DIR, saves the first receipt as the
-three files ``mesh verify`` reads, so anyone can check it offline::
+batch with ``map``, streams a generation from ``tiny-gpt`` token by token, and,
+given RECEIPT_DIR, saves the first receipt as the three files ``mesh verify``
+reads, so anyone can check it offline::
 
     mesh verify DIR/receipt.bin --task DIR/receipt.bin.task --output DIR/receipt.bin.output
 """
@@ -64,6 +65,13 @@ def main(argv: list[str]) -> int:
         results = client.map("tiny-mlp", batch, timeout=30)
         workers = sorted({r.worker for r in results})
         print(f"map: {len(results)} results from {len(workers)} worker(s), all verified")
+
+        # Tokens as the worker generates them; the stream ends with the verified result.
+        with client.stream("tiny-gpt", {"prompt": ["Once upon"]}, seed=7, max_tokens=24) as chunks:
+            pieces = [chunk.text for chunk in chunks]
+        generated = chunks.result
+        assert "".join(pieces) == generated.outputs["text"][0]  # what the receipt binds
+        print(f"stream: {len(pieces)} chunks from {generated.worker}, result verified")
 
     if receipt_dir is not None:
         receipt_dir.mkdir(parents=True, exist_ok=True)

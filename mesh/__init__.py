@@ -41,6 +41,9 @@ from mesh.errors import (
     PeerUnavailable,
     ProtocolError,
     Replayed,
+    StreamDiverged,
+    StreamError,
+    StreamInterrupted,
     TaskMismatch,
     TooLarge,
     UnknownModel,
@@ -52,6 +55,7 @@ if TYPE_CHECKING:
     from mesh.client.config import ClientConfig
     from mesh.client.results import PeerList, PeerView, RunResult
     from mesh.client.retry import RetryPolicy
+    from mesh.client.streaming import StreamChunk, TokenStream
     from mesh.client.sync_client import Client
     from mesh.core.envelope import Signed
     from mesh.core.identity import Identity
@@ -73,6 +77,8 @@ _LAZY: dict[str, str] = {
     "PeerView": "mesh.client.results",
     "RunResult": "mesh.client.results",
     "RetryPolicy": "mesh.client.retry",
+    "StreamChunk": "mesh.client.streaming",
+    "TokenStream": "mesh.client.streaming",
     "Client": "mesh.client.sync_client",
     "Signed": "mesh.core.envelope",
     "Identity": "mesh.core.identity",
@@ -123,9 +129,14 @@ __all__ = [
     "RetryPolicy",
     "RunResult",
     "Signed",
+    "StreamChunk",
+    "StreamDiverged",
+    "StreamError",
+    "StreamInterrupted",
     "Task",
     "TaskMismatch",
     "Tensor",
+    "TokenStream",
     "TooLarge",
     "UnknownModel",
     "Values",

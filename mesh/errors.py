@@ -20,6 +20,10 @@ with ``raise ... from exc`` so the cause is kept.
     │   ├── TaskMismatch         receipt bound to another task
     │   ├── CommitmentMismatch   activation commitment / sampling check failed
     │   └── Disputed             independent workers disagree and nothing settled who is right
+    ├── StreamError              a token stream cannot go on as it began (tokens were given)
+    │   ├── StreamDiverged       a worker's tokens differ from those the stream already gave
+    │   ├── StreamInterrupted    its worker went away mid-stream and no other could continue it
+    │   └── OtherRuntimeClass    a continuation's worker runs another runtime class (tried next)
     ├── KeyFileError             key file missing, unreadable, bad mode, exists
     ├── ModelError               zoo, manifest or weights problem (root mismatch, ...)
     ├── ConfigError              bad bootstrap line, bad option
@@ -128,6 +132,47 @@ class Disputed(VerificationError):
     """Independent workers gave results that disagree, and no tie-breaker settled it.
 
     Raised instead of returning any of them: none is known to be right.
+    """
+
+
+class StreamError(MeshError):
+    """A token stream cannot go on without changing what it already gave its caller.
+
+    Streamed chunks are provisional until the stream ends with a verified
+    result; these errors say why a stream ended without one after it had
+    started giving tokens (before the first chunk, a stream fails with the
+    errors :meth:`mesh.AsyncClient.run` raises).
+    """
+
+
+class StreamDiverged(StreamError):
+    """A continuation streamed tokens that differ from those the stream already gave.
+
+    The stream's first worker went away (or was caught lying) after some tokens
+    were given; another worker of the same runtime class re-ran the same signed
+    task (same seed) and did not reproduce them. One of the two is wrong, and
+    nothing signed says which (partial answers carry no signature): the stream
+    stops rather than change tokens its caller already has.
+    """
+
+
+class StreamInterrupted(StreamError):
+    """The stream's worker went away mid-stream and no worker could continue it.
+
+    ``yielded`` tokens were given before; the cause (``__cause__``) says why the
+    continuation failed (no other worker of the runtime class, the deadline).
+    """
+
+    def __init__(self, message: str, *, yielded: int = 0) -> None:
+        super().__init__(message)
+        self.yielded = yielded
+
+
+class OtherRuntimeClass(StreamError):
+    """A continuation's worker runs another runtime class than the stream's first worker.
+
+    Its tokens need not equal those already given, so the continuation moves on
+    to another worker (the retry plan counts it as "not here").
     """
 
 

@@ -13,6 +13,9 @@ Above that, the verification mode (``verify=``: ``signature``, ``audit``,
 ``redundant``; :mod:`mesh.client.verification`) decides whether the result is
 also re-checked on independent workers before it is returned, and what a wrong
 answer costs its worker (a signed verdict, exclusion by this client).
+
+``AsyncClient.stream(...)`` runs a generation the same way and gives its tokens
+as they come (:mod:`mesh.client.streaming`).
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ from mesh.client.precheck import check_before_sending
 from mesh.client.reputation import Reputation
 from mesh.client.results import PeerList, PeerView, RunResult
 from mesh.client.selection import PeerBook
-from mesh.client.sender import Inputs, TaskSender
+from mesh.client.sender import Inputs, StreamTap, TaskSender
+from mesh.client.streaming import StreamChunk, TokenStream, check_streams_tokens
 from mesh.client.verdicts import VerdictBook
 from mesh.client.verification import Verifier, VerifyOptions, verify_options
 from mesh.client.verify import check_response
@@ -58,7 +62,7 @@ from mesh.core.messages import (
     Task,
 )
 from mesh.core.values import values_hash
-from mesh.errors import Closed, MeshError
+from mesh.errors import Closed, ConfigError, MeshError
 from mesh.files.client_state import ClientStore
 from mesh.net.interface import Network, PeerAddr
 
@@ -71,6 +75,8 @@ __all__ = [
     "PeerList",
     "PeerView",
     "RunResult",
+    "StreamChunk",
+    "TokenStream",
     "check_response",
     "load_bootstrap",
     "load_identity",
@@ -358,22 +364,88 @@ class AsyncClient:
         # The task must fit the model before it leaves: then a worker's
         # invalid-input is that worker's fault (mesh.client.retry).
         check_before_sending(model, root, inputs, params, zoo_dirs=self._config.zoo_dirs)
-        # The task must stay valid until the deadline (retries re-send it), but
-        # nodes refuse windows over MAX_TASK_WINDOW_MS (their replay caches rely
-        # on it); keep a margin for clocks that disagree.
-        window = min(
-            max(self._config.task_window_s, limit + 1.0),
-            (limits.MAX_TASK_WINDOW_MS - limits.MAX_CLOCK_SKEW_MS) / 1000,
-        )
         return await self._verifier.run(
             root,
             inputs,
             params,
             options=options,
             deadline=deadline,
-            window_s=window,
+            window_s=_task_window_s(self._config, limit),
             target=target,
         )
+
+    def stream(
+        self,
+        model: str | bytes,
+        inputs: Inputs,
+        *,
+        timeout: float | None = None,
+        target: str | None = None,
+        verify: str | None = None,
+        audit_rate: float | None = None,
+        params: Mapping[str, int] | None = None,
+        **more_params: int,
+    ) -> TokenStream:
+        """Run a generation on the mesh and give its tokens as they come.
+
+        Returns a :class:`~mesh.client.streaming.TokenStream` whose work starts
+        now: iterate it (``async for chunk in stream``) for
+        :class:`~mesh.client.streaming.StreamChunk` s, then read ``stream.result``,
+        the verified result, as :meth:`run` returns it (``result.verification``
+        included). Use ``async with`` (or ``aclose``) to stop a stream early.
+        Arguments as for :meth:`run`.
+
+        Verification modes: ``signature`` and ``audit`` stream live, through the
+        same verification layer as :meth:`run`; the tokens are provisional until
+        the stream ends, and an audit (drawn after the receipt, as for
+        :meth:`run`) that finds the streamed result wrong ends the stream with an
+        error instead of its result. ``redundant`` cannot stream: its result
+        exists only once a second worker confirmed it, after the last token, so
+        it is refused here (use :meth:`run`).
+
+        Raises:
+            ConfigError: ``verify="redundant"``, or an unknown mode or rate (before
+                anything is sent).
+            InvalidInput: the inputs or params do not fit the model's manifest, or
+                the model emits no tokens (before anything is sent, when the
+                client knows the model).
+
+        Raises (from the iteration):
+            StreamInterrupted: the worker went away mid-stream and none could continue.
+            StreamDiverged: a continuation did not reproduce the tokens given, or
+                the verification layer replaced the streamed result.
+            VerificationError, DeadlineExceeded, NoPeersAvailable, ProtocolError: as
+                :meth:`run` (before the first chunk, or at the end).
+        """
+        self._check_open()
+        assert self._nursery is not None
+        options = self._options(verify, audit_rate, None)
+        if options.mode == "redundant":
+            raise ConfigError(
+                "redundant verification cannot stream: its result is confirmed only after "
+                "the last token (stream with signature or audit, or use run)"
+            )
+        limit = self._config.timeout_s if timeout is None else timeout
+        deadline = trio.current_time() + limit
+        root = resolve_model(model, zoo_dirs=self._config.zoo_dirs)
+        merged = {**(params or {}), **more_params}
+        check_before_sending(model, root, inputs, merged, zoo_dirs=self._config.zoo_dirs)
+        check_streams_tokens(model, root, zoo_dirs=self._config.zoo_dirs)
+        window = _task_window_s(self._config, limit)
+
+        async def send(tap: StreamTap) -> RunResult:
+            return await self._verifier.run(
+                root,
+                inputs,
+                merged,
+                options=options,
+                deadline=deadline,
+                window_s=window,
+                target=target,
+                stream=tap,
+            )
+
+        return TokenStream(send, self._nursery)
 
     @overload
     async def map(
@@ -388,7 +460,8 @@ class AsyncClient:
         replicas: int | None = None,
         return_errors: Literal[False] = False,
         batch_size: int | None = None,
-        **params: int,
+        params: Mapping[str, int] | None = None,
+        **more_params: int,
     ) -> list[RunResult]: ...
 
     @overload
@@ -404,7 +477,8 @@ class AsyncClient:
         replicas: int | None = None,
         return_errors: Literal[True],
         batch_size: int | None = None,
-        **params: int,
+        params: Mapping[str, int] | None = None,
+        **more_params: int,
     ) -> list[RunResult | MeshError]: ...
 
     async def map(
@@ -419,7 +493,8 @@ class AsyncClient:
         replicas: int | None = None,
         return_errors: bool = False,
         batch_size: int | None = None,
-        **params: int,
+        params: Mapping[str, int] | None = None,
+        **more_params: int,
     ) -> list[RunResult] | list[RunResult | MeshError]:
         """Run ``model`` on each of ``many_inputs`` concurrently; outcomes in input order.
 
@@ -451,7 +526,8 @@ class AsyncClient:
             batch_size: items per batched task; None chooses (``ceil(items /
                 concurrency)`` up to 256, when the model can be batched); 1 sends
                 a task per item.
-            **params: integer parameters of every task.
+            params: integer parameters of every task (seed, max_tokens, ...).
+            **more_params: more integer parameters, as keywords (``seed=3``).
 
         Raises:
             ConfigError: an unknown mode or bad settings (before anything is sent).
@@ -459,6 +535,7 @@ class AsyncClient:
         self._check_open()
         options = self._options(verify, audit_rate, replicas)
         items = list(many_inputs)
+        merged = {**(params or {}), **more_params}
         limit = concurrency or self._config.map_concurrency
         root = resolve_model(model, zoo_dirs=self._config.zoo_dirs)
         size = batching.batch_size(
@@ -471,12 +548,12 @@ class AsyncClient:
             zoo_dirs=self._config.zoo_dirs,
         )
         if size > 1:
-            outcomes = await self._map_batched(model, items, size, limit, timeout, options, params)
+            outcomes = await self._map_batched(model, items, size, limit, timeout, options, merged)
             return outcomes if return_errors else results_or_raise(outcomes)
 
         async def one(index: int) -> RunResult:
             return await self._run(
-                model, items[index], timeout=timeout, target=None, options=options, params=params
+                model, items[index], timeout=timeout, target=None, options=options, params=merged
             )
 
         outcomes = await run_items(one, len(items), concurrency=limit)
@@ -683,3 +760,16 @@ class AsyncClient:
         except MeshError:
             return None
         return (trio.current_time() - started) * 1000
+
+
+def _task_window_s(config: ClientConfig, limit_s: float) -> float:
+    """How long a task for a call with deadline ``limit_s`` stays valid.
+
+    The task must stay valid until the deadline (retries re-send it), but nodes
+    refuse windows over MAX_TASK_WINDOW_MS (their replay caches rely on it);
+    keep a margin for clocks that disagree.
+    """
+    return min(
+        max(config.task_window_s, limit_s + 1.0),
+        (limits.MAX_TASK_WINDOW_MS - limits.MAX_CLOCK_SKEW_MS) / 1000,
+    )

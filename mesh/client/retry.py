@@ -17,7 +17,9 @@ kind                errors                                 next                 
 ``NOT_HERE``        ``unknown-model`` (a stale provider    another peer         forgotten as a
                     record), ``replayed`` (an earlier                           provider of the
                     attempt there got through although                          model (stale) /
-                    we timed out)                                               nothing (replayed)
+                    we timed out), ``OtherRuntimeClass``                        nothing (replayed,
+                    (a stream's continuation on a worker                        other class)
+                    of another runtime class)
 ``LIED``            ``VerificationError``: the answer      another peer; the    caught: left out
                     does not verify                        bad result is never  by this client
                                                            returned
@@ -29,7 +31,8 @@ kind                errors                                 next                 
                     token count of an HF tokenizer)        raise)
 ``FATAL``           our own task is wrong: ``malformed``,  raise at once        nothing
                     ``too-large``, ``bad-signature``,
-                    ``expired``
+                    ``expired``; a stream that cannot
+                    go on (``StreamDiverged``)
 ==================  =====================================  ===================  ==================
 
 The signed task is built once and re-sent as is: replay caches are per node, so
@@ -50,6 +53,7 @@ from mesh.errors import (
     InternalError,
     InvalidInput,
     MeshError,
+    OtherRuntimeClass,
     PeerUnavailable,
     Replayed,
     UnknownModel,
@@ -82,6 +86,7 @@ _KINDS: tuple[tuple[type[MeshError], Failure], ...] = (
     (InternalError, Failure.WORKER_FAULT),
     (UnknownModel, Failure.NOT_HERE),
     (Replayed, Failure.NOT_HERE),
+    (OtherRuntimeClass, Failure.NOT_HERE),
     (VerificationError, Failure.LIED),
     (InvalidInput, Failure.REFUSED),
 )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import trio
 
@@ -29,15 +29,29 @@ from mesh.core.messages import Receipt, Task, encode_request
 from mesh.core.tensors import Tensor
 from mesh.core.values import Values
 from mesh.errors import DeadlineExceeded, MeshError, UnknownModel
-from mesh.net.interface import TASK_PROTOCOL, Network, PeerAddr
+from mesh.net.interface import TASK_PROTOCOL, Network, OnPartial, PeerAddr
 
 logger = logging.getLogger(__name__)
 
 Inputs = Mapping[str, Tensor | Sequence[str]]
 R = TypeVar("R")
+# The partial-answer callback of one attempt on a peer (streaming), or None.
+PartialsFor = Callable[[str], OnPartial | None]
 _REDISCOVER_S = 0.25  # first wait before asking the DHT again when nobody serves yet
 # Orders candidate peers for one send (lower first); only the lowest rank is chosen from.
 Rank = Callable[[str], int]
+
+
+class StreamTap(Protocol):
+    """Hears a streamed task's partial answers, attempt by attempt (mesh.client.streaming)."""
+
+    def attempt(self, peer: str, task: Signed[Task]) -> OnPartial:
+        """The partial-answer callback of a new attempt of ``task`` on ``peer``."""
+        ...
+
+    def finish(self, outputs: Values, receipt: Signed[Receipt]) -> None:
+        """Check the attempt's verified result against its partials (VerificationError)."""
+        ...
 
 
 class TaskSender:
@@ -82,6 +96,7 @@ class TaskSender:
         exclude: Collection[str] = (),
         rank: Rank | None = None,
         on_attempt: Callable[[str], None] | None = None,
+        stream: StreamTap | None = None,
     ) -> RunResult:
         """Send ``task`` until a verified result comes back or ``deadline`` passes.
 
@@ -89,6 +104,9 @@ class TaskSender:
         live set works); ``rank`` (lower first) keeps only the best-ranked untried
         peers in the choice; ``on_attempt`` hears each peer chosen, before the
         send. The verification layer uses them to reach independent workers.
+
+        With ``stream``, the request asks for partial answers and each attempt's
+        go to ``stream``, which also checks them against the attempt's result.
 
         Raises:
             VerificationError: only unverifiable answers came back.
@@ -101,9 +119,15 @@ class TaskSender:
         """
 
         def check(response: bytes, worker: str) -> tuple[Values, Signed[Receipt]]:
-            return check_response(response, task=task, worker=worker)
+            outputs, receipt = check_response(response, task=task, worker=worker)
+            if stream is not None:
+                stream.finish(outputs, receipt)
+            return outputs, receipt
 
-        request = encode_request(task, inputs)
+        def partials(peer: str) -> OnPartial | None:
+            return None if stream is None else stream.attempt(peer, task)
+
+        request = encode_request(task, inputs, stream=stream is not None)
         sent = await self._send(
             task,
             request,
@@ -113,6 +137,7 @@ class TaskSender:
             exclude=exclude,
             rank=rank,
             on_attempt=on_attempt,
+            partials=partials,
         )
         (outputs, receipt), peer, latency_ms, attempts = sent
         return RunResult(outputs, receipt, task, peer, latency_ms, attempts)
@@ -133,6 +158,7 @@ class TaskSender:
 
         ``encoded``: the items' canonical bytes when already at hand (they were
         hashed for the task's ``input_hash``), so they are not encoded twice.
+        A batch never streams.
 
         Raises:
             the same as :meth:`send`.
@@ -151,6 +177,7 @@ class TaskSender:
             exclude=exclude,
             rank=rank,
             on_attempt=on_attempt,
+            partials=lambda _peer: None,
         )
         (result, receipt), peer, latency_ms, attempts = sent
         return BatchRun(
@@ -168,6 +195,7 @@ class TaskSender:
         exclude: Collection[str],
         rank: Rank | None,
         on_attempt: Callable[[str], None] | None,
+        partials: PartialsFor,
     ) -> tuple[R, str, float, int]:
         """The retry loop: (checked answer, worker, latency in ms, attempts)."""
         root = task.message.model_root
@@ -208,7 +236,7 @@ class TaskSender:
                     on_attempt(step.peer)
                 try:
                     checked, latency_ms = await self._attempt(
-                        by_id[step.peer].peer, request, check, step.timeout
+                        by_id[step.peer].peer, request, check, step.timeout, partials(step.peer)
                     )
                 except MeshError as exc:
                     kind = plan.failed(step.peer, exc, now=trio.current_time())
@@ -268,11 +296,14 @@ class TaskSender:
         request: bytes,
         check: Callable[[bytes, str], R],
         timeout: float,  # noqa: ASYNC109
+        on_partial: OnPartial | None = None,
     ) -> tuple[R, float]:
         self._book.started(peer.peer_id)
         started = trio.current_time()
         try:
-            response = await self._network.request(peer, TASK_PROTOCOL, request, timeout=timeout)
+            response = await self._network.request(
+                peer, TASK_PROTOCOL, request, timeout=timeout, on_partial=on_partial
+            )
         finally:
             self._book.finished(peer.peer_id)
         latency_ms = (trio.current_time() - started) * 1000

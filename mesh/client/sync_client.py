@@ -31,6 +31,7 @@ from mesh.client.async_client import (
     PeerView,
     RunResult,
 )
+from mesh.client.blocking_stream import BlockingTokenStream
 from mesh.client.mapping import results_or_raise
 from mesh.client.reputation import Reputation
 from mesh.core.evidence import VerdictFile
@@ -136,6 +137,42 @@ class Client:
         )
         return result
 
+    def stream(
+        self,
+        model: str | bytes,
+        inputs: Inputs,
+        *,
+        timeout: float | None = None,
+        target: str | None = None,
+        verify: str | None = None,
+        audit_rate: float | None = None,
+        params: Mapping[str, int] | None = None,
+        **more_params: int,
+    ) -> BlockingTokenStream:
+        """Blocking :meth:`AsyncClient.stream`: a plain iterator of chunks, then ``.result``.
+
+        ``for chunk in client.stream(...)`` reads chunks as the loop thread gets
+        them (each ``next`` waits for the next one); ``with client.stream(...) as
+        chunks:`` or ``close()`` stops a stream left early.
+        """
+        assert self._client is not None
+        if self._token is None or not self._thread.is_alive():
+            raise Closed("the client is closed")
+        stream = trio.from_thread.run_sync(
+            functools.partial(
+                self._client.stream,
+                model,
+                inputs,
+                timeout=timeout,
+                target=target,
+                verify=verify,
+                audit_rate=audit_rate,
+                params={**(params or {}), **more_params},
+            ),
+            trio_token=self._token,
+        )
+        return BlockingTokenStream(stream, self._token)
+
     @overload
     def map(
         self,
@@ -149,7 +186,8 @@ class Client:
         replicas: int | None = None,
         return_errors: Literal[False] = False,
         batch_size: int | None = None,
-        **params: int,
+        params: Mapping[str, int] | None = None,
+        **more_params: int,
     ) -> list[RunResult]: ...
 
     @overload
@@ -165,7 +203,8 @@ class Client:
         replicas: int | None = None,
         return_errors: Literal[True],
         batch_size: int | None = None,
-        **params: int,
+        params: Mapping[str, int] | None = None,
+        **more_params: int,
     ) -> list[RunResult | MeshError]: ...
 
     def map(
@@ -180,7 +219,8 @@ class Client:
         replicas: int | None = None,
         return_errors: bool = False,
         batch_size: int | None = None,
-        **params: int,
+        params: Mapping[str, int] | None = None,
+        **more_params: int,
     ) -> list[RunResult] | list[RunResult | MeshError]:
         """Blocking :meth:`AsyncClient.map`: outcomes in input order, each verified as
         ``verify`` (see there), in batched tasks as ``batch_size`` says."""
@@ -196,7 +236,7 @@ class Client:
             audit_rate=audit_rate,
             replicas=replicas,
             batch_size=batch_size,
-            **params,
+            params={**(params or {}), **more_params},
         )
         return outcomes if return_errors else results_or_raise(outcomes)
 

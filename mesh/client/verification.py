@@ -103,7 +103,7 @@ from mesh.client.independence import independence_rank
 from mesh.client.local_check import LocalChecker
 from mesh.client.reputation import Reputation
 from mesh.client.results import RunResult, Verification
-from mesh.client.sender import Inputs, TaskSender
+from mesh.client.sender import Inputs, StreamTap, TaskSender
 from mesh.client.verdicts import VerdictBook
 from mesh.core.checks import make_check_inputs, read_check_answer
 from mesh.core.envelope import Signed
@@ -245,17 +245,25 @@ class Verifier:
         deadline: float,
         window_s: float,
         target: str | None = None,
+        stream: StreamTap | None = None,
     ) -> RunResult:
         """A result of ``root`` on ``inputs``, verified as ``options.mode`` says.
 
+        ``stream`` (mesh.client.streaming) hears the first result's partial
+        answers as they come; what verification does after that result is the
+        same as without it (``redundant`` has no first result to stream).
+
         Raises:
-            ConfigError: ``redundant`` with a ``target`` (one worker cannot be two).
+            ConfigError: ``redundant`` with a ``target`` (one worker cannot be two),
+                or with a ``stream``.
             Disputed: workers disagree and nothing settled it.
             NoPeersAvailable: too few independent workers for ``redundant``.
             DeadlineExceeded, VerificationError, ProtocolError: as a plain send.
         """
         if options.mode == "redundant" and target is not None:
             raise ConfigError("redundant verification needs several workers: drop the target")
+        if options.mode == "redundant" and stream is not None:
+            raise ConfigError("redundant verification cannot stream (no result before the last)")
         values: Values = {k: v if isinstance(v, Tensor) else list(v) for k, v in inputs.items()}
         job = _Job(
             root,
@@ -268,7 +276,7 @@ class Verifier:
         )
         if options.mode == "redundant":
             return await self._settle(job, await self._fetch_replicas(job))
-        first = await self._fetch(job, target=target)
+        first = await self._fetch(job, target=target, stream=stream)
         if options.mode == "signature":
             return self._finish(job, first, checked=False)
         rate = self._reputation.audit_rate(first.worker, options.audit_rate)
@@ -285,6 +293,7 @@ class Verifier:
         exclude: Collection[str] = (),
         independent_of: Collection[str] | None = None,
         on_attempt: Callable[[str], None] | None = None,
+        stream: StreamTap | None = None,
     ) -> RunResult:
         task = self._sign(job.root, job.inputs, job.params, job.window_s, job.options.mode, target)
         rank = (
@@ -302,6 +311,7 @@ class Verifier:
             exclude=exclude,
             rank=rank,
             on_attempt=on_attempt,
+            stream=stream,
         )
         job.runs += 1
         job.asked.add(result.worker)

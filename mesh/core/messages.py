@@ -13,12 +13,37 @@ class                   type string         signer       purpose
 
 On a task stream the client sends one request and gets one response::
 
-    request = {"inputs": <values>, "kind": "task", "task": <task envelope map>}
+    request = {"inputs": <values>, "kind": "task", "task": <task envelope map>
+               [, "stream": true]}
     result  = {"kind": "result", "outputs": <values>, "receipt": <receipt envelope map>}
     error   = {"code": str, "kind": "error", "message": str, "retry_after_ms": int,
                "task_id": bin (0 or 32 bytes)}
 
 A task's id is the SHA-256 of its envelope bytes (``Signed.digest``).
+
+Streaming. A request with ``"stream": true`` asks for partial answers: for a
+generation, :class:`Partial` messages (framed as partial, see
+:mod:`mesh.core.framing`) travel before the final result or error::
+
+    partial = {"kind": "partial", "outputs": {"text": [delta], "token_ids": int64 [k]},
+               "runtime": <runtime class, in seq 0 only>, "seq": int, "task_id": bin 32}
+
+The rules a requester checks are in :mod:`mesh.core.partials`: ``seq`` counts
+0, 1, 2...; seq 0 names the worker's runtime class; the concatenation of the
+partials' ``token_ids`` and texts equals the final ``token_ids`` and text
+exactly. The receipt binds the final outputs as for any task, so a streamed
+result verifies like a non-streamed one; partials themselves are not signed
+and are provisional until that result verifies.
+
+Why ``stream`` is a request field and not a field of the signed task: it asks
+for a way of delivery on one Noise-authenticated stream, not for a different
+computation (the outputs, the receipt and their hashes are the same either
+way). Outside the signature, the same signed task (same id, same seed) can be
+re-sent to another worker as a continuation of a broken stream, or as a plain
+request by the verification layer, and every task signed before streaming
+existed keeps its bytes. A worker streams only when the request says so, and a
+request without the field is byte-for-byte what it was before. ``false`` is
+not written (one canonical encoding per request): the field is absent or true.
 """
 
 from __future__ import annotations
@@ -36,6 +61,7 @@ from mesh.core.schema import (
     Bool,
     Bytes,
     Int,
+    Kind,
     List,
     Map,
     OneOfBytes,
@@ -247,12 +273,88 @@ class ErrorReply(WireMessage):
         return canonical.encode(self.to_wire())
 
 
+class StreamedOutputs(Kind):
+    """A partial's outputs: exactly ``token_ids`` (int64, one axis) and ``text`` (one string).
+
+    Accepts the wire form (a tensor map) or a :class:`Tensor`; holds a Tensor.
+    """
+
+    _text = Str(limits.MAX_STRING_BYTES)
+
+    def coerce(self, name: str, value: Any) -> Any:
+        if not isinstance(value, Mapping) or set(value) != set(STREAMED_OUTPUTS):
+            raise MalformedMessage(f"field {name!r} must map exactly {list(STREAMED_OUTPUTS)}")
+        ids = value["token_ids"]
+        if isinstance(ids, dict):
+            ids = Tensor.from_wire(ids)
+        if not isinstance(ids, Tensor) or ids.dtype != "int64" or len(ids.shape) != 1:
+            raise MalformedMessage(f"{name}.token_ids must be a one-axis int64 tensor")
+        text = value["text"]
+        if not isinstance(text, (list, tuple)) or len(text) != 1:
+            raise MalformedMessage(f"{name}.text must be a list of one string")
+        return {"text": [self._text.coerce(f"{name}.text", text[0])], "token_ids": ids}
+
+    def to_wire(self, value: Any) -> Any:
+        return values_to_wire(value)
+
+
+# The outputs a generation streams, named as in its final outputs.
+STREAMED_OUTPUTS = ("text", "token_ids")
+
+
+@dataclass(frozen=True, slots=True)
+class Partial(WireMessage):
+    """One chunk of a streamed result, sent before the final result (see the module docstring).
+
+    Attributes:
+        task_id: the task it belongs to.
+        seq: 0 for the first partial of an answer, then 1, 2...
+        runtime: the worker's runtime class (its runtime claim without the
+            per-run ``batch_size``) in seq 0; empty in later partials.
+        outputs: new ``token_ids`` and the ``text`` they complete (a delta).
+    """
+
+    WIRE_CONSTANTS: ClassVar[Mapping[str, Any]] = {"kind": "partial"}
+
+    task_id: Hash
+    seq: Count
+    runtime: Annotated[
+        dict[str, RuntimeValue],
+        Map(
+            AnyOf(Bool(), Int(I64_MIN, U64_MAX), Str(MAX_RUNTIME_VALUE_BYTES)),
+            max_items=MAX_RUNTIME_ENTRIES,
+            max_key_bytes=MAX_RUNTIME_KEY_BYTES,
+        ),
+    ]
+    outputs: Annotated[Values, StreamedOutputs()]
+
+    def encode(self) -> bytes:
+        """The canonical bytes of this partial."""
+        return canonical.encode(self.to_wire())
+
+
+def decode_partial(data: bytes, *, max_bytes: int = limits.MAX_MESSAGE_BYTES) -> Partial:
+    """Decode a partial answer.
+
+    Raises:
+        MalformedMessage, TooLarge.
+    """
+    return Partial.from_wire(canonical.decode(data, max_bytes=max_bytes))
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
-    """A decoded task request: the verified signed task and its inputs."""
+    """A decoded task request: the verified signed task, its inputs, and whether to stream.
+
+    Attributes:
+        task: the signed task.
+        inputs: its inputs.
+        stream: the requester asked for partial answers (see the module docstring).
+    """
 
     task: Signed[Task]
     inputs: Values
+    stream: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,11 +365,18 @@ class Result:
     outputs: Values
 
 
-def encode_request(task: Signed[Task], inputs: Mapping[str, Tensor | Sequence[str]]) -> bytes:
-    """The request message for a signed task and its inputs."""
-    return canonical.encode(
-        {"inputs": values_to_wire(inputs), "kind": "task", "task": task.to_wire()}
-    )
+def encode_request(
+    task: Signed[Task], inputs: Mapping[str, Tensor | Sequence[str]], *, stream: bool = False
+) -> bytes:
+    """The request message for a signed task and its inputs (``stream``: ask for partials)."""
+    wire: dict[str, Any] = {
+        "inputs": values_to_wire(inputs),
+        "kind": "task",
+        "task": task.to_wire(),
+    }
+    if stream:
+        wire["stream"] = True
+    return canonical.encode(wire)
 
 
 def decode_request(data: bytes, *, max_bytes: int = limits.MAX_MESSAGE_BYTES) -> Request:
@@ -287,12 +396,17 @@ def request_from_wire(wire: Any) -> Request:
     Raises:
         MalformedMessage, TooLarge, BadSignature.
     """
+    streamed = isinstance(wire, dict) and "stream" in wire
+    if streamed:
+        if wire["stream"] is not True:  # absent or true: one encoding per request
+            raise MalformedMessage("a request's stream field is true or absent")
+        wire = {k: v for k, v in wire.items() if k != "stream"}
     wire = _check_kind(wire, "task", {"inputs", "kind", "task"})
     task = open_signed(wire["task"], Task)
     inputs = values_from_wire(wire["inputs"])
     if values_hash(inputs) != task.message.input_hash:
         raise MalformedMessage("inputs do not match the task's input_hash")
-    return Request(task, inputs)
+    return Request(task, inputs, stream=streamed)
 
 
 def encode_result(receipt: Signed[Receipt], outputs: Mapping[str, Tensor | Sequence[str]]) -> bytes:

@@ -7,7 +7,8 @@ Routes (OpenAI's paths and shapes):
 - ``POST /v1/completions``
 - ``POST /v1/chat/completions``
 
-Every answer is JSON; every error is in OpenAI's shape
+Every answer is JSON, or with ``stream: true`` server-sent events
+(:mod:`mesh.gateway.streaming`); every error is in OpenAI's shape
 (:mod:`mesh.gateway.errors`), including unknown paths (404) and methods (405).
 The app runs on trio (hypercorn's trio worker): handlers await the shared mesh
 client directly.
@@ -24,7 +25,7 @@ import trio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from mesh.errors import MeshError
@@ -34,11 +35,13 @@ from mesh.gateway.errors import SERVER, TIMEOUT, ApiError, bad_request, from_mes
 from mesh.gateway.evidence import VERIFY_HEADER
 from mesh.gateway.schemas import choose_verify, parse_chat, parse_completion, parse_embeddings
 from mesh.gateway.service import Gateway, Reply
+from mesh.gateway.sse import MEDIA_TYPE
+from mesh.gateway.streaming import StreamReply
 
 logger = logging.getLogger(__name__)
 
 # A handler gets the decoded JSON body (None for GET) and the X-Mesh-Verify header.
-Call = Callable[[Any, str | None], Awaitable[Reply]]
+Call = Callable[[Any, str | None], Awaitable[Reply | StreamReply]]
 
 
 def build_app(gateway: Gateway, config: GatewayConfig) -> Starlette:
@@ -53,11 +56,11 @@ def build_app(gateway: Gateway, config: GatewayConfig) -> Starlette:
         request = parse_embeddings(body)
         return await gateway.embeddings(request, verify=choose_verify(verify, request.verify))
 
-    async def completions(body: Any, verify: str | None) -> Reply:
+    async def completions(body: Any, verify: str | None) -> Reply | StreamReply:
         request = parse_completion(body)
         return await gateway.completion(request, verify=choose_verify(verify, request.verify))
 
-    async def chat(body: Any, verify: str | None) -> Reply:
+    async def chat(body: Any, verify: str | None) -> Reply | StreamReply:
         request = parse_chat(body)
         return await gateway.chat(request, verify=choose_verify(verify, request.verify))
 
@@ -102,7 +105,13 @@ async def _handle(
                 type=TIMEOUT,
                 code="deadline_exceeded",
             )
-        response: Response = JSONResponse(reply.body, headers=reply.headers)
+        response: Response
+        if isinstance(reply, StreamReply):
+            # Sent from here on by the server; the mesh client's own deadline
+            # (timeout_s) bounds the rest of the stream.
+            response = StreamingResponse(reply.events, media_type=MEDIA_TYPE, headers=reply.headers)
+        else:
+            response = JSONResponse(reply.body, headers=reply.headers)
         detail = reply.log
     except MeshError as exc:
         error = from_mesh_error(exc)

@@ -15,6 +15,8 @@ InvalidInput, TooLarge   400     the request's content does not fit the model
 UnknownModel, ModelError 404     no such model (here or at the peers)
 Busy                     429     every peer tried answered busy
 VerificationError        502     workers' results did not verify
+StreamError              502     a stream could not go on as it began (only
+                                 ever after its first chunk: an error event)
 InternalError            502     the worker failed running a valid task
 MalformedMessage,        502     a peer refused the gateway's own signed task
 BadSignature, Expired,           (a peer's fault or a clock far off: not the
@@ -52,6 +54,7 @@ from mesh.errors import (
     PeerUnavailable,
     ProtocolError,
     Replayed,
+    StreamError,
     TooLarge,
     UnknownModel,
     VerificationError,
@@ -126,6 +129,7 @@ MESH_ERRORS: tuple[tuple[type[MeshError], int, str, str], ...] = (
     (ModelError, 404, INVALID_REQUEST, "model_not_found"),
     (Busy, 429, RATE_LIMIT, "mesh_busy"),
     (VerificationError, 502, SERVER, "verification_failed"),
+    (StreamError, 502, SERVER, "stream_failed"),
     (InternalError, 502, SERVER, "worker_failed"),
     (MalformedMessage, 502, SERVER, "task_refused"),
     (BadSignature, 502, SERVER, "task_refused"),

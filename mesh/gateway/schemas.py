@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mesh.core.messages import VERIFY_MODES
-from mesh.gateway.errors import ApiError, bad_request, unsupported
+from mesh.gateway.errors import bad_request, unsupported
 from mesh.gateway.fields import Fields, is_int, read_messages, read_number, read_stop
 
 # The mesh sampler's seed range (mesh.runtime.sampling.MAX_SEED; that module imports torch).
@@ -64,6 +64,19 @@ class EmbeddingsRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class Streaming:
+    """Whether and how to stream (``stream``, ``stream_options``).
+
+    Attributes:
+        enabled: answer with server-sent events as tokens come.
+        include_usage: a last chunk carries the usage counts.
+    """
+
+    enabled: bool = False
+    include_usage: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class CompletionRequest:
     """``POST /v1/completions``."""
 
@@ -72,6 +85,7 @@ class CompletionRequest:
     sampling: Sampling
     user: str | None
     verify: str | None
+    streaming: Streaming = Streaming()
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +97,7 @@ class ChatRequest:
     sampling: Sampling
     user: str | None
     verify: str | None
+    streaming: Streaming = Streaming()
 
 
 def parse_embeddings(body: Any) -> EmbeddingsRequest:
@@ -121,7 +136,7 @@ def parse_embeddings(body: Any) -> EmbeddingsRequest:
 def parse_completion(body: Any) -> CompletionRequest:
     """Check a completions request. Raises ApiError (400)."""
     fields = Fields(body)
-    _refuse_stream(fields)
+    streaming = _streaming(fields)
     model = _model(fields)
     raw = fields.get("prompt")
     if isinstance(raw, list) and len(raw) == 1 and isinstance(raw[0], str):
@@ -143,6 +158,7 @@ def parse_completion(body: Any) -> CompletionRequest:
         sampling=sampling,
         user=_user(fields),
         verify=_mesh_extension(fields),
+        streaming=streaming,
     )
     fields.finish()
     return request
@@ -151,7 +167,7 @@ def parse_completion(body: Any) -> CompletionRequest:
 def parse_chat(body: Any) -> ChatRequest:
     """Check a chat completions request. Raises ApiError (400)."""
     fields = Fields(body)
-    _refuse_stream(fields)
+    streaming = _streaming(fields)
     model = _model(fields)
     messages = read_messages(fields.get("messages"))
     sampling = _sampling(fields, max_tokens_names=("max_tokens", "max_completion_tokens"))
@@ -171,6 +187,7 @@ def parse_chat(body: Any) -> ChatRequest:
         sampling=sampling,
         user=_user(fields),
         verify=_mesh_extension(fields),
+        streaming=streaming,
     )
     fields.finish()
     return request
@@ -198,20 +215,27 @@ def choose_verify(header: str | None, body: str | None) -> str:
     return header or body or "signature"
 
 
-def _refuse_stream(fields: Fields) -> None:
-    # Checked first, so a streaming request always gets this code whatever else it holds.
+def _streaming(fields: Fields) -> Streaming:
+    """``stream`` and ``stream_options`` (``include_usage`` only; anything else is refused)."""
     stream = fields.get("stream")
-    if stream is True:
-        raise ApiError(
-            400,
-            "streaming is not supported yet: the mesh protocol cannot stream results "
-            "(send stream=false; every response carries its receipt)",
-            param="stream",
-            code="stream_unsupported",
-        )
-    if stream not in (None, False):
+    if stream is not None and type(stream) is not bool:  # 1 == True, but 1 is no boolean
         raise bad_request("stream must be a boolean", param="stream")
-    fields.only_default("stream_options", why="stream_options needs stream=true")
+    options = fields.get("stream_options")
+    if options is None:
+        return Streaming(enabled=stream is True)
+    if stream is not True:
+        raise bad_request("stream_options needs stream=true", param="stream_options")
+    if not isinstance(options, Mapping):
+        raise bad_request("stream_options must be an object", param="stream_options")
+    unknown = sorted(set(options) - {"include_usage"})
+    if unknown:
+        raise unsupported(f"stream_options.{unknown[0]}", "only include_usage is supported")
+    usage = options.get("include_usage")
+    if usage is not None and type(usage) is not bool:
+        raise bad_request(
+            "stream_options.include_usage must be a boolean", param="stream_options.include_usage"
+        )
+    return Streaming(enabled=True, include_usage=usage is True)
 
 
 def _common_refusals(fields: Fields) -> None:

@@ -1,9 +1,12 @@
 """The gateway's work, apart from HTTP: requests in, mesh tasks out, OpenAI bodies back.
 
-One :class:`Gateway` wraps one shared mesh client (``run`` and ``peers`` of
-:class:`mesh.AsyncClient`, nothing else). Each method takes a checked request
-(:mod:`mesh.gateway.schemas`) and returns a :class:`Reply`: the JSON body and
-the headers, receipts included (:mod:`mesh.gateway.evidence`).
+One :class:`Gateway` wraps one shared mesh client (``map``, ``stream`` and
+``peers`` of :class:`mesh.AsyncClient`, nothing else). Each method takes a
+checked request (:mod:`mesh.gateway.schemas`) and returns a :class:`Reply`: the
+JSON body and the headers, receipts included (:mod:`mesh.gateway.evidence`); a
+generation asked with ``stream: true`` returns a
+:class:`~mesh.gateway.streaming.StreamReply` instead, once its first tokens came
+(:mod:`mesh.gateway.streaming`).
 
 Generation defaults: ``max_tokens`` is 16 for completions (OpenAI's default)
 and, for chat, as many as the model allows (its ``max_tokens`` limit, within
@@ -17,14 +20,13 @@ import logging
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import trio
 
-from mesh.client.results import PeerView, RunResult
+from mesh.client.async_client import AsyncClient
+from mesh.client.results import RunResult
 from mesh.core.tensors import Tensor
-from mesh.errors import MeshError
-from mesh.gateway import evidence, responses
+from mesh.gateway import evidence, responses, streaming
 from mesh.gateway.catalog import Catalog, ModelEntry
 from mesh.gateway.errors import bad_request, unsupported
 from mesh.gateway.schemas import (
@@ -33,6 +35,7 @@ from mesh.gateway.schemas import (
     CompletionRequest,
     EmbeddingsRequest,
     Sampling,
+    Streaming,
 )
 from mesh.runtime.tokenize import ByteTokenizer, TextTokenizer
 
@@ -56,22 +59,6 @@ MAX_TASKS_PER_REQUEST = 8
 INLINE_TOKENIZE_CHARS = 1024
 
 
-class MeshClient(Protocol):
-    """The part of :class:`mesh.AsyncClient` the gateway uses (its public API)."""
-
-    async def run(
-        self,
-        model: str | bytes,
-        inputs: Inputs,
-        *,
-        timeout: float | None = None,  # noqa: ASYNC109 (the mesh client's own deadline)
-        verify: str = "signature",
-        params: Mapping[str, int] | None = None,
-    ) -> RunResult: ...
-
-    async def peers(self, *, timeout: float | None = None) -> list[PeerView]: ...  # noqa: ASYNC109
-
-
 @dataclass(frozen=True)
 class Reply:
     """A response body, its headers, and what the request log line says of it."""
@@ -93,7 +80,7 @@ class Gateway:
 
     def __init__(
         self,
-        client: MeshClient,
+        client: AsyncClient,
         catalog: Catalog,
         *,
         timeout_s: float,
@@ -167,31 +154,29 @@ class Gateway:
         return self._reply(body, results, verify=verify, user=request.user)
 
     # -- POST /v1/completions and /v1/chat/completions -------------------------
-    async def completion(self, request: CompletionRequest, *, verify: str) -> Reply:
-        """Complete one prompt."""
+    async def completion(
+        self, request: CompletionRequest, *, verify: str
+    ) -> Reply | streaming.StreamReply:
+        """Complete one prompt (as events when ``request.streaming`` says so)."""
         entry = self.catalog.entry(request.model, kind="generate")
-        return await self._generate(
-            entry, request.prompt, request.sampling, verify=verify, chat=False, user=request.user
-        )
+        job = await self._prepare(entry, request.prompt, request.sampling, chat=False)
+        if request.streaming.enabled:
+            return await self._stream(job, request.streaming, verify=verify, user=request.user)
+        return await self._generate(job, verify=verify, user=request.user)
 
-    async def chat(self, request: ChatRequest, *, verify: str) -> Reply:
+    async def chat(self, request: ChatRequest, *, verify: str) -> Reply | streaming.StreamReply:
         """Answer a conversation, rendered with the model's chat template."""
         entry = self.catalog.entry(request.model, kind="generate")
         prompt = self.catalog.chat_template(entry).render(request.messages)
-        return await self._generate(
-            entry, prompt, request.sampling, verify=verify, chat=True, user=request.user
-        )
+        job = await self._prepare(entry, prompt, request.sampling, chat=True)
+        if request.streaming.enabled:
+            return await self._stream(job, request.streaming, verify=verify, user=request.user)
+        return await self._generate(job, verify=verify, user=request.user)
 
-    async def _generate(
-        self,
-        entry: ModelEntry,
-        prompt: str,
-        sampling: Sampling,
-        *,
-        verify: str,
-        chat: bool,
-        user: str | None,
-    ) -> Reply:
+    async def _prepare(
+        self, entry: ModelEntry, prompt: str, sampling: Sampling, *, chat: bool
+    ) -> streaming.Generation:
+        """Count the prompt's tokens, check the limits, choose the seed: the task to send."""
         tokenizer = self.catalog.tokenizer(entry)
         (prompt_tokens,) = await _count_tokens(tokenizer, [prompt])
         max_tokens = self._max_tokens(entry, sampling, prompt_tokens, chat=chat)
@@ -202,22 +187,54 @@ class Gateway:
             "top_p_milli": sampling.top_p_milli,
             "seed": seed,
         }
-        (result,) = await self._run_many(
-            entry, [{entry.text_input: [prompt]}], verify=verify, params=params
+        return streaming.Generation(
+            entry=entry,
+            inputs={entry.text_input: [prompt]},
+            params=params,
+            prompt_tokens=prompt_tokens,
+            stop=sampling.stop,
+            chat=chat,
         )
+
+    async def _generate(self, job: streaming.Generation, *, verify: str, user: str | None) -> Reply:
+        entry = job.entry
+        (result,) = await self._run_many(entry, [job.inputs], verify=verify, params=job.params)
         generation = responses.read_generation(
-            result.outputs, eos_id=entry.eos_id, max_tokens=max_tokens, stop=sampling.stop
+            result.outputs, eos_id=entry.eos_id, max_tokens=job.max_tokens, stop=job.stop
         )
-        build = responses.chat_completion if chat else responses.completion
+        build = responses.chat_completion if job.chat else responses.completion
         body = build(
             generation,
             id=result.receipt.message.task_id.hex(),
             model=entry.name,
             # The worker's signed finishing time, not the gateway's clock.
             created=result.receipt.message.finished_ms // 1000,
-            prompt_tokens=prompt_tokens,
+            prompt_tokens=job.prompt_tokens,
         )
-        return self._reply(body, [result], verify=verify, seed=seed, user=user)
+        return self._reply(body, [result], verify=verify, seed=job.seed, user=user)
+
+    async def _stream(
+        self,
+        job: streaming.Generation,
+        options: Streaming,
+        *,
+        verify: str,
+        user: str | None,
+    ) -> streaming.StreamReply:
+        if verify == "redundant":
+            raise bad_request(
+                "redundant verification cannot stream: its result is confirmed only after "
+                "the last token (send stream=false, or verify signature or audit)",
+                param="stream",
+                code="stream_unsupported",
+            )
+        stream = self.client.stream(
+            job.entry.root, job.inputs, timeout=self.timeout_s, verify=verify, params=job.params
+        )
+        log = f"model={job.entry.name} verify={verify} tasks=1 stream=true user={user!r}"
+        return await streaming.open_events(
+            stream, job, include_usage=options.include_usage, verify=verify, log=log
+        )
 
     def _max_tokens(
         self, entry: ModelEntry, sampling: Sampling, prompt_tokens: int, *, chat: bool
@@ -261,25 +278,13 @@ class Gateway:
         verify: str,
         params: Mapping[str, int] | None = None,
     ) -> list[RunResult]:
-        """Run one task per item concurrently; the first failure cancels the rest."""
-        results: list[RunResult | None] = [None] * len(inputs)
-        errors: list[MeshError] = []
+        """Run one task per item concurrently (the client's ``map``); one failure fails all.
 
-        async def one(index: int, nursery: trio.Nursery) -> None:
-            try:
-                results[index] = await self.client.run(
-                    entry.root, inputs[index], timeout=self.timeout_s, verify=verify, params=params
-                )
-            except MeshError as exc:
-                errors.append(exc)
-                nursery.cancel_scope.cancel()
-
-        async with trio.open_nursery() as nursery:
-            for index in range(len(inputs)):
-                nursery.start_soon(one, index, nursery)
-        if errors:
-            raise errors[0]
-        return [r for r in results if r is not None]
+        An answer needs every item, so the first error (in input order) is raised.
+        """
+        return await self.client.map(
+            entry.root, inputs, timeout=self.timeout_s, verify=verify, params=params
+        )
 
     def _reply(
         self,

@@ -4,10 +4,7 @@ A stream is a sequence of ``data: <json>`` events, each ended by a blank line,
 closed by ``data: [DONE]``. Chunks are ``chat.completion.chunk`` (a ``delta``
 per choice) or ``text_completion`` objects (a ``text`` per choice).
 
-The mesh cannot stream results yet (``stream: true`` is refused with
-``stream_unsupported``); this module is the encoder a streaming endpoint will
-use once the client can stream, kept separate and tested now so that the
-endpoint is a small addition.
+:mod:`mesh.gateway.streaming` says which events a streamed request gets.
 """
 
 from __future__ import annotations

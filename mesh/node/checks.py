@@ -16,14 +16,14 @@ refused as ``invalid-input``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from mesh.core.checks import CheckRequest, check_answer, parse_check
 from mesh.core.values import Values
 from mesh.errors import InvalidInput
-from mesh.node.runner import ExecutionLike, TaskRunner
+from mesh.node.runner import ExecutionLike, TaskRunner, TokenHook, WrappedRunner
 
 
 @runtime_checkable
@@ -53,20 +53,12 @@ class CheckExecution:
     compute_ms: float
 
 
-class CheckingRunner:
+class CheckingRunner(WrappedRunner):
     """Runs check tasks through ``inner.check_generation``, everything else through ``inner``."""
 
     def __init__(self, inner: TaskRunner) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self.checks = 0  # checks answered so far
-
-    @property
-    def models(self) -> Mapping[bytes, str]:
-        return self._inner.models
-
-    @property
-    def device(self) -> str:
-        return self._inner.device
 
     def validate(self, model_root: bytes, inputs: Values, params: dict[str, int]) -> None:
         """Ordinary tasks: the model's checks. Check tasks: whether this worker runs checks
@@ -83,12 +75,17 @@ class CheckingRunner:
         params: dict[str, int],
         *,
         on_start: Callable[[], None] | None = None,
+        on_tokens: TokenHook | None = None,
     ) -> ExecutionLike:
         request = parse_check(inputs)
         if request is None:
-            return await self._inner.run(model_root, inputs, params, on_start=on_start)
+            return await self._inner.run(
+                model_root, inputs, params, on_start=on_start, on_tokens=on_tokens
+            )
         if not isinstance(self._inner, GenerationChecker):
             raise InvalidInput("this worker runs no commitment checks")
+        if on_tokens is not None:
+            raise InvalidInput("a check emits no tokens to stream")
         if on_start is not None:
             on_start()
         started = time.perf_counter()
@@ -96,12 +93,3 @@ class CheckingRunner:
         self.checks += 1
         compute_ms = (time.perf_counter() - started) * 1000.0
         return CheckExecution(check_answer(passed, reason), runtime, b"", 1, compute_ms)
-
-    def queue_depth(self) -> int:
-        return self._inner.queue_depth()
-
-    def queue_capacity(self) -> int:
-        return self._inner.queue_capacity()
-
-    async def run_forever(self) -> None:
-        await self._inner.run_forever()

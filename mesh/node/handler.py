@@ -20,7 +20,9 @@ Order of the checks (each failure is an ErrorReply with its code; see
    between sources, per model); when it starts, the replay cache records it
    (only tasks that start running take an entry: a refused, displaced or
    dropped task keeps its nonce);
-9. the runner (``invalid-input``, ``internal``), off the event loop;
+9. the runner (``invalid-input``, ``internal``), off the event loop; for a
+   request that asked to stream, its tokens go out as partial answers as they
+   come (:mod:`mesh.node.streaming`), and a requester gone mid-stream stops it;
 10. the receipt, issued from the chained receipt log, then the result.
 
 A batched task (:mod:`mesh.core.batch`) takes the same steps once for all its
@@ -55,10 +57,12 @@ from mesh.core.messages import (
     BATCH_PARAM,
     ErrorReply,
     Receipt,
+    Request,
     RuntimeValue,
     Task,
     encode_result,
 )
+from mesh.core.partials import runtime_class
 from mesh.core.replay import ReplayCache
 from mesh.core.signing import verify_task
 from mesh.core.tensors import Tensor
@@ -74,15 +78,16 @@ from mesh.errors import (
     Replayed,
     UnknownModel,
 )
-from mesh.net.interface import Inbound
+from mesh.net.interface import Inbound, SendPartial
 from mesh.node.admission import Admission, ThroughputMeter
 from mesh.node.batching import BatchExecution, encode_outputs, execute_items
 from mesh.node.gate import RunGate
 from mesh.node.lifecycle import TaskState, TaskTable
 from mesh.node.pacing import RefusalPacer
 from mesh.node.receipt_log import ReceiptLog
-from mesh.node.runner import ExecutionLike, TaskRunner
+from mesh.node.runner import ExecutionLike, TaskRunner, TokenHook
 from mesh.node.sources import Source, source_of
+from mesh.node.streaming import StreamPace, stream_partials
 
 logger = logging.getLogger(__name__)
 # One line per refused task, rate-limited per error code (a flood of bad tasks
@@ -174,6 +179,7 @@ class TaskHandler:
         self._observer = observer
         # Added to every receipt's runtime claim: the price in force (mesh.node.pricing).
         self._claims = dict(receipt_claims or {})
+        self._stream_pace = StreamPace()  # this node's streams share one partial budget
         self.answered: dict[str, int] = {}  # reply code ("ok" or error code) -> count
 
     async def handle(self, inbound: Inbound) -> bytes:
@@ -215,8 +221,11 @@ class TaskHandler:
         source = source_of(inbound.peer_id, inbound.addr, task.message.client)
         # A batch's items (a list) or one task's inputs (a map).
         payload = request.items if isinstance(request, BatchRequest) else request.inputs
+        # Partials only for a requester that asked for them (mesh.node.streaming);
+        # a batch never streams.
+        stream = inbound.send_partial if isinstance(request, Request) and request.stream else None
         try:
-            reply = await self._handle_task(inbound, task, payload, source)
+            reply = await self._handle_task(inbound, task, payload, source, stream)
         except ProtocolError as exc:
             refused = self._refuse(remote_peer, exc, task.digest, answer)
             await self._pace(source)
@@ -259,6 +268,7 @@ class TaskHandler:
         task: Signed[Task],
         inputs: Values | list[Values],
         source: Source,
+        stream: SendPartial | None,
     ) -> bytes:
         body = task.message
         now_ms = self._now_ms()
@@ -292,7 +302,7 @@ class TaskHandler:
         expiry = trio.current_time() + max(0.0, (body.expires_ms - now_ms) / 1000)
         try:
             with trio.move_on_at(expiry):
-                return await self._run(inbound.peer_id, task, inputs, params, source)
+                return await self._run(inbound.peer_id, task, inputs, params, source, stream)
             raise Expired("the task expired on this node before it finished")
         finally:
             self._table.fail(task.digest)  # a no-op once answered (closed)
@@ -316,6 +326,7 @@ class TaskHandler:
         inputs: Values | list[Values],
         params: dict[str, int],
         source: Source,
+        stream: SendPartial | None,
     ) -> bytes:
         body = task.message
         self._table.move(task.digest, TaskState.QUEUED)
@@ -341,7 +352,19 @@ class TaskHandler:
             if isinstance(inputs, list):  # a batched task's items (mesh.core.batch)
                 execution = await self._execute_batch(body.model_root, inputs, params, on_start)
             else:
-                execution = await self._execute(body.model_root, inputs, params, on_start)
+                execute = functools.partial(
+                    self._execute, body.model_root, inputs, params, on_start
+                )
+                if stream is None:
+                    execution = await execute(None)
+                else:
+                    execution = await stream_partials(
+                        execute,
+                        task_id=task.digest,
+                        send_partial=stream,
+                        runtime=runtime_class(self._runner.runtime_class(body.model_root)),
+                        pace=self._stream_pace,
+                    )
             self._table.move(task.digest, TaskState.DONE)  # frees its place at the gate
         finished_ms = self._now_ms()
         self._table.require_done(task.digest)
@@ -422,9 +445,12 @@ class TaskHandler:
         inputs: Values,
         params: dict[str, int],
         on_start: Callable[[], None],
+        on_tokens: TokenHook | None,
     ) -> ExecutionLike:
         try:
-            return await self._runner.run(model_root, inputs, params, on_start=on_start)
+            return await self._runner.run(
+                model_root, inputs, params, on_start=on_start, on_tokens=on_tokens
+            )
         except MeshError:
             raise
         except Exception as exc:

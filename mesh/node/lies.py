@@ -29,10 +29,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from mesh.core.checks import ANSWER, FAIL, PASS, REASON, check_answer, is_check
+from mesh.core.partials import token_list
 from mesh.core.tensors import DTYPE_SIZES, Tensor
 from mesh.core.values import Values
 from mesh.errors import ConfigError, ModelError
-from mesh.node.runner import ExecutionLike, TaskRunner
+from mesh.node.runner import ExecutionLike, TaskRunner, TokenHook, WrappedRunner
 
 KINDS = ("perturb", "lazy")
 # Lazy answers claim what an honest CPU run of the manifest's dtype would.
@@ -78,25 +79,17 @@ class _Answer:
     compute_ms: float
 
 
-class LyingRunner:
-    """A :class:`~mesh.node.runner.TaskRunner` that lies as ``lie`` says (see the module)."""
+class LyingRunner(WrappedRunner):
+    """A :class:`~mesh.node.runner.TaskRunner` that lies as ``lie`` says (see the module).
+
+    A liar still refuses bad input (``validate`` is the model's).
+    """
 
     def __init__(self, inner: TaskRunner, lie: Lie, *, rng: random.Random | None = None) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._lie = lie
         self._rng = rng or random.Random()
         self.lied = 0  # answers altered or faked so far
-
-    @property
-    def models(self) -> Mapping[bytes, str]:
-        return self._inner.models
-
-    @property
-    def device(self) -> str:
-        return self._inner.device
-
-    def validate(self, model_root: bytes, inputs: Values, params: dict[str, int]) -> None:
-        self._inner.validate(model_root, inputs, params)  # a liar still refuses bad input
 
     async def run(
         self,
@@ -105,13 +98,26 @@ class LyingRunner:
         params: dict[str, int],
         *,
         on_start: Callable[[], None] | None = None,
+        on_tokens: TokenHook | None = None,
     ) -> ExecutionLike:
         if self._lie.kind == "lazy":
             if on_start is not None:
                 on_start()
             self.lied += 1
-            return self._lazy(model_root, inputs, params)
-        execution = await self._inner.run(model_root, inputs, params, on_start=on_start)
+            answer = self._lazy(model_root, inputs, params)
+            if on_tokens is not None:
+                # A consistent liar: it streams what it will claim.
+                ids, texts = answer.outputs.get("token_ids"), answer.outputs.get("text")
+                on_tokens(
+                    token_list(ids) if isinstance(ids, Tensor) else [],
+                    texts[0] if isinstance(texts, list) and texts else "",
+                )
+            return answer
+        # A perturbing liar streams the true tokens and then claims others: a
+        # streaming client's own check catches that (mesh.core.partials).
+        execution = await self._inner.run(
+            model_root, inputs, params, on_start=on_start, on_tokens=on_tokens
+        )
         if self._rng.random() >= self._lie.rate:
             return execution
         self.lied += 1
@@ -136,14 +142,13 @@ class LyingRunner:
         }
         return _Answer(outputs, runtime, b"", 1, 0.0)
 
-    def queue_depth(self) -> int:
-        return self._inner.queue_depth()
-
-    def queue_capacity(self) -> int:
-        return self._inner.queue_capacity()
-
-    async def run_forever(self) -> None:
-        await self._inner.run_forever()
+    def runtime_class(self, model_root: bytes) -> dict[str, str | int | bool]:
+        if self._lie.kind == "lazy":
+            return {
+                "device": _LAZY_DEVICE,
+                "dtype": _manifest_dtype(self.models.get(model_root, "")),
+            }
+        return self._inner.runtime_class(model_root)
 
 
 def apply_lie(runner: TaskRunner, lie: str) -> TaskRunner:

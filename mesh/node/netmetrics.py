@@ -14,38 +14,26 @@ overhead below whole messages.
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import trio
 from prometheus_client import Counter
 
-from mesh.core.capacity import RecordValidator
 from mesh.errors import DeadlineExceeded, MeshError
+from mesh.net.forwarding import ForwardingNetwork
 from mesh.net.interface import Inbound, Network, OnPartial, PeerAddr, RequestHandler
 from mesh.node.metrics import NodeMetrics
 
 T = TypeVar("T")
 
 
-class MeteredNetwork:
+class MeteredNetwork(ForwardingNetwork):
     """Delegates everything to ``inner`` and counts it in ``metrics``."""
 
     def __init__(self, inner: Network, metrics: NodeMetrics) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._metrics = metrics
-
-    @property
-    def inner(self) -> Network:
-        """The wrapped network."""
-        return self._inner
-
-    @property
-    def peer_id(self) -> str:
-        return self._inner.peer_id
-
-    def listen_addrs(self) -> list[str]:
-        return self._inner.listen_addrs()
 
     def set_request_handler(self, protocol: str, handler: RequestHandler) -> None:
         counter = self._metrics.request_bytes
@@ -90,9 +78,6 @@ class MeteredNetwork:
         counter.labels(protocol, "in").inc(len(answer))
         return answer
 
-    async def connect(self, peer: PeerAddr, *, timeout: float) -> None:  # noqa: ASYNC109
-        await self._inner.connect(peer, timeout=timeout)
-
     async def provide(self, key: bytes, *, timeout: float) -> None:  # noqa: ASYNC109
         call = functools.partial(self._inner.provide, key, timeout=timeout)
         await _counted(self._metrics.dht_ops, "provide", call)
@@ -109,9 +94,6 @@ class MeteredNetwork:
         call = functools.partial(self._inner.get_record, key, timeout=timeout)
         return await _counted(self._metrics.dht_ops, "get_record", call)
 
-    def set_record_validator(self, namespace: str, validator: RecordValidator) -> None:
-        self._inner.set_record_validator(namespace, validator)
-
     async def publish(self, topic: str, data: bytes, *, timeout: float) -> None:  # noqa: ASYNC109
         call = functools.partial(self._inner.publish, topic, data, timeout=timeout)
         await _counted(self._metrics.gossip_ops, "publish", call)
@@ -119,27 +101,6 @@ class MeteredNetwork:
     async def subscribe(self, topic: str) -> trio.abc.ReceiveChannel[tuple[str, bytes]]:
         call = functools.partial(self._inner.subscribe, topic)
         return await _counted(self._metrics.gossip_ops, "subscribe", call)
-
-    def connected_peers(self) -> list[str]:
-        return self._inner.connected_peers()
-
-    async def probe_listener(self, addr: str, peer_id: str, *, timeout: float) -> None:  # noqa: ASYNC109
-        await self._inner.probe_listener(addr, peer_id, timeout=timeout)
-
-    def bootstrap_peers(self) -> Sequence[PeerAddr]:
-        return self._inner.bootstrap_peers()
-
-    def known_peers(self) -> Sequence[PeerAddr]:
-        return self._inner.known_peers()
-
-    def mark_unhealthy(self, peer_id: str) -> None:
-        self._inner.mark_unhealthy(peer_id)
-
-    def is_healthy(self, peer_id: str) -> bool:
-        return self._inner.is_healthy(peer_id)
-
-    def consecutive_failures(self, peer_id: str) -> int:
-        return self._inner.consecutive_failures(peer_id)
 
 
 async def _counted(counter: Counter, op: str, call: Callable[[], Awaitable[T]]) -> T:
@@ -154,9 +115,3 @@ async def _counted(counter: Counter, op: str, call: Callable[[], Awaitable[T]]) 
         raise
     counter.labels(op, "ok").inc()
     return result
-
-
-if TYPE_CHECKING:  # mypy checks that the class implements the Network protocol
-
-    def _implements_network(net: MeteredNetwork) -> Network:
-        return net

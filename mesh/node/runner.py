@@ -10,10 +10,15 @@ roots and names it serves and its device. Component tests inject a fake runner;
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from mesh.core.values import Values
+
+# Receives a generation's new token ids and the text they complete (a delta, may be
+# ""), on the trio thread, as they are generated; a last call may carry only text
+# (the tail a detokenizer held back). Concatenated, they are the final outputs.
+TokenHook = Callable[[Sequence[int], str], None]
 
 
 class ExecutionLike(Protocol):
@@ -62,8 +67,17 @@ class TaskRunner(Protocol):
         params: dict[str, int],
         *,
         on_start: Callable[[], None] | None = None,
+        on_tokens: TokenHook | None = None,
     ) -> ExecutionLike:
-        """Run one task; ``on_start`` is called (on the trio thread) when its batch starts."""
+        """Run one task; ``on_start`` is called (on the trio thread) when its batch starts.
+
+        ``on_tokens`` (generation models only; others raise InvalidInput) hears the
+        tokens and text as they come, and has heard all of them when this returns.
+        """
+        ...
+
+    def runtime_class(self, model_root: bytes) -> dict[str, str | int | bool]:
+        """The runtime class of ``model_root``'s runs (``mesh.core.partials.runtime_class``)."""
         ...
 
     def queue_depth(self) -> int: ...
@@ -73,3 +87,50 @@ class TaskRunner(Protocol):
     async def run_forever(self) -> None:
         """The runner's background loops (batching); runs in the node's nursery."""
         ...
+
+
+class WrappedRunner:
+    """A :class:`TaskRunner` that hands everything to ``inner``; subclasses change a part.
+
+    The node wraps its runner (commitment checks, a researcher's lies): each wrapper
+    overrides what it changes and inherits the rest, so the protocol is forwarded once.
+    """
+
+    def __init__(self, inner: TaskRunner) -> None:
+        self._inner = inner
+
+    @property
+    def models(self) -> Mapping[bytes, str]:
+        return self._inner.models
+
+    @property
+    def device(self) -> str:
+        return self._inner.device
+
+    def validate(self, model_root: bytes, inputs: Values, params: dict[str, int]) -> None:
+        self._inner.validate(model_root, inputs, params)
+
+    async def run(
+        self,
+        model_root: bytes,
+        inputs: Values,
+        params: dict[str, int],
+        *,
+        on_start: Callable[[], None] | None = None,
+        on_tokens: TokenHook | None = None,
+    ) -> ExecutionLike:
+        return await self._inner.run(
+            model_root, inputs, params, on_start=on_start, on_tokens=on_tokens
+        )
+
+    def runtime_class(self, model_root: bytes) -> dict[str, str | int | bool]:
+        return self._inner.runtime_class(model_root)
+
+    def queue_depth(self) -> int:
+        return self._inner.queue_depth()
+
+    def queue_capacity(self) -> int:
+        return self._inner.queue_capacity()
+
+    async def run_forever(self) -> None:
+        await self._inner.run_forever()

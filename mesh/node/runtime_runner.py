@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING
 import trio
 
 from mesh.core.checks import CheckRequest
+from mesh.core.partials import runtime_class
 from mesh.core.values import Values
 from mesh.errors import CommitmentMismatch, ConfigError, InvalidInput, ModelError
 from mesh.node.config import NodeConfig
-from mesh.node.runner import ExecutionLike
+from mesh.node.runner import ExecutionLike, TokenHook
 
 if TYPE_CHECKING:
+    from mesh.runtime.detokenize import IncrementalDetokenizer
     from mesh.runtime.executor import Executor
     from mesh.runtime.registry import LoadedModel
 
@@ -54,8 +56,26 @@ class RuntimeRunner:
         params: dict[str, int],
         *,
         on_start: Callable[[], None] | None = None,
+        on_tokens: TokenHook | None = None,
     ) -> ExecutionLike:
-        return await self._executor.run(model_root, inputs, params, on_start=on_start)
+        if on_tokens is None:
+            return await self._executor.run(model_root, inputs, params, on_start=on_start)
+        # Text deltas that never split a character; the tail held back comes last.
+        detokenizer = text_deltas(self._executor.model(model_root))
+
+        def hook(ids: list[int]) -> None:
+            on_tokens(ids, detokenizer.push(ids) if detokenizer is not None else "")
+
+        execution = await self._executor.run(
+            model_root, inputs, params, on_start=on_start, on_tokens=hook
+        )
+        tail = detokenizer.flush() if detokenizer is not None else ""
+        if tail:
+            on_tokens([], tail)
+        return execution
+
+    def runtime_class(self, model_root: bytes) -> dict[str, str | int | bool]:
+        return runtime_class(self._executor.model(model_root).runtime_claim(0))
 
     def queue_depth(self) -> int:
         return self._executor.queue_depth()
@@ -126,6 +146,16 @@ def device_free_bytes(device: str) -> int:
         free, _total = torch.cuda.mem_get_info(torch.device(device))
         return int(free)
     return _mem_available_mb() * 1024 * 1024
+
+
+def text_deltas(model: LoadedModel) -> IncrementalDetokenizer | None:
+    """A detokenizer for a generation model's tokenizer; None for other models and none."""
+    from mesh.runtime.detokenize import IncrementalDetokenizer
+
+    if model.manifest.kind != "generate":
+        return None  # the executor refuses a token hook for it (InvalidInput)
+    tokenizer = model.generator().tokenizer
+    return IncrementalDetokenizer(tokenizer) if tokenizer is not None else None
 
 
 def _mem_available_mb() -> int:

@@ -38,9 +38,9 @@ from typing import Any
 
 import trio
 
-from mesh.core.capacity import RecordValidator
 from mesh.errors import ConfigError, DeadlineExceeded, MeshError
-from mesh.net.interface import Network, OnPartial, PeerAddr, RequestHandler
+from mesh.net.forwarding import ForwardingNetwork
+from mesh.net.interface import Network, OnPartial, PeerAddr
 from mesh.node.config import NodeConfig
 from mesh.testnet.launcher import NodeProcess, Testnet, TestnetConfig
 
@@ -285,7 +285,7 @@ class WanTestnet(Testnet):
             return super()._fork_node(index)
 
 
-class DelayedNetwork:
+class DelayedNetwork(ForwardingNetwork):
     """The ``--wan=app`` fallback: a Network that adds a per-peer round trip to requests.
 
     Where namespaces or netem are missing, a client wrapped in this sees each
@@ -298,18 +298,8 @@ class DelayedNetwork:
     """
 
     def __init__(self, inner: Network, *, delay_ms: Callable[[str], float]) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._delay_ms = delay_ms
-
-    @property
-    def peer_id(self) -> str:
-        return self._inner.peer_id
-
-    def listen_addrs(self) -> list[str]:
-        return self._inner.listen_addrs()
-
-    def set_request_handler(self, protocol: str, handler: RequestHandler) -> None:
-        self._inner.set_request_handler(protocol, handler)
 
     async def _delay(self, peer_id: str, timeout: float) -> float:  # noqa: ASYNC109
         """Sleep one emulated round trip; return the time left of ``timeout``."""
@@ -337,48 +327,6 @@ class DelayedNetwork:
     async def connect(self, peer: PeerAddr, *, timeout: float) -> None:  # noqa: ASYNC109
         left = await self._delay(peer.peer_id, timeout)
         await self._inner.connect(peer, timeout=left)
-
-    async def provide(self, key: bytes, *, timeout: float) -> None:  # noqa: ASYNC109
-        await self._inner.provide(key, timeout=timeout)
-
-    async def find_providers(
-        self,
-        key: bytes,
-        *,
-        count: int,
-        timeout: float,  # noqa: ASYNC109
-    ) -> list[PeerAddr]:
-        return await self._inner.find_providers(key, count=count, timeout=timeout)
-
-    async def put_record(self, key: str, value: bytes, *, timeout: float) -> None:  # noqa: ASYNC109
-        await self._inner.put_record(key, value, timeout=timeout)
-
-    async def get_record(self, key: str, *, timeout: float) -> bytes | None:  # noqa: ASYNC109
-        return await self._inner.get_record(key, timeout=timeout)
-
-    def set_record_validator(self, namespace: str, validator: RecordValidator) -> None:
-        self._inner.set_record_validator(namespace, validator)
-
-    async def publish(self, topic: str, data: bytes, *, timeout: float) -> None:  # noqa: ASYNC109
-        await self._inner.publish(topic, data, timeout=timeout)
-
-    async def subscribe(self, topic: str) -> trio.abc.ReceiveChannel[tuple[str, bytes]]:
-        return await self._inner.subscribe(topic)
-
-    def bootstrap_peers(self) -> Sequence[PeerAddr]:
-        return self._inner.bootstrap_peers()
-
-    def known_peers(self) -> Sequence[PeerAddr]:
-        return self._inner.known_peers()
-
-    def mark_unhealthy(self, peer_id: str) -> None:
-        self._inner.mark_unhealthy(peer_id)
-
-    def is_healthy(self, peer_id: str) -> bool:
-        return self._inner.is_healthy(peer_id)
-
-    def consecutive_failures(self, peer_id: str) -> int:
-        return self._inner.consecutive_failures(peer_id)
 
 
 def region_of(net: Testnet) -> dict[str, str]:

@@ -20,10 +20,12 @@ from mesh.client.async_client import AsyncClient, ClientConfig
 from mesh.core.envelope import Signed, sign_message
 from mesh.core.identity import Identity
 from mesh.core.messages import Task, encode_request
+from mesh.core.partials import token_tensor
 from mesh.core.tensors import Tensor
 from mesh.core.values import Values, values_hash
 from mesh.errors import InvalidInput
 from mesh.node.config import NodeConfig
+from mesh.node.runner import TokenHook
 from mesh.node.service import Node
 from mesh.testing import MemoryHub, fixed_wall_clock, inline_blocking
 
@@ -96,7 +98,10 @@ class FakeRunner:
         params: dict[str, int],
         *,
         on_start: Callable[[], None] | None = None,
+        on_tokens: TokenHook | None = None,
     ) -> FakeExecution:
+        if on_tokens is not None:  # as the executor answers for models that emit no tokens
+            raise InvalidInput("this model emits no tokens to stream")
         self.validate(model_root, inputs, params)
         if "crash" in inputs:
             raise RuntimeError("a bug in the model")
@@ -114,6 +119,9 @@ class FakeRunner:
         outputs: Values = {f"out_{k}": v for k, v in inputs.items()}
         return FakeExecution(outputs, {"device": self.device_name, "fake": True}, b"", 1, 10.0)
 
+    def runtime_class(self, model_root: bytes) -> dict[str, str | int | bool]:
+        return {"device": self.device_name, "fake": True}
+
     def queue_depth(self) -> int:
         return self.depth
 
@@ -122,6 +130,96 @@ class FakeRunner:
 
     async def run_forever(self) -> None:
         await trio.sleep_forever()
+
+
+def fake_tokens(values: Values, params: Mapping[str, int]) -> list[int]:
+    """The token ids a :class:`TokenRunner` generates: a function of the prompt and params."""
+    prompt = values["prompt"]
+    assert isinstance(prompt, list)
+    seed, count = params.get("seed", 0), params.get("max_tokens", 8)
+    return [(seed * 7 + len(prompt[0]) + i * 3) % 26 for i in range(count)]
+
+
+def fake_text(ids: list[int]) -> str:
+    """The text of :func:`fake_tokens` ids: one letter per token."""
+    return "".join(chr(ord("a") + i) for i in ids)
+
+
+@dataclass
+class TokenRunner(FakeRunner):
+    """A generation double: ``fake_tokens`` one per ``step_s`` of virtual time, streamed.
+
+    Outputs ``{"text": [...], "token_ids": int64 [n]}`` like the zoo's generators.
+
+    Attributes:
+        step_s: virtual time per token.
+        hold_after: after this many tokens of a task, wait for ``hold`` (``held`` is
+            set when a task gets there).
+        lie: ``"partials"`` streams other tokens than the result holds.
+        text_lag: each token's text comes with the next token (the last as a text-only
+            piece), as a detokenizer holding back an incomplete character does.
+        runtime_extra: added to the runtime class (another class than the others').
+        emitted: tokens generated, all tasks.
+        cancelled: runs stopped because their caller went away.
+    """
+
+    step_s: float = 0.01
+    hold_after: int | None = None
+    hold: trio.Event = field(default_factory=trio.Event)
+    held: trio.Event = field(default_factory=trio.Event)
+    lie: str = ""
+    text_lag: bool = False
+    runtime_extra: dict[str, str | int | bool] = field(default_factory=dict)
+    emitted: int = 0
+    cancelled: int = 0
+    stopped: trio.Event = field(default_factory=trio.Event)  # set when a run is cancelled
+    generated: trio.Event = field(default_factory=trio.Event)  # set when a run made its last
+
+    def runtime_class(self, model_root: bytes) -> dict[str, str | int | bool]:
+        return {"device": self.device_name, "fake": True, **self.runtime_extra}
+
+    async def run(
+        self,
+        model_root: bytes,
+        inputs: Values,
+        params: dict[str, int],
+        *,
+        on_start: Callable[[], None] | None = None,
+        on_tokens: TokenHook | None = None,
+    ) -> FakeExecution:
+        ids = fake_tokens(inputs, params)
+        self.depth += 1
+        self.started.set()
+        if on_start is not None:
+            on_start()
+        try:
+            held_back = ""
+            for index, token in enumerate(ids):
+                if index == self.hold_after:
+                    self.held.set()
+                    await self.hold.wait()
+                await trio.sleep(self.step_s)
+                self.emitted += 1
+                if on_tokens is None:
+                    continue
+                shown = (token + 1) % 26 if self.lie == "partials" else token
+                text = fake_text([shown])
+                if self.text_lag:
+                    text, held_back = held_back, text
+                on_tokens([shown], text)
+            self.generated.set()
+            if on_tokens is not None and held_back:
+                on_tokens([], held_back)
+        except trio.Cancelled:
+            self.cancelled += 1
+            self.stopped.set()
+            raise
+        finally:
+            self.depth -= 1
+        self.ran += 1
+        outputs: Values = {"text": [fake_text(ids)], "token_ids": token_tensor(ids)}
+        runtime = {**self.runtime_class(model_root), "batch_size": 1}
+        return FakeExecution(outputs, runtime, b"", 1, self.step_s * len(ids) * 1000)
 
 
 async def serve_node(
@@ -188,6 +286,7 @@ def signed_task(
     nonce: bytes = b"\x01" * 16,
     target: bytes = b"",
     input_hash: bytes | None = None,
+    params: dict[str, int] | None = None,
 ) -> Signed[Task]:
     created = now_ms if created_ms is None else created_ms
     task = Task(
@@ -197,7 +296,7 @@ def signed_task(
         expires_ms=created + window_ms,
         model_root=root,
         input_hash=values_hash(values) if input_hash is None else input_hash,
-        params={"seed": 1},
+        params={"seed": 1} if params is None else params,
         verify="signature",
         target=target,
     )

@@ -34,11 +34,13 @@ from mesh.core.messages import Receipt, Task
 from mesh.core.receipts import verify_receipt
 from mesh.core.tensors import Tensor
 from mesh.core.values import Values, decode_values
+from mesh.errors import InvalidInput
 from mesh.gateway.app import build_app
 from mesh.gateway.catalog import Catalog
 from mesh.gateway.config import GatewayConfig
 from mesh.gateway.service import Gateway
 from mesh.net.interface import TASK_PROTOCOL, Inbound
+from mesh.node.runner import TokenHook
 from mesh.node.service import Node
 from mesh.runtime.zoo import Zoo
 from mesh.testing import MemoryHub
@@ -105,6 +107,11 @@ class ZooRunner(FakeRunner):
     """Answers like the zoo's models: text and token ids, or one 4-float vector per text."""
 
     seen: list[tuple[bytes, Values, dict[str, int]]] = field(default_factory=list)
+    step_s: float = 0.001  # per streamed token
+    hold_after: int | None = None  # a streamed task waits for ``hold`` after this many tokens
+    hold: trio.Event = field(default_factory=trio.Event)
+    held: trio.Event = field(default_factory=trio.Event)
+    stopped: trio.Event = field(default_factory=trio.Event)  # a streamed task was cancelled
 
     async def run(
         self,
@@ -113,6 +120,7 @@ class ZooRunner(FakeRunner):
         params: dict[str, int],
         *,
         on_start: Callable[[], None] | None = None,
+        on_tokens: TokenHook | None = None,
     ) -> FakeExecution:
         self.seen.append((model_root, inputs, dict(params)))
         if self.gate is not None:
@@ -126,6 +134,8 @@ class ZooRunner(FakeRunner):
         await trio.sleep(self.compute_s)
         outputs: Values
         if model_root == SMALL_EMBED:
+            if on_tokens is not None:
+                raise InvalidInput("small-embed emits no tokens to stream")
             texts = inputs["texts"]
             assert isinstance(texts, list)
             flat = [float(x) for t in texts for x in (len(t), ord(t[0]), 1.0, -0.5)]
@@ -133,6 +143,16 @@ class ZooRunner(FakeRunner):
             outputs = {"embeddings": Tensor("float32", (len(texts), 4), data)}
         else:
             ids = list(REPLY.encode())[: params["max_tokens"]]
+            try:
+                for index, token in enumerate(ids if on_tokens is not None else []):
+                    if index == self.hold_after:
+                        self.held.set()
+                        await self.hold.wait()
+                    await trio.sleep(self.step_s)
+                    on_tokens([token], bytes([token]).decode())  # type: ignore[misc]
+            except trio.Cancelled:
+                self.stopped.set()
+                raise
             data = struct.pack(f"<{len(ids)}q", *ids)
             outputs = {
                 "text": [bytes(ids).decode()],
@@ -394,10 +414,11 @@ async def test_requests_are_checked_before_the_mesh_is_asked(
         )
         _error(
             await post(
-                "/v1/completions", json={"model": "tiny-gpt", "prompt": "x", "stream": True}
+                "/v1/completions",
+                json={"model": "tiny-gpt", "prompt": "x", "stream_options": {"x": 1}},
             ),
             400,
-            "stream_unsupported",
+            "invalid_value",
         )
         _error(
             await post("/v1/completions", json={"model": "tiny-gpt", "prompt": "x", "n": 2}),

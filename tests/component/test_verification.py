@@ -513,7 +513,13 @@ class _LogitRunner(FakeRunner):
         self.root, self.shift, self.claim = root, shift, device
 
     async def run(
-        self, model_root: bytes, inputs: Any, params: Any, *, on_start: Any = None
+        self,
+        model_root: bytes,
+        inputs: Any,
+        params: Any,
+        *,
+        on_start: Any = None,
+        on_tokens: Any = None,
     ) -> Any:
         import struct
 

@@ -20,6 +20,7 @@ from mesh.client.async_client import AsyncClient, ClientConfig
 from mesh.core.evidence import verify_verdict_file
 from mesh.core.tensors import Tensor
 from mesh.core.values import Values
+from mesh.errors import InvalidInput
 from mesh.runtime.registry import LoadedModel, load_model
 from mesh.runtime.zoo import find_manifest
 from mesh.testing import MemoryHub
@@ -53,11 +54,17 @@ class _ModelRunner:
         params: dict[str, int],
         *,
         on_start: Callable[[], None] | None = None,
+        on_tokens: object = None,
     ) -> FakeExecution:
+        if on_tokens is not None:
+            raise InvalidInput("this test runner does not stream")
         if on_start is not None:
             on_start()
         (out,) = await trio.to_thread.run_sync(self._model.run_batch, [(inputs, params)])
         return FakeExecution(out.outputs, self._model.runtime_claim(1), out.commitment, 1, 1.0)
+
+    def runtime_class(self, model_root: bytes) -> dict[str, str | int | bool]:
+        return self._model.runtime_claim(0)
 
     def queue_depth(self) -> int:
         return 0

@@ -18,9 +18,11 @@ from meshfakes import ROOT_A, FakeExecution
 
 from mesh.core.checks import CheckRequest
 from mesh.core.messages import Request, decode_request
+from mesh.core.partials import runtime_class
 from mesh.core.tensors import Tensor
 from mesh.core.values import Values, encode_values
 from mesh.net.interface import TASK_PROTOCOL, Inbound
+from mesh.node.runner import TokenHook
 from mesh.node.service import Node
 
 TOKENS = 6
@@ -80,12 +82,16 @@ class FakeGenRunner:
         params: dict[str, int],
         *,
         on_start: Callable[[], None] | None = None,
+        on_tokens: TokenHook | None = None,
     ) -> FakeExecution:
         if on_start is not None:
             on_start()
         await trio.sleep(self.compute_s)
         self.ran += 1
         tokens = fake_tokens(inputs)
+        if on_tokens is not None:  # streamed: each token and its two hex digits
+            for token in tokens:
+                on_tokens([token], bytes([token]).hex())
         outputs: Values = {"text": [bytes(tokens).hex()], "token_ids": token_tensor(tokens)}
         return FakeExecution(outputs, self.runtime(), fake_commitment(tokens), 1, 10.0)
 
@@ -100,6 +106,9 @@ class FakeGenRunner:
         if request.commitment != fake_commitment(tokens):
             return False, "the commitment does not match", self.runtime()
         return True, "", self.runtime()
+
+    def runtime_class(self, model_root: bytes) -> dict[str, str | int | bool]:
+        return runtime_class(self.runtime())
 
     def queue_depth(self) -> int:
         return 0

@@ -74,3 +74,27 @@ def test_wan_netns_stops_with_the_reason_when_unsupported(tmp_path: Path) -> Non
     assert done.returncode == 2
     assert "cannot run here" in done.stderr and problem.split(":")[0] in done.stderr
     assert not (tmp_path / "w").exists()  # stopped before making anything
+
+
+def test_streaming_benchmark_quick_prints_named_figures() -> None:
+    # A smoke run (tiny-gpt, small levels): figures present and sane, not speeds.
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_streaming", "--quick"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    doc = json.loads(done.stdout)
+    model = doc["models"]["tiny-gpt"]
+    assert len(model["load_average_before"]) == 3
+    for level in ("c1", "c4"):
+        figures = model["streaming"][level]
+        inp, gw = figures["in_process"], figures["gateway"]
+        assert inp["tokens"] == gw["tokens"] > 0  # the same tokens on both paths
+        assert gw["tokens_per_s"] > 0 and gw["ttft_ms_p50"] > 0
+        # CPU times tick in 10 ms: a smoke level's few tokens may read 0 for a process.
+        assert gw["cpu_ms_per_token_node"] >= 0 and gw["cpu_ms_per_token_gateway"] >= 0
+        assert isinstance(figures["gateway_over_in_process"]["tokens_per_s"], float)
+    batching = model["batching"]["load_2"]
+    assert batching["identical_outputs"] is True
+    assert set(batching["continuous_over_static"]) >= {"tokens_per_s", "ttft_ms_p50"}

@@ -1,8 +1,10 @@
 """``mesh gateway`` as a subprocess over a real testnet, spoken to with OpenAI's own client.
 
-One testnet (2 nodes serving tiny-gpt and minilm-l6) and one gateway (with an
-API key file) serve the whole module: each costs seconds to start. Every wait
-is for a line of output or an HTTP answer, with a deadline.
+One testnet (2 nodes serving tiny-gpt and minilm-l6), one more node serving
+``tiny-gated`` (tiny-gpt whose decoding waits for a gate file after its first
+token, :mod:`gated_zoo`) and one gateway (with an API key file) serve the whole
+module: each costs seconds to start. Every wait is for a line of output or an
+HTTP answer, with a deadline.
 """
 
 from __future__ import annotations
@@ -19,7 +21,17 @@ from typing import Any
 
 import openai
 import pytest
-from meshproc import ENV, LineReader, TestnetProcess, mesh_cli, running_testnet
+from gated_zoo import NAME as GATED
+from gated_zoo import make_gated_zoo
+from meshproc import (
+    ENV,
+    LineReader,
+    NodeProcess,
+    TestnetProcess,
+    mesh_cli,
+    running_testnet,
+    start_node_process,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -60,15 +72,43 @@ def testnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestnetProcess
         yield net
 
 
+@dataclass
+class Gated:
+    """The tiny-gated zoo, its gate file and the node serving it."""
+
+    zoo: Path
+    gate: Path
+    node: NodeProcess
+
+
+@pytest.fixture(scope="module")
+def gated(testnet: TestnetProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gated]:
+    work = tmp_path_factory.mktemp("gated")
+    gate = work / "gate"
+    make_gated_zoo(work / "zoo", gate=gate, after=1)
+    made = mesh_cli("keygen", "--out", str(work / "node.key"))
+    assert made.returncode == 0, made.stderr
+    node = start_node_process(
+        [sys.executable, "-m", "mesh", "node", "--key", str(work / "node.key"),
+         "--listen", "/ip4/127.0.0.1/tcp/0", "--bootstrap", str(testnet.bootstrap),
+         "--zoo", str(work / "zoo"), "--models", GATED, "--device", "cpu", "--threads", "1"],
+    )  # fmt: skip
+    try:
+        yield Gated(work / "zoo", gate, node)
+    finally:
+        gate.touch()  # a task still held finishes rather than wait for its deadline
+        node.kill()
+
+
 @pytest.fixture(scope="module")
 def gateway(
-    testnet: TestnetProcess, tmp_path_factory: pytest.TempPathFactory
+    testnet: TestnetProcess, gated: Gated, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayProcess]:
     keys = tmp_path_factory.mktemp("gateway") / "keys.txt"
     keys.write_text(f"# test keys\n{KEY}\nsk-other\n")
     proc = subprocess.Popen(
         [sys.executable, "-m", "mesh", "gateway", "--bootstrap", str(testnet.bootstrap),
-         "--listen", "127.0.0.1:0", "--api-key-file", str(keys)],
+         "--listen", "127.0.0.1:0", "--api-key-file", str(keys), "--zoo", str(gated.zoo)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
     )  # fmt: skip
     out, err = LineReader(proc.stdout, "gateway-out"), LineReader(proc.stderr, "gateway-err")
@@ -195,10 +235,16 @@ def test_bad_requests_get_openai_errors(gateway: GatewayProcess) -> None:
     assert hot.value.param == "temperature"
     with pytest.raises(openai.BadRequestError) as stream:
         client.chat.completions.create(
-            model="tiny-gpt", messages=[{"role": "user", "content": "x"}], stream=True
+            model="tiny-gpt",
+            messages=[{"role": "user", "content": "x"}],
+            stream=True,
+            stream_options={"include_obfuscation": True},
         )
-    assert stream.value.code == "stream_unsupported"
+    assert stream.value.code == "unsupported_parameter"
     assert stream.value.type == "invalid_request_error"
+    with pytest.raises(openai.NotFoundError) as missing_stream:  # before any event: HTTP errors
+        client.completions.create(model="no-such-model", prompt="x", stream=True)
+    assert missing_stream.value.code == "model_not_found"
     with pytest.raises(openai.BadRequestError) as mode:
         client.completions.create(
             model="tiny-gpt", prompt="x", extra_headers={"X-Mesh-Verify": "blind-trust"}
@@ -207,6 +253,59 @@ def test_bad_requests_get_openai_errors(gateway: GatewayProcess) -> None:
     with pytest.raises(openai.AuthenticationError) as auth:
         gateway.client(api_key="sk-wrong").models.list()
     assert auth.value.code == "invalid_api_key"
+
+
+def test_chat_streamed_first_chunk_arrives_before_the_worker_can_finish(
+    gateway: GatewayProcess, gated: Gated, tmp_path: Path
+) -> None:
+    """The worker is held after its first token until the gate file exists; the test
+    creates it only after reading the first chunks: they came before the last token."""
+    assert not gated.gate.exists()
+    stream = gateway.client().chat.completions.create(
+        model=GATED,
+        messages=[{"role": "user", "content": "Hi"}],
+        max_tokens=8,
+        temperature=0,
+        seed=1,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = iter(stream)
+    role = next(chunks)
+    assert role.object == "chat.completion.chunk"
+    assert role.choices[0].delta.role == "assistant"
+    first = next(chunks)
+    first_text = first.choices[0].delta.content
+    # Greedy tiny-gated on this prompt begins with a newline (one ASCII token).
+    assert first_text == "\n" and first.choices[0].finish_reason is None
+    assert not gated.gate.exists()  # the worker cannot have generated token 2 yet
+    gated.gate.touch()
+    rest = list(chunks)
+    usage, finish = rest[-1], rest[-2]
+    text = first_text + "".join(c.choices[0].delta.content or "" for c in rest[:-2])
+    assert finish.choices[0].finish_reason == "length"
+    assert usage.choices == [] and usage.usage is not None
+    assert usage.usage.completion_tokens == 8
+    assert {c.id for c in [role, first, *rest]} == {role.id}
+    mesh: dict[str, Any] = (usage.model_extra or {})["mesh"]
+    assert role.id == f"chatcmpl-{mesh['task_ids'][0]}"
+    assert mesh["workers"] == [gated.node.peer_id]
+    # The streamed text is the output the receipt binds, and the receipt verifies.
+    receipt = _write(tmp_path / "receipt", mesh["receipts"][0])
+    task = _write(tmp_path / "task", mesh["tasks"][0])
+    output = _write(tmp_path / "output", mesh["outputs"][0])
+    verified = mesh_cli("verify", str(receipt), "--task", str(task), "--output", str(output))
+    assert verified.returncode == 0, verified.stderr
+    from mesh.core.values import decode_values
+
+    outputs = decode_values(output.read_bytes())
+    assert outputs["text"] == [text]
+    # Not streamed, the same request (same seed) gives the same text.
+    plain = gateway.client().chat.completions.create(
+        model=GATED, messages=[{"role": "user", "content": "Hi"}], max_tokens=8, temperature=0,
+        seed=1,
+    )  # fmt: skip
+    assert plain.choices[0].message.content == text
 
 
 def test_sigterm_stops_the_gateway_cleanly(gateway: GatewayProcess) -> None:

@@ -49,6 +49,7 @@ def test_sdk_quickstart_runs_and_its_receipt_verifies(
     assert {n.peer_id for n in shared_testnet.nodes} <= listed
     assert any(line.startswith("receipt verified: seq=") for line in lines)
     assert any(line.startswith("map: 4 results") for line in lines)
+    assert any(line.startswith("stream: ") and "result verified" in line for line in lines)
     worker = next(line for line in lines if line.startswith("classes ")).split(" from ")[1]
     assert worker.split()[0] in listed
 

@@ -33,14 +33,17 @@ from mesh.core.framing import HEADER_BYTES, FrameReader, Message, encode_frames
 from mesh.core.messages import (
     CapacityRecord,
     ErrorReply,
+    Partial,
     Receipt,
     Task,
     Verdict,
+    decode_partial,
     decode_request,
     decode_response,
     encode_request,
     encode_result,
 )
+from mesh.core.partials import token_tensor
 from mesh.core.values import decode_values, encode_values, values_from_wire
 from mesh.errors import MeshError
 
@@ -54,6 +57,13 @@ VALID: dict[str, bytes] = {
     "capacity": sign_message(WORKER, sample_capacity()).envelope,
     "verdict": sign_message(AUDITOR, sample_verdict()).envelope,
     "request": encode_request(signed_task(), sample_inputs()),
+    "streamed-request": encode_request(signed_task(), sample_inputs(), stream=True),
+    "partial": Partial(
+        task_id=bytes(32),
+        seq=0,
+        runtime={"device": "cpu"},
+        outputs={"text": ["hé"], "token_ids": token_tensor([1, 2])},
+    ).encode(),
     "result": encode_result(signed_receipt(), sample_outputs()),
     "error": ErrorReply(code="busy", message="x", retry_after_ms=5, task_id=b"").encode(),
     "values": encode_values(sample_inputs()),
@@ -66,6 +76,7 @@ DECODERS: dict[str, Callable[[bytes], Any]] = {
     "capacity": lambda b: open_signed(b, CapacityRecord),
     "verdict": lambda b: open_signed(b, Verdict),
     "request": decode_request,
+    "partial": decode_partial,
     "response": decode_response,
     "values": decode_values,
 }

@@ -9,6 +9,7 @@ import pytest
 from mesh.gateway.errors import ApiError
 from mesh.gateway.schemas import (
     MAX_SEED,
+    Streaming,
     choose_verify,
     parse_chat,
     parse_completion,
@@ -103,7 +104,20 @@ def test_completion_defaults_are_openai_defaults() -> None:
         ({"model": ""}, "model", "invalid_value"),
         ({"mesh": {"verify": "trust-me"}}, "mesh.verify", "invalid_verify_mode"),
         ({"mesh": {"colour": "red"}}, "mesh.colour", "invalid_value"),
-        ({"stream_options": {"include_usage": True}}, "stream_options", "unsupported_parameter"),
+        ({"stream_options": {"include_usage": True}}, "stream_options", "invalid_value"),
+        ({"stream": "yes"}, "stream", "invalid_value"),
+        ({"stream": 1}, "stream", "invalid_value"),
+        ({"stream": True, "stream_options": []}, "stream_options", "invalid_value"),
+        (
+            {"stream": True, "stream_options": {"include_obfuscation": True}},
+            "stream_options.include_obfuscation",
+            "unsupported_parameter",
+        ),
+        (
+            {"stream": True, "stream_options": {"include_usage": 1}},
+            "stream_options.include_usage",
+            "invalid_value",
+        ),
     ],
 )
 def test_completion_refuses_what_it_cannot_honour(
@@ -114,14 +128,23 @@ def test_completion_refuses_what_it_cannot_honour(
     assert error.body()["error"]["type"] == "invalid_request_error"
 
 
-def test_stream_true_is_refused_with_its_own_code_before_anything_else() -> None:
-    for parse, body in (
-        (parse_completion, {"model": "m", "prompt": "x", "stream": True, "n": 5}),
-        (parse_chat, {"model": "m", "messages": USER, "stream": True, "bogus": 1}),
-    ):
-        error = _refused(parse, body)
-        assert error.code == "stream_unsupported"
-        assert error.body()["error"]["type"] == "invalid_request_error"
+def test_stream_and_its_usage_option_are_read() -> None:
+    assert parse_completion({"model": "m", "prompt": "x"}).streaming == Streaming(False, False)
+    assert parse_completion({"model": "m", "prompt": "x", "stream": True}).streaming == Streaming(
+        True, False
+    )
+    chat = parse_chat(
+        {
+            "model": "m",
+            "messages": USER,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+    )
+    assert chat.streaming == Streaming(enabled=True, include_usage=True)
+    # stream=true does not lift any other refusal.
+    error = _refused(parse_chat, {"model": "m", "messages": USER, "stream": True, "n": 3})
+    assert error.param == "n"
 
 
 def test_body_must_be_an_object() -> None:

@@ -59,3 +59,13 @@ def test_turning_padding_off_changes_the_claim() -> None:
         assert torch.equal(ops.linear(x, w), torch.nn.functional.linear(x, w))
     finally:
         ops.set_batch_invariant(True)
+
+
+def test_the_streams_runtime_class_keys_name_every_key_of_the_runtime_class() -> None:
+    # A stream's continuation compares runtime classes by mesh.core.partials.CLASS_KEYS:
+    # a key the runtime claims and that list lacks would go unchecked.
+    from mesh.core.partials import CLASS_KEYS
+    from mesh.runtime.device import runtime_class
+
+    assert set(runtime_class("cpu", "float32")) <= set(CLASS_KEYS)
+    assert "cuda" in CLASS_KEYS  # claimed on GPUs only

@@ -10,6 +10,7 @@ from mesh.cli import build_parser
 from mesh.cli.node import DEFAULT_LISTEN, build_config
 from mesh.core import limits
 from mesh.core.identity import Identity
+from mesh.core.replay import REPLAY_WINDOW_S, start_rate
 from mesh.errors import ConfigError
 from mesh.files.keyfile import write_key_file
 from mesh.node.config import NodeConfig
@@ -109,3 +110,12 @@ def test_bad_bootstrap_line_names_file_and_line(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"boot\.txt:2"):
         build_config(args)
+
+
+def test_default_replay_cache_lets_tasks_start_at_the_documented_rate(tmp_path: Path) -> None:
+    # The start bucket is sized from the cache: a smaller default (100k entries
+    # once) silently capped a node at 158 task starts a second, one per 6.3 ms.
+    config = NodeConfig(identity=Identity.from_seed(b"\x01" * 32), data_dir=tmp_path)
+    rate = start_rate(config.replay_entries)
+    assert rate.rate >= 790
+    assert rate.burst + rate.rate * (REPLAY_WINDOW_S + 1) <= config.replay_entries

@@ -15,9 +15,12 @@ node processes' proportional memory (PSS) is read, then a client runs
 The client's own connections to its bootstrap peers are warm (it connected
 once); what is cold is its knowledge. The same trials with the client's
 long-lived book are reported as ``warm_*``: what every ``AsyncClient.run`` pays
-once records are known. A DHT provider lookup alone is timed as
-``provider_lookup_p50_ms`` (the testnet's DHT adverts are spread over the first
-refresh period, so early lookups may find fewer providers). Each node's CPU use
+once records are known. ``choice_p50_ms`` and ``warm_choice_p50_ms`` time steps 1
+and 2 alone: a pick among 40 or 100 equally unmeasured peers is often one the
+client never dialled, and that dial (step 3) is not discovery. A DHT provider
+lookup alone is timed as ``provider_lookup_p50_ms`` (the testnet's DHT adverts
+are spread over the first refresh period, so early lookups may find fewer
+providers). Each node's CPU use
 over the trials (``/proc/<pid>/stat``) shows what a mostly idle node costs.
 """
 
@@ -77,6 +80,10 @@ async def _measure(
 
     cold: list[float] = []
     warm: list[float] = []
+    # The same trials up to the choice of a worker, before the connection to it:
+    # a warm client's pick may be a peer it never dialled (a dial is ~5 ms here).
+    cold_choice: list[float] = []
+    warm_choice: list[float] = []
     providers: list[float] = []
     found: list[int] = []
     failures = 0
@@ -99,6 +106,7 @@ async def _measure(
             book = client._book if not fresh else PeerBook(client._network)
             choices = [(c.peer.peer_id, c.load) for c in candidates]
             pick = book.choose(choices)
+            chosen = (trio.current_time() - started) * 1000
             ok = False
             if pick is not None:
                 peer = next(c.peer for c in candidates if c.peer.peer_id == pick)
@@ -110,6 +118,7 @@ async def _measure(
             elapsed = (trio.current_time() - started) * 1000
             if ok:
                 (cold if fresh else warm).append(elapsed)
+                (cold_choice if fresh else warm_choice).append(chosen)
                 found.append(len(candidates))
             else:
                 failures += 1
@@ -117,10 +126,17 @@ async def _measure(
     return {
         "cold_ms": cold,
         "warm_ms": warm,
+        "cold_choice_ms": cold_choice,
+        "warm_choice_ms": warm_choice,
         "providers_ms": providers,
         "found": found,
         "failures": failures,
     }
+
+
+def _p50(values: list[float] | None) -> float | None:
+    """The median, or None for a run logged before the figure existed."""
+    return summary(values)["p50"] if values else None
 
 
 def summarize(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -133,6 +149,9 @@ def summarize(parts: list[dict[str, Any]]) -> dict[str, Any]:
             "discovery_p50_ms": cold["p50"],
             "discovery_p90_ms": cold["p90"],
             "warm_discovery_p50_ms": warm["p50"],
+            # Candidates found and a worker chosen, without connecting to it.
+            "choice_p50_ms": _p50(part.get("cold_choice_ms")),
+            "warm_choice_p50_ms": _p50(part.get("warm_choice_ms")),
             "provider_lookup_p50_ms": summary(part["providers_ms"])["p50"],
             "candidates_found_mean": round(sum(part["found"]) / max(1, len(part["found"])), 1),
             "failed_trials": part["failures"],
@@ -156,6 +175,8 @@ def summarize(parts: list[dict[str, Any]]) -> dict[str, Any]:
     if "40" in per_size:
         figures["discovery_p50_ms_40"] = per_size["40"]["discovery_p50_ms"]
         figures["warm_discovery_p50_ms_40"] = per_size["40"]["warm_discovery_p50_ms"]
+        figures["choice_p50_ms_40"] = per_size["40"]["choice_p50_ms"]
+        figures["warm_choice_p50_ms_40"] = per_size["40"]["warm_choice_p50_ms"]
     if "100" in per_size:
         figures["testnet_ready_s_100"] = per_size["100"]["testnet_ready_s"]
         figures["pss_mb_per_node_mean_100"] = per_size["100"]["pss_mb_per_node_mean"]

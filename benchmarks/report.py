@@ -83,6 +83,8 @@ EXPLAIN: dict[str, str] = {
         "one record-exchange round with its bootstrap peers (each answers with the live signed "
         "capacity records it holds; every record is checked), then scores, picks one and checks "
         "it is live (connects). `warm_*`: the same with the client's long-lived book (no network). "
+        "`choice_*`: the same trials timed to the choice, before the liveness check (a warm "
+        "pick among many unmeasured peers is often one never dialled, and a dial is ~5 ms). "
         "`provider_lookup_p50_ms`: a DHT provider lookup alone, for comparison. "
         "`pss_mb_per_node` is the proportional set size of each node process "
         "(`/proc/<pid>/smaps_rollup`), shared copy-on-write pages split between sharers; "

@@ -39,6 +39,8 @@ import trio.testing
 
 from benchmarks.scenarios.common import Progress, mlp_input, testnet
 from mesh.core.values import Values
+from mesh.errors import InvalidInput
+from mesh.node.runner import TaskRunner, TokenHook
 
 if TYPE_CHECKING:
     from mesh.testnet.launcher import Testnet
@@ -183,7 +185,10 @@ class _EchoRunner:
         params: dict[str, int],
         *,
         on_start: Callable[[], None] | None = None,
-    ) -> Any:
+        on_tokens: TokenHook | None = None,
+    ) -> _Echo:
+        if on_tokens is not None:
+            raise InvalidInput("an echo does not generate tokens")
         self.depth += 1
         try:
             if on_start is not None:
@@ -193,6 +198,9 @@ class _EchoRunner:
             self.depth -= 1
         self.ran += 1
         return _Echo({f"out_{k}": v for k, v in inputs.items()})
+
+    def runtime_class(self, model_root: bytes) -> dict[str, str | int | bool]:
+        return {"device": "cpu"}
 
     def queue_depth(self) -> int:
         return self.depth
@@ -255,6 +263,7 @@ async def _memory_trial(params: dict[str, Any], lie: str, trial: int) -> dict[st
             async def serve(index: int, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
                 ident = Identity.generate()
                 runner = _EchoRunner({root: "echo"})
+                checked: TaskRunner = runner  # mypy holds the echo to the node's protocol
                 config = NodeConfig(
                     identity=ident,
                     data_dir=Path(tmp) / f"node{index}",
@@ -266,7 +275,7 @@ async def _memory_trial(params: dict[str, Any], lie: str, trial: int) -> dict[st
                     Node(
                         config,
                         network=net,
-                        runner=runner,
+                        runner=checked,
                         wall_clock=fixed_wall_clock(EPOCH_S),
                         blocking=inline_blocking,
                     ) as node,

@@ -299,10 +299,20 @@ class TaskSender:
         on_partial: OnPartial | None = None,
     ) -> tuple[R, float]:
         self._book.started(peer.peer_id)
-        started = trio.current_time()
         try:
+            # The dial is timed apart: a first task to a peer not yet connected
+            # would otherwise rate it a handshake slower than the peers already
+            # connected (the bootstrap peers), and selection would never go back.
+            dialled = trio.current_time()
+            if peer.peer_id not in self._network.connected_peers():
+                await self._network.connect(peer, timeout=timeout)
+            started = trio.current_time()
             response = await self._network.request(
-                peer, TASK_PROTOCOL, request, timeout=timeout, on_partial=on_partial
+                peer,
+                TASK_PROTOCOL,
+                request,
+                timeout=max(0.0, timeout - (started - dialled)),
+                on_partial=on_partial,
             )
         finally:
             self._book.finished(peer.peer_id)

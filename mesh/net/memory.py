@@ -171,6 +171,10 @@ class MemoryHub:
         if self._dht_delay is not None:
             await trio.sleep(self._dht_delay(peer_id))
 
+    def _running(self, peer_id: str) -> bool:
+        state = self._peers.get(peer_id)
+        return state is not None and not state.killed
+
     def _live(self, peer_id: str) -> bool:
         state = self._peers.get(peer_id)
         return state is not None and not state.killed and not state.frozen
@@ -192,6 +196,7 @@ class MemoryNetwork:
         self._health = HealthList()
         self._closed = False
         self.requests_sent = 0
+        self.dials = 0  # connect() calls (a task to a peer not connected dials first)
         self.sent_by_protocol: Counter[str] = Counter()
 
     @property
@@ -294,9 +299,16 @@ class MemoryNetwork:
 
     async def connect(self, peer: PeerAddr, *, timeout: float) -> None:  # noqa: ASYNC109 (the Network interface takes timeouts)
         self._check_open()
-        with trio.move_on_after(timeout):
-            await self._hub._wait_reachable(peer.peer_id)
-            return
+        self.dials += 1
+        try:
+            with trio.move_on_after(timeout):
+                await self._hub._wait_reachable(peer.peer_id)
+                return
+        except PeerUnavailable:
+            # As the libp2p adapter does: a failed dial feeds the health list.
+            self.mark_unhealthy(peer.peer_id)
+            raise
+        self.mark_unhealthy(peer.peer_id)
         raise DeadlineExceeded(f"connect to {peer.peer_id} timed out after {timeout} s")
 
     async def provide(self, key: bytes, *, timeout: float) -> None:  # noqa: ASYNC109 (the Network interface takes timeouts)
@@ -387,8 +399,9 @@ class MemoryNetwork:
         return self._bootstrap
 
     def connected_peers(self) -> list[str]:
-        """Every other live peer of the hub (memory peers need no connections)."""
-        return [pid for pid in self._hub._peers if pid != self._peer_id and self._hub._live(pid)]
+        """Every other peer of the hub whose process runs: as over TCP, a frozen
+        (SIGSTOPped) peer stays connected and a killed one does not."""
+        return [pid for pid in self._hub._peers if pid != self._peer_id and self._hub._running(pid)]
 
     async def probe_listener(self, addr: str, peer_id: str, *, timeout: float) -> None:  # noqa: ASYNC109 (the Network interface takes timeouts)
         """Answers when ``peer_id`` is live on the hub and ``addr`` is one of its addresses."""

@@ -14,7 +14,7 @@ from mesh.client.retry import RetryPolicy
 from mesh.core import canonical
 from mesh.core.receipts import verify_receipt
 from mesh.errors import DeadlineExceeded, VerificationError
-from mesh.net.interface import TASK_PROTOCOL, Inbound
+from mesh.net.interface import TASK_PROTOCOL, Inbound, PeerAddr
 from mesh.node.service import Node
 from mesh.testing import MemoryHub
 
@@ -49,6 +49,33 @@ async def test_run_returns_verified_result(
         verify_receipt(result.receipt, task=result.task, outputs=result.outputs)
         assert result.task.message.params == {"seed": 3}
         assert result.latency_ms == pytest.approx(10.0)  # the fake runner's 10 ms, virtual
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_dial_is_not_counted_in_the_peers_latency(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Rating a first task's dial as the peer's latency made every peer the client
+    # was not yet connected to (all but its bootstrap peers) look a handshake
+    # slower, and selection never went back to them.
+    hub = MemoryHub()
+    async with trio.open_nursery() as nursery:
+        await start_node(nursery, hub, 1, FakeRunner(), tmp_path)
+        client: AsyncClient = await nursery.start(open_client, hub, CLIENT)
+        network = client._network
+        dial = network.connect
+
+        async def slow_dial(peer: PeerAddr, *, timeout: float) -> None:  # noqa: ASYNC109
+            await trio.sleep(1.0)
+            await dial(peer, timeout=timeout)
+
+        network.connect = slow_dial  # type: ignore[method-assign]
+        network.connected_peers = list  # type: ignore[method-assign]  # connected to none yet
+        started = trio.current_time()
+        result = await client.run(ROOT_A.hex(), inputs(), timeout=10)
+        assert trio.current_time() - started >= 1.0  # the dial happened, and was waited for
+        assert result.latency_ms == pytest.approx(10.0)  # the runner's 10 ms alone
+        assert client._book.stats(result.worker).rtt_ms == pytest.approx(10.0)
         nursery.cancel_scope.cancel()
 
 
@@ -201,7 +228,10 @@ async def test_retry_budget_is_bounded(
             hub.kill(node.peer_id)
         with pytest.raises(Exception) as info:
             await client.run(ROOT_A, inputs(), timeout=10)
-        assert client._network.sent_by_protocol[TASK_PROTOCOL] == 2  # type: ignore[attr-defined]
+        # Two attempts: the dead peers are no longer connected, so each attempt is a
+        # dial that fails (as a killed process refuses TCP) and sends nothing.
+        network = client._network
+        assert network.dials == 2 and network.sent_by_protocol[TASK_PROTOCOL] == 0  # type: ignore[attr-defined]
         assert "unreachable" in str(info.value) or "not reachable" in str(info.value)
         nursery.cancel_scope.cancel()
 

@@ -50,8 +50,9 @@ from mesh.errors import Busy, ConfigError, MalformedMessage, Replayed
 # clock skew a task's creation time may have (seconds).
 REPLAY_WINDOW_S = (limits.MAX_TASK_WINDOW_MS + limits.MAX_CLOCK_SKEW_MS) / 1000
 # Under 100 bytes an entry (see the module docstring): 500k entries < 50 MB when
-# full, and 790 tasks may start per second, above what a node serves today
-# (~550/s through the mesh on tiny-mlp, benchmarks/RESULTS.md).
+# full, and 790 tasks may start per second, just above what one node serves a task
+# per item (759/s on tiny-mlp, benchmarks/RESULTS.md; a batched task is one start).
+# A node that must start more raises NodeConfig.replay_entries (memory for rate).
 DEFAULT_REPLAY_ENTRIES = 500_000
 # Tasks that may start at once, as a share of the per-second rate: one second's worth.
 BURST_SECONDS = 1.0

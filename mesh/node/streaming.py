@@ -57,7 +57,8 @@ PARTIAL_INTERVAL_S = 0.02
 # A node's partials per second, all its streams together. At ~100 us of event-loop
 # time each (above), 400/s keeps streaming near 4% of the loop however many streams
 # run: measured on 2 CPUs, one-token partials of 32 streams cost the node 0.36 ms of
-# CPU per token against 1.2 ms of generation (benchmarks/results/streaming-*.json).
+# CPU per token against 1.2 ms of generation (measured before this pacing; with it,
+# 0.22 ms at 32 streams of bench-gpt, benchmarks/RESULTS.md, streaming).
 PARTIALS_PER_S = 400.0
 
 

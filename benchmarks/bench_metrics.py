@@ -19,7 +19,7 @@ m = NodeMetrics(models=lambda: {root: "tiny-mlp"})
 N = 20000
 
 
-def per_task():
+def per_task() -> None:
     m.answered(root, "ok", 0.0012, 300, 500)
     m.executed(root, 4, 0.8)
 
@@ -37,7 +37,7 @@ render_ms = (time.perf_counter() - t) / 200 * 1000
 
 
 # baseline: the same loop calling a no-op
-def noop(*a):
+def noop(*a: object) -> None:
     pass
 
 

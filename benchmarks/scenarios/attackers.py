@@ -183,7 +183,7 @@ async def unfinished_frames(
 # -- task attacks --------------------------------------------------------------------
 
 
-def _task_request(identity: Any, model: str, inputs: Any, params: dict[str, int]) -> Any:
+def _task_request(identity: Any, model: str, inputs: Any, params: dict[str, int]) -> bytes:
     from mesh.client.models import resolve_model
     from mesh.core.envelope import sign_message
     from mesh.core.messages import Task, encode_request

@@ -163,7 +163,8 @@ class Attacker:
         stdout = self.proc.stdout
         with trio.fail_after(timeout):
             while True:
-                line = await trio.to_thread.run_sync(stdout.readline, abandon_on_cancel=True)
+                # trio-stubs (pulled in by trio-typing) still know this keyword as "cancellable".
+                line = await trio.to_thread.run_sync(stdout.readline, abandon_on_cancel=True)  # type: ignore[call-arg]
                 if not line:
                     raise RuntimeError(f"attacker exited before {prefix.strip()}: {self.lines}")
                 self.lines.append(line.rstrip())

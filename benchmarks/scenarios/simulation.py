@@ -40,7 +40,7 @@ import resource
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import trio
 import trio.testing
@@ -273,14 +273,20 @@ class _SimNode:
 
     def bytes_per_s(self, hub: Any, elapsed: float) -> float:
         pid = self.identity.peer_id
-        return (hub.bytes_in[pid] - self._in0 + hub.bytes_out[pid] - self._out0) / elapsed
+        sent_and_received: float = hub.bytes_in[pid] - self._in0 + hub.bytes_out[pid] - self._out0
+        return sent_and_received / elapsed
 
 
 class _SimRunner:
     """What the advertiser reads of a runner: the models served and the device."""
 
-    models: ClassVar[dict[bytes, str]] = {MODEL: "sim-model"}
-    device = "cpu"
+    @property
+    def models(self) -> dict[bytes, str]:
+        return {MODEL: "sim-model"}
+
+    @property
+    def device(self) -> str:
+        return "cpu"
 
 
 def summarize(parts: list[dict[str, Any]]) -> dict[str, Any]:

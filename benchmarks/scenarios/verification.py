@@ -416,9 +416,10 @@ async def _testnet_audit(
 
     wrong = _reference()
     total = params["audit_tasks"]
-    per_liar = {
+    per_liar: dict[str, dict[str, int | None]] = {
         lie: {"results_until_caught": 0, "caught_after_tasks": None} for lie in lies.values()
     }
+    until_caught = dict.fromkeys(lies.values(), 0)
     wrong_before = wrong_after = 0
     served = Counter[str]()
     config = ClientConfig(verify="audit", timeout_s=60)
@@ -438,13 +439,15 @@ async def _testnet_audit(
                         wrong_before += 1
                 lie = lies.get(result.worker)
                 if lie is not None and result.worker not in caught_before:
-                    per_liar[lie]["results_until_caught"] += 1
+                    until_caught[lie] += 1
             done += len(batch)
             for peer in set(client.reputation.caught()) - caught_before:
                 if peer in lies:
                     per_liar[lies[peer]]["caught_after_tasks"] = done
             progress.advance(len(batch))
         made = client.verdicts()
+    for lie, count in until_caught.items():
+        per_liar[lie]["results_until_caught"] = count
     return {
         "tasks": total,
         "per_liar": per_liar,

@@ -36,7 +36,7 @@ from mesh.errors import MeshError
 from mesh.net.exchange import RecordExchange
 from mesh.net.interface import LOAD_TOPIC, Network
 from mesh.node.config import NodeConfig
-from mesh.node.runner import TaskRunner
+from mesh.node.runner import ServedModels
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class Advertiser:
         *,
         config: NodeConfig,
         network: Network,
-        runner: TaskRunner,
+        runner: ServedModels,
         wall_clock: WallClock,
         throughput_milli: Callable[[], int],
         queue_depth: Callable[[], int],

@@ -40,6 +40,16 @@ class ExecutionLike(Protocol):
     def compute_ms(self) -> float: ...
 
 
+class ServedModels(Protocol):
+    """What a node advertises of its runner: the models served and the device."""
+
+    @property
+    def models(self) -> Mapping[bytes, str]: ...
+
+    @property
+    def device(self) -> str: ...
+
+
 class TaskRunner(Protocol):
     """Runs tasks off the event loop, with a bounded queue the node reads."""
 

@@ -44,22 +44,16 @@ class ServedModels(Protocol):
     """What a node advertises of its runner: the models served and the device."""
 
     @property
-    def models(self) -> Mapping[bytes, str]: ...
-
-    @property
-    def device(self) -> str: ...
-
-
-class TaskRunner(Protocol):
-    """Runs tasks off the event loop, with a bounded queue the node reads."""
-
-    @property
     def models(self) -> Mapping[bytes, str]:
         """model_root -> model name, for every model served."""
         ...
 
     @property
     def device(self) -> str: ...
+
+
+class TaskRunner(ServedModels, Protocol):
+    """Runs tasks off the event loop, with a bounded queue the node reads."""
 
     def validate(self, model_root: bytes, inputs: Values, params: dict[str, int]) -> None:
         """Check one task's inputs and params against the model, before it is admitted.

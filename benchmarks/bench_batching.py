@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import random
 import statistics
 import sys
@@ -46,7 +45,7 @@ from typing import Any
 import torch
 import trio
 
-from benchmarks.bench_runtime import random_gpt2
+from benchmarks.bench_runtime import random_gpt2, torch_machine
 from mesh.core.tensors import Tensor
 from mesh.core.values import Values
 from mesh.runtime.convert import from_torch
@@ -238,12 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                 max_batch=args.max_batch,
             )
     report = {
-        "machine": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "cpu_threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        },
+        "machine": torch_machine(),
         "models": results,
         "skipped": skipped,
     }

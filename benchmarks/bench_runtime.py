@@ -146,6 +146,16 @@ def commitment_numbers(model: LoadedModel, tasks: list[Task], repeats: int) -> d
     }
 
 
+def torch_machine() -> dict[str, Any]:
+    """Python, torch, torch's CPU threads and the CUDA device if any: the report's machine."""
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+
+
 def random_gpt2(zoo: Zoo, folder: Path) -> Path:
     """Write GPT-2-shaped random weights (GPT-2's init, seed 0) as gpt2/model.safetensors."""
     from safetensors.torch import save_file
@@ -204,12 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             results[name].update(commitment_numbers(model, tasks, repeats=5))
         results[name]["runtime"] = model.runtime_claim(args.max_batch)
     report = {
-        "machine": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "cpu_threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        },
+        "machine": torch_machine(),
         "models": results,
         "skipped": skipped,
     }

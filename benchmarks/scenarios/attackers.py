@@ -12,7 +12,8 @@ table:
   sending 3 header bytes, reopening each as soon as the node drops it;
 - ``unfinished_frames``: ``streams`` streams (over ``peers`` PeerIDs) each send
   ``mib`` MiB of unfinished "more" frames, then hold the stream silently
-  (``@@flooded {...}`` once every one of them has ended);
+  (``@@flooded {...}`` once every one of them has ended); with ``comeback``,
+  a stream the node drops comes back as a new PeerID and sends the rest;
 - ``heavy_tasks``: ``in_flight`` tiny-gpt tasks of ``max_tokens`` tokens kept in
   flight, from one client key (``keys="one"``) or a fresh key per task
   (``"fresh"``), over ``peers`` PeerIDs;
@@ -153,25 +154,49 @@ async def unfinished_frames(
     frame = HEADER.pack(FLAG_MORE, limits.MAX_FRAME_BYTES) + bytes(limits.MAX_FRAME_BYTES)
     frames = params.get("mib", 48) * limits.MiB // limits.MAX_FRAME_BYTES
     streams = params.get("streams", 16)
+    comeback = params.get("comeback", False)
     async with _peers(params.get("peers", 4), params["bootstrap"]) as nets:
-        sending = 0
+        started = 0  # streams that sent their first frame, or were cut off before
 
-        async def one(net: Any) -> None:
-            nonlocal sending
+        def one_started() -> None:
+            nonlocal started
+            started += 1
+            if started == streams:
+                engaged.set()  # every stream is flooding now (or already dropped)
+
+        async def send(net: Any, left: int, first_frame: Callable[[], None]) -> int:
+            """Frames still to send once ``net``'s stream was dropped (0: all sent)."""
             try:
                 stream = await _raw_stream(net, target.peer_id)
-                for index in range(frames):
+                while left:
                     await stream.write(frame)
+                    left -= 1
                     stats["mib_sent"] += limits.MAX_FRAME_BYTES // limits.MiB
-                    if index == 0:
-                        sending += 1
-                        if sending >= streams:
-                            engaged.set()  # every stream is flooding now
+                    first_frame()
             except Exception:
                 stats["reset_while_sending"] += 1
-            else:
-                await _until_dropped(stream)  # hold it: never finish the message
-                stats["dropped_while_held"] += 1
+                return left
+            await _until_dropped(stream)  # hold it: never finish the message
+            stats["dropped_while_held"] += 1
+            return 0
+
+        async def one(net: Any) -> None:
+            counted = False
+
+            def first_frame() -> None:
+                nonlocal counted
+                if not counted:
+                    counted = True
+                    one_started()
+
+            left = await send(net, frames, first_frame)
+            while left and comeback:
+                # Dropped: come back as a new PeerID and send the rest.
+                stats["comebacks"] += 1
+                async with _peers(1, [params["target"]]) as (fresh,):
+                    left = await send(fresh, left, first_frame)
+            if not counted:
+                one_started()  # cut off before its first frame
 
         async with trio.open_nursery() as nursery:
             for i in range(streams):

@@ -60,6 +60,13 @@ ATTACKS: dict[str, tuple[str, dict[str, Any], int, tuple[str, ...]]] = {
         1,
         ("tiny-mlp",),
     ),
+    # The same flood, coming back as a new PeerID whenever the node sheds one.
+    "unfinished_frames_comeback": (
+        "unfinished_frames",
+        {"streams": 16, "mib": 48, "peers": 4, "comeback": True},
+        1,
+        ("tiny-mlp",),
+    ),
     "heavy_one_key": (
         "heavy_tasks",
         {"keys": "one", "in_flight": 64, "peers": 4, "max_tokens": 64},
@@ -231,7 +238,10 @@ async def _measure(
     result: dict[str, Any] = {}
     async with AsyncClient.connect(bootstrap=bootstrap, listen=listen) as client:
         progress.stage(f"{name}: baseline", 1)
-        await _honest(client, 5, target=honest_target, offset=10_000)  # warm-up
+        # Warm-up of every node: in the mesh attacks the client picks its workers, and
+        # a node's first tasks grow its RSS (first use), which is not the attack's doing.
+        for warm in net.nodes:
+            await _honest(client, 5, target=warm.peer_id, offset=10_000)
         if "tiny-gpt" in _models:
             # The generation lane's working memory is allocated once, at its first
             # batches: warm it up, so "after" compares steady states.

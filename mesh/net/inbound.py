@@ -21,6 +21,14 @@ keep that cheap for the node and expensive to abuse:
   unfinished message; over ``buffered_total``, the peer holding the most loses
   its biggest one, until the total fits. Freed memory goes back to the OS
   (:mod:`mesh.net.heap`) once enough was freed.
+- **Shedding.** A peer that loses a message for memory loses every stream it
+  was sending on, and the adapter closes its connection (``on_shed``): resetting
+  one stream does not stop the peer's bytes, which the node must still decrypt
+  and read; only a closed connection does. Its new streams are refused for
+  ``shed_s``, so it cannot come straight back; a new PeerID costs the attacker a
+  handshake and again earns it at most its share of the budget. An honest peer
+  lands here only by sending more unfinished bytes than the node can hold, and
+  its client retries elsewhere.
 
 Sans-IO apart from the eviction callbacks it is given: time is a parameter.
 The libp2p adapter (:mod:`mesh.net.libp2p_peer`) opens a :class:`Slot` per
@@ -38,6 +46,9 @@ from mesh.errors import ConfigError, PeerUnavailable
 
 # The heap is trimmed at most this often (a trim walks the whole heap: ms).
 TRIM_INTERVAL_S = 1.0
+# Expired sheds are forgotten when this many are remembered (each cost its peer
+# tens of MiB of traffic, so the table stays small).
+SHED_PRUNE_AT = 4096
 
 
 class StreamIdle(PeerUnavailable):
@@ -70,6 +81,7 @@ class InboundLimits:
             unfinished frames costs the node well under 100 MiB.
         trim_after_bytes: give freed memory back to the OS once this much
             unfinished-message memory was released.
+        shed_s: how long a peer that lost a message for memory is refused.
     """
 
     per_peer: int = 16
@@ -79,6 +91,7 @@ class InboundLimits:
     buffered_per_peer: int = limits.MAX_MESSAGE_BYTES + limits.KiB
     buffered_total: int = 80 * limits.MiB
     trim_after_bytes: int = 16 * limits.MiB
+    shed_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.per_peer < 1 or self.total < self.per_peer:
@@ -90,6 +103,8 @@ class InboundLimits:
                 "need MAX_MESSAGE_BYTES <= buffered_per_peer <= buffered_total "
                 "(a peer must be able to send one largest message)"
             )
+        if self.shed_s < 0:
+            raise ConfigError("shed_s must be >= 0")
 
 
 class SlotState(enum.Enum):
@@ -129,14 +144,14 @@ class Slot:
         self.state = SlotState.WAITING
         self.since = now
 
-    def hold(self, nbytes: int) -> None:
+    def hold(self, nbytes: int, *, now: float) -> None:
         """Account ``nbytes`` held for this stream's unfinished message.
 
         Raises:
-            StreamEvicted: this stream must give up its message (its peer, or
-                it, holds the most over a memory cap).
+            StreamEvicted: this stream must give up its message (its peer holds
+                the most over a memory cap, and is shed).
         """
-        self.owner._hold(self, nbytes)
+        self.owner._hold(self, nbytes, now)
 
 
 @dataclass(slots=True)
@@ -145,6 +160,8 @@ class InboundStats:
 
     opened: int = 0
     refused: int = 0
+    refused_shed: int = 0  # new streams of a shed peer
+    shed: int = 0  # peers shed for memory
     evicted_for_slot: int = 0
     evicted_for_memory: int = 0
     trims: int = 0
@@ -158,6 +175,8 @@ class InboundStreams:
     limits: InboundLimits = field(default_factory=InboundLimits)
     # Gives freed memory back to the OS; see mesh.net.heap.
     trim: Callable[[], object] = lambda: None
+    # Told the PeerID of a shed peer: the adapter closes its connection.
+    on_shed: Callable[[str], object] = lambda peer: None
     stats: InboundStats = field(default_factory=InboundStats)
     _slots: dict[str, list[Slot]] = field(default_factory=dict)
     _count: int = 0
@@ -165,6 +184,7 @@ class InboundStreams:
     _buffered_total: int = 0
     _freed: int = 0  # bytes of unfinished messages released since the last trim
     _trimmed: float = float("-inf")
+    _shed_until: dict[str, float] = field(default_factory=dict)
 
     @property
     def count(self) -> int:
@@ -180,6 +200,16 @@ class InboundStreams:
         """Streams ``peer`` holds now."""
         return len(self._slots.get(peer, ()))
 
+    def is_shed(self, peer: str, *, now: float) -> bool:
+        """True while ``peer`` is refused for having lost a message for memory."""
+        until = self._shed_until.get(peer)
+        if until is None:
+            return False
+        if now < until:
+            return True
+        del self._shed_until[peer]
+        return False
+
     def open(
         self, peer: str, addr: str, *, now: float, cancel: Callable[[], None]
     ) -> tuple[Slot | None, list[Slot]]:
@@ -190,6 +220,9 @@ class InboundStreams:
             request) and the slots evicted for it (their ``cancel`` was called).
         """
         evicted: list[Slot] = []
+        if self.is_shed(peer, now=now):
+            self.stats.refused_shed += 1
+            return None, evicted
         mine = self._slots.get(peer, [])
         if len(mine) >= self.limits.per_peer:
             victim = _oldest(mine)
@@ -268,25 +301,34 @@ class InboundStreams:
             self._freed -= delta
         self.stats.peak_buffered = max(self.stats.peak_buffered, self._buffered_total)
 
-    def _hold(self, slot: Slot, nbytes: int) -> None:
+    def _hold(self, slot: Slot, nbytes: int, now: float) -> None:
         if slot.evicted:
             raise StreamEvicted(f"stream lost its {slot.evicted}")
         self._set_buffered(slot, nbytes)
-        per_peer = self.limits.buffered_per_peer
-        while self._buffered.get(slot.peer, 0) > per_peer:
-            self._take_memory(max(self._slots[slot.peer], key=lambda s: s.buffered), slot)
+        if self._buffered.get(slot.peer, 0) > self.limits.buffered_per_peer:
+            self._shed(slot.peer, slot, now)
         while self._buffered_total > self.limits.buffered_total:
-            hog = max(self._buffered, key=lambda p: self._buffered[p])
-            self._take_memory(max(self._slots[hog], key=lambda s: s.buffered), slot)
+            self._shed(max(self._buffered, key=lambda p: self._buffered[p]), slot, now)
 
-    def _take_memory(self, victim: Slot, asking: Slot) -> None:
-        if victim is asking:
-            # The asking stream's own task raises instead of being cancelled.
-            self._evict(victim, "memory", cancel=False)
+    def _shed(self, peer: str, asking: Slot, now: float) -> None:
+        """Take every unfinished message of ``peer`` and refuse it for ``shed_s``.
+
+        Streams answering a request hold no message memory; they end when the
+        adapter closes the connection.
+        """
+        if len(self._shed_until) >= SHED_PRUNE_AT:
+            self._shed_until = {p: t for p, t in self._shed_until.items() if t > now}
+        self._shed_until[peer] = now + self.limits.shed_s
+        self.stats.shed += 1
+        for victim in list(self._slots.get(peer, ())):
+            if victim.state is not SlotState.HANDLING:
+                # The asking stream's own task raises instead of being cancelled.
+                self._evict(victim, "memory", cancel=victim is not asking)
+        self.on_shed(peer)
+        if asking.peer == peer:
             raise StreamEvicted(
-                f"unfinished messages over the memory cap ({victim.peer} holds the most)"
+                f"unfinished messages over the memory cap ({peer} holds the most): peer shed"
             )
-        self._evict(victim, "memory")
 
 
 def _oldest(slots: list[Slot]) -> Slot | None:

@@ -118,8 +118,8 @@ class Libp2pNetwork:
         self._validators: dict[str, dht_glue.MeshRecordValidator] = {}
         self._handlers: dict[str, RequestHandler] = {}
         # Slots, progress and memory of inbound request streams (mesh.net.inbound).
-        self._inbound = InboundStreams(inbound, trim=trim_heap)
-        # Connections being closed after a stall; set when done (tests await it).
+        self._inbound = InboundStreams(inbound, trim=trim_heap, on_shed=self._shed)
+        # Connections being closed after a stall or a shed; set when done (tests await it).
         self._evicting: dict[str, trio.Event] = {}
         # Peers taken out of the routing table while unhealthy, and the
         # bootstrap peers: both are put back by restore_peers().
@@ -166,9 +166,15 @@ class Libp2pNetwork:
                     peer,
                 )
             if slot is None:
-                # Every slot in the way is answering a request: admission's business.
-                refusals.info("stream-refused", "too many streams answering; reset one of %s", peer)
                 self.stats.rejected_streams += 1
+                if self._inbound.is_shed(peer, now=trio.current_time()):
+                    refusals.info("stream-refused", "reset a stream of %s: shed for memory", peer)
+                    self._evict(peer)  # it came back on a new connection
+                else:
+                    # Every slot in the way is answering a request: admission's business.
+                    refusals.info(
+                        "stream-refused", "too many streams answering; reset one of %s", peer
+                    )
                 await discard(stream)
                 return
             try:
@@ -607,13 +613,22 @@ class Libp2pNetwork:
             self.mark_unhealthy(peer_id)
         self._evict(peer_id)
 
+    def _shed(self, peer_id: str) -> None:
+        """A peer sent more unfinished bytes than the node holds: stop reading them."""
+        refusals.info(
+            "peer-shed",
+            "closed the connection of %s: it held the most unfinished bytes over the budget",
+            peer_id,
+        )
+        self._evict(peer_id)
+
     def _evict(self, peer_id: str) -> None:
-        """Close the connection to a frozen peer, in the background.
+        """Close the connection to a frozen or shed peer, in the background.
 
         Library tasks (gossipsub writes, DHT reads) blocked on it then fail at
         once instead of waiting 10-30 s; the next dial makes a new connection.
-        Only stalls lead here, never a slow answer: closing the connection
-        would also kill other requests in flight to that peer.
+        Only stalls and sheds (mesh.net.inbound) lead here, never a slow answer:
+        closing the connection also kills other requests in flight to that peer.
         """
         if peer_id in self._evicting:
             return

@@ -107,7 +107,7 @@ class MessageReader:
             self._window_bytes += len(data)
             self._ready.extend(self._frames.feed(data))
             if self._slot is not None:
-                self._slot.hold(self._frames.buffered)
+                self._slot.hold(self._frames.buffered, now=trio.current_time())
         return self._ready.popleft()
 
     async def _read(self) -> bytes:

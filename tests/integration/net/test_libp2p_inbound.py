@@ -10,7 +10,7 @@ from netsupport import FAST, addr_of, seed
 
 from mesh.core import limits
 from mesh.core.framing import FLAG_MORE, HEADER, encode_frames
-from mesh.errors import DeadlineExceeded
+from mesh.errors import DeadlineExceeded, PeerUnavailable
 from mesh.net.interface import TASK_PROTOCOL, Inbound
 from mesh.net.libp2p_net import InboundLimits, Libp2pNetwork, open_libp2p_network
 
@@ -66,37 +66,55 @@ async def test_three_header_bytes_then_silence_loses_the_slot_within_a_window() 
         assert await client.request(addr_of(server), TASK_PROTOCOL, b"hi", timeout=5) == b"echo:hi"
 
 
-async def test_unfinished_frames_over_the_memory_budget_are_dropped() -> None:
+async def test_a_peer_flooding_unfinished_frames_is_shed_and_others_are_served() -> None:
     budget = InboundLimits(buffered_total=limits.MAX_MESSAGE_BYTES + 8 * limits.MiB)
     async with (
         open_libp2p_network(identity_seed=seed(33), timeouts=FAST, inbound=budget) as server,
         open_libp2p_network(
             identity_seed=seed(34), bootstrap=server.listen_addrs(), timeouts=FAST
-        ) as client,
+        ) as flooder,
         open_libp2p_network(
             identity_seed=seed(35), bootstrap=server.listen_addrs(), timeouts=FAST
-        ) as other,
+        ) as honest,
     ):
         server.set_request_handler(TASK_PROTOCOL, echo)
         frame = HEADER.pack(FLAG_MORE, limits.MAX_FRAME_BYTES) + bytes(limits.MAX_FRAME_BYTES)
-        floods = [await _raw(client, server), await _raw(other, server)]
+        floods = [await _raw(flooder, server), await _raw(flooder, server)]
+        sent = [0, 0]
 
-        async def flood(stream, frames: int) -> None:  # type: ignore[no-untyped-def]
+        async def flood(index: int) -> None:
             try:
-                for _ in range(frames):
-                    await stream.write(frame)
+                for _ in range(20):
+                    await floods[index].write(frame)
+                    sent[index] += 1
             except Exception:
-                pass  # reset by the server: it gave up the memory
+                pass  # reset by the server, or its connection closed: shed
 
-        # 2 x 40 MiB of "more" frames: over the 72 MiB budget, under each message cap.
+        # 2 streams of up to 80 MiB of "more" frames each: over the 72 MiB budget.
         with trio.fail_after(60):
             async with trio.open_nursery() as nursery:
-                for stream in floods:
-                    nursery.start_soon(flood, stream, 10)
+                for index in range(2):
+                    nursery.start_soon(flood, index)
         stats = server.inbound_stats
-        assert stats.evicted_for_memory >= 1
+        assert stats.shed == 1 and stats.evicted_for_memory == 2  # both of its streams
         assert stats.peak_buffered <= budget.buffered_total + 256 * limits.KiB  # one read over
-        assert await client.request(addr_of(server), TASK_PROTOCOL, b"ok", timeout=10) == b"echo:ok"
+        assert sum(sent) < 40  # the closed connection stopped the flood
+        assert server.inbound_buffered == 0
+        # The server closed the flooder's connection...
+        closing = server._evicting.get(flooder.peer_id)
+        if closing is not None:
+            with trio.fail_after(10):
+                await closing.wait()
+        assert ID.from_base58(flooder.peer_id) not in server._host.get_connected_peers()
+        # ...and refuses it for shed_s on any new one (its first try may still
+        # meet the old connection closing); others are served all along.
+        for _ in range(3):
+            with pytest.raises(PeerUnavailable):
+                await flooder.request(addr_of(server), TASK_PROTOCOL, b"again", timeout=10)
+            if stats.refused_shed:
+                break
+        assert stats.refused_shed >= 1
+        assert await honest.request(addr_of(server), TASK_PROTOCOL, b"ok", timeout=10) == b"echo:ok"
 
 
 async def test_a_requester_that_resets_has_its_request_cancelled() -> None:

@@ -62,22 +62,62 @@ def test_streams_answering_a_request_are_never_evicted() -> None:
     assert s.cancelled == [] and s.inbound.stats.refused == 1
 
 
-def test_a_peer_over_its_memory_budget_loses_its_biggest_message() -> None:
+def test_a_peer_over_its_memory_budget_is_shed() -> None:
+    shed: list[str] = []
     s = Streams(buffered_per_peer=limits.MAX_MESSAGE_BYTES + 1024, buffered_total=100 * MiB)
+    s.inbound.on_shed = shed.append
     big = s.open("a", "big")
     small = s.open("a", "small")
-    assert big is not None and small is not None
+    other = s.open("b", "other")
+    assert big is not None and small is not None and other is not None
     big.reading()
-    big.hold(60 * MiB)
+    big.hold(60 * MiB, now=0.0)
+    other.reading()
+    other.hold(1 * MiB, now=0.0)
     small.reading()
-    small.hold(3 * MiB)
-    small.hold(5 * MiB)  # 65 MiB in all for peer a: over its budget
-    assert s.cancelled == ["big"]
-    assert s.inbound.buffered == 5 * MiB
-    # The asking stream itself gives way when it holds the most: it raises.
+    small.hold(3 * MiB, now=0.0)
+    # 65 MiB in all for peer a: over its budget. Every message of a goes, the
+    # asking stream's own by raising; the adapter is told to close a's connection.
     with pytest.raises(StreamEvicted):
-        small.hold(limits.MAX_MESSAGE_BYTES + 2048)
-    assert s.inbound.buffered == 0 and s.inbound.count == 0
+        small.hold(5 * MiB, now=1.0)
+    assert s.cancelled == ["big"]
+    assert shed == ["a"]
+    assert s.inbound.buffered == 1 * MiB  # b's message stays
+    assert s.inbound.held_by("a") == 0 and s.inbound.held_by("b") == 1
+    assert s.inbound.stats.shed == 1
+
+
+def test_a_shed_peer_is_refused_for_shed_s_then_let_back() -> None:
+    s = Streams(buffered_per_peer=limits.MAX_MESSAGE_BYTES + 1024, shed_s=30.0)
+    slot = s.open("a", "a1", now=0.0)
+    assert slot is not None
+    slot.reading()
+    with pytest.raises(StreamEvicted):
+        slot.hold(limits.MAX_MESSAGE_BYTES + 2048, now=10.0)
+    assert s.inbound.is_shed("a", now=39.9)
+    assert s.open("a", "a2", now=39.9) is None
+    assert s.inbound.stats.refused_shed == 1
+    assert s.open("b", "b1", now=39.9) is not None  # others are served all along
+    assert not s.inbound.is_shed("a", now=40.0)
+    assert s.open("a", "a3", now=40.0) is not None
+
+
+def test_streams_of_a_shed_peer_answering_a_request_are_left_to_end() -> None:
+    s = Streams(buffered_total=80 * MiB)
+    answering = s.open("hog", "answering")
+    flooding = s.open("hog", "flooding")
+    assert answering is not None and flooding is not None
+    answering.handling()
+    flooding.reading()
+    flooding.hold(50 * MiB, now=0.0)
+    honest = s.open("honest", "honest")
+    assert honest is not None
+    honest.reading()
+    honest.hold(31 * MiB, now=0.0)  # 81 MiB: the hog is shed, not the asker
+    assert s.cancelled == ["flooding"]
+    # The answering stream holds no message memory; closing the connection ends it.
+    assert s.inbound.held_by("hog") == 1 and not answering.evicted
+    assert s.inbound.buffered == 31 * MiB
 
 
 def test_over_the_total_the_peer_holding_most_gives_way() -> None:
@@ -86,11 +126,11 @@ def test_over_the_total_the_peer_holding_most_gives_way() -> None:
     for slot in hogs:
         assert slot is not None
         slot.reading()
-        slot.hold(25 * MiB)
+        slot.hold(25 * MiB, now=0.0)
     honest = s.open("honest", "honest")
     assert honest is not None
     honest.reading()
-    honest.hold(10 * MiB)  # 85 MiB: the first of the biggest holders goes
+    honest.hold(10 * MiB, now=0.0)  # 85 MiB: the first of the biggest holders goes
     assert s.cancelled == ["hog0"]
     assert s.inbound.buffered == 60 * MiB
     assert s.inbound.stats.peak_buffered <= 85 * MiB
@@ -104,7 +144,7 @@ def test_freed_memory_is_given_back_once_enough_was_freed() -> None:
     slot = s.open("a", "a")
     assert slot is not None
     slot.reading()
-    slot.hold(20 * MiB)
+    slot.hold(20 * MiB, now=0.0)
     s.inbound.close(slot, now=10.0)
     assert s.trims == 1
     assert not s.inbound.maybe_trim(now=20.0)  # nothing freed since
@@ -118,6 +158,8 @@ def test_limits_are_checked() -> None:
         InboundLimits(buffered_per_peer=limits.MAX_MESSAGE_BYTES - 1)  # one message must fit
     with pytest.raises(ConfigError):
         InboundLimits(progress_window_s=0)
+    with pytest.raises(ConfigError):
+        InboundLimits(shed_s=-1)
 
 
 def test_a_port_in_use_is_refused_by_name_even_with_reuseport() -> None:

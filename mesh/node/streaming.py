@@ -54,12 +54,15 @@ T = TypeVar("T")
 # model's one-token partials would cost more than its tokens. 20 ms caps that at
 # 50 partials/s per stream, a rate no reader notices (a screen refreshes at 60 Hz).
 PARTIAL_INTERVAL_S = 0.02
-# A node's partials per second, all its streams together. At ~100 us of event-loop
-# time each (above), 400/s keeps streaming near 4% of the loop however many streams
-# run: measured on 2 CPUs, one-token partials of 32 streams cost the node 0.36 ms of
-# CPU per token against 1.2 ms of generation (measured before this pacing; with it,
-# 0.22 ms at 32 streams of bench-gpt, benchmarks/RESULTS.md, streaming).
-PARTIALS_PER_S = 400.0
+# A node's partials per second, all its streams together. Each partial costs the
+# node ~125 us of event-loop CPU and the gateway relaying it ~210 us (measured at
+# 32 streams of bench-gpt on 2 CPUs), and the node's loop shares the interpreter
+# with its decode thread: every partial slows generation. Measured there, gateway
+# tokens/s over in-process: 0.84-0.85 at 400/s, 0.88-0.91 at 100/s. So 100/s:
+# at 32 streams each gets a partial every 320 ms (~8 tokens of bench-gpt), at 8
+# every 80 ms, and below 5 every PARTIAL_INTERVAL_S; the first partial of a task
+# never waits (time to first token).
+PARTIALS_PER_S = 100.0
 
 
 class StreamPace:
@@ -117,6 +120,7 @@ class PartialPump:
         self._ids: list[int] = []
         self._text: list[str] = []
         self._wake = trio.Event()
+        self._pacing = False  # waiting out the interval: new tokens need not wake the pump
         self._closed = False
         self.sent = 0  # partials sent
         self.tokens = 0  # token ids sent
@@ -134,7 +138,8 @@ class PartialPump:
             self._ids.extend(ids)
             if text:
                 self._text.append(text)
-            self._wake.set()
+            if not self._pacing:
+                self._wake.set()
 
     def close(self) -> None:
         """No more tokens: :meth:`run` sends what is pending, then returns."""
@@ -149,12 +154,16 @@ class PartialPump:
         """
         while True:
             if self.pending and not self._closed and trio.current_time() < self._next_send:
-                # Too soon after the last partial: let more tokens join this one
-                # (closing wakes us: the last partial never waits).
-                with trio.move_on_at(self._next_send):
-                    while not self._closed:
+                # Too soon after the last partial: let more tokens join this one,
+                # without waking for each (at 32 streams that was 32 task switches
+                # per decode step); closing wakes us: the last partial never waits.
+                self._pacing = True
+                try:
+                    with trio.move_on_at(self._next_send):
                         await self._wake.wait()
-                        self._wake = trio.Event()
+                finally:
+                    self._pacing = False
+                self._wake = trio.Event()
             if self.pending:
                 self._next_send = trio.current_time() + self._pace.interval()
                 await self._send_pending()

@@ -80,25 +80,25 @@ async def test_a_peer_flooding_unfinished_frames_is_shed_and_others_are_served()
         server.set_request_handler(TASK_PROTOCOL, echo)
         frame = HEADER.pack(FLAG_MORE, limits.MAX_FRAME_BYTES) + bytes(limits.MAX_FRAME_BYTES)
         floods = [await _raw(flooder, server), await _raw(flooder, server)]
-        sent = [0, 0]
 
-        async def flood(index: int) -> None:
+        async def flood(stream) -> None:  # type: ignore[no-untyped-def]
             try:
-                for _ in range(20):
-                    await floods[index].write(frame)
-                    sent[index] += 1
+                for _ in range(12):
+                    await stream.write(frame)
             except Exception:
                 pass  # reset by the server, or its connection closed: shed
 
-        # 2 streams of up to 80 MiB of "more" frames each: over the 72 MiB budget.
+        # 2 streams of 48 MiB of "more" frames: each under the 64 MiB message cap,
+        # together over the peer's budget (one largest message), however they interleave.
         with trio.fail_after(60):
             async with trio.open_nursery() as nursery:
-                for index in range(2):
-                    nursery.start_soon(flood, index)
+                for stream in floods:
+                    nursery.start_soon(flood, stream)
+        for stream in floods:  # the writes may end before the server read them all
+            await _wait_closed(stream, within=30)
         stats = server.inbound_stats
         assert stats.shed == 1 and stats.evicted_for_memory == 2  # both of its streams
         assert stats.peak_buffered <= budget.buffered_total + 256 * limits.KiB  # one read over
-        assert sum(sent) < 40  # the closed connection stopped the flood
         assert server.inbound_buffered == 0
         # The server closed the flooder's connection...
         closing = server._evicting.get(flooder.peer_id)

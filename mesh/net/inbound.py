@@ -17,12 +17,11 @@ keep that cheap for the node and expensive to abuse:
   ``progress_min_bytes`` in every ``progress_window_s``: a stream that sent three
   header bytes and stalls loses its slot after one window, not after ``idle_s``.
 - **Memory.** Bytes held for unfinished messages are counted per peer and in
-  all (:meth:`Slot.hold`). A peer over ``buffered_per_peer`` loses its biggest
-  unfinished message; over ``buffered_total``, the peer holding the most loses
-  its biggest one, until the total fits. Freed memory goes back to the OS
-  (:mod:`mesh.net.heap`) once enough was freed.
-- **Shedding.** A peer that loses a message for memory loses every stream it
-  was sending on, and the adapter closes its connection (``on_shed``): resetting
+  all (:meth:`Slot.hold`). A peer over ``buffered_per_peer`` is shed; over
+  ``buffered_total``, the peer holding the most is shed, until the total fits.
+  Freed memory goes back to the OS (:mod:`mesh.net.heap`) once enough was freed.
+- **Shedding.** A shed peer loses every unfinished message it was sending,
+  and the adapter closes its connection (``on_shed``): resetting
   one stream does not stop the peer's bytes, which the node must still decrypt
   and read; only a closed connection does. Its new streams are refused for
   ``shed_s``, so it cannot come straight back; a new PeerID costs the attacker a

@@ -176,8 +176,7 @@ class MemoryHub:
         return state is not None and not state.killed
 
     def _live(self, peer_id: str) -> bool:
-        state = self._peers.get(peer_id)
-        return state is not None and not state.killed and not state.frozen
+        return self._running(peer_id) and not self._peers[peer_id].frozen
 
 
 class MemoryNetwork:
